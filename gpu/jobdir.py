@@ -1,0 +1,161 @@
+"""The folder contract between the CPU side and the GPU job.
+
+The GPU job reads one input folder and writes one output folder. Locally both are plain
+directories; on Azure ML they are ``uri_folder`` mounts. Nothing else passes between the two
+sides, so the job is identical under every compute backend.
+
+Input folder::
+
+    job.json                 JobManifest below
+    model.safetensors        the style network's weights
+    chunks/00000.mkv ...     frame-exact pieces of the source video (lossless)
+
+Output folder::
+
+    chunks/00000.mkv ...     stylized chunks, same frame count as the input chunk
+    done/00000.json          ChunkReport, written after the chunk: its presence marks the chunk done
+    summary.json             JobSummary, written by rank 0 when every chunk is done
+
+Every file is written under a temporary name in the same folder and renamed into place, so a
+reader never sees a partial file under a final name, and a rerun skips finished chunks.
+
+This module must stay importable with the standard library alone: the GPU job never imports
+Prefect, and the CPU side imports this file to read and write the same contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "job.json"
+MODEL_NAME = "model.safetensors"
+CHUNKS_DIR = "chunks"
+DONE_DIR = "done"
+SUMMARY_NAME = "summary.json"
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """One input chunk: ``frames`` frames starting at source frame ``first_frame``."""
+
+    index: int
+    file: str
+    frames: int
+    first_frame: int
+
+    @property
+    def stem(self) -> str:
+        return f"{self.index:05d}"
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """How the GPU job encodes stylized chunks (H.264, no B-frames so packets stay in order)."""
+
+    crf: int = 18
+    preset: str = "veryfast"
+
+
+@dataclass(frozen=True)
+class JobManifest:
+    """Everything the GPU job needs to know about its input folder.
+
+    Attributes:
+        width: Frame width of the chunks, in pixels (display orientation, may be odd).
+        height: Frame height of the chunks, in pixels (may be odd).
+        total_frames: Sum of all chunks' frames; equals the source's decoded frame count.
+        chunks: The chunks in presentation order.
+        encode: Encoder settings for the stylized chunks.
+    """
+
+    width: int
+    height: int
+    total_frames: int
+    chunks: list[ChunkSpec]
+    encode: EncodeSettings = field(default_factory=EncodeSettings)
+    version: int = MANIFEST_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobManifest:
+        if data.get("version") != MANIFEST_VERSION:
+            raise ValueError(f"unsupported job manifest version {data.get('version')!r}")
+        chunks = [ChunkSpec(**c) for c in data["chunks"]]
+        if sum(c.frames for c in chunks) != data["total_frames"]:
+            raise ValueError("job manifest: chunk frame counts do not add up to total_frames")
+        return cls(
+            width=data["width"],
+            height=data["height"],
+            total_frames=data["total_frames"],
+            chunks=chunks,
+            encode=EncodeSettings(**data.get("encode", {})),
+        )
+
+
+@dataclass(frozen=True)
+class ChunkReport:
+    """What one rank reports for one finished chunk."""
+
+    index: int
+    rank: int
+    host: str
+    frames: int
+    seconds: float
+    device: str
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either nothing or the whole file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """JSON flavour of :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, json.dumps(data, indent=2, sort_keys=True).encode())
+
+
+def read_manifest(input_dir: Path) -> JobManifest:
+    return JobManifest.from_json(json.loads((input_dir / MANIFEST_NAME).read_text()))
+
+
+def write_manifest(input_dir: Path, manifest: JobManifest) -> None:
+    atomic_write_json(input_dir / MANIFEST_NAME, manifest.to_json())
+
+
+def output_chunk_path(output_dir: Path, chunk: ChunkSpec) -> Path:
+    return output_dir / CHUNKS_DIR / f"{chunk.stem}.mkv"
+
+
+def done_path(output_dir: Path, chunk: ChunkSpec) -> Path:
+    return output_dir / DONE_DIR / f"{chunk.stem}.json"
+
+
+def is_chunk_done(output_dir: Path, chunk: ChunkSpec) -> bool:
+    """A chunk is done when its report exists; the report is written after the chunk itself."""
+    return done_path(output_dir, chunk).exists() and output_chunk_path(output_dir, chunk).exists()
+
+
+def read_reports(output_dir: Path) -> list[ChunkReport]:
+    """All chunk reports written so far, in chunk order (used for progress and per-rank counts)."""
+    reports = []
+    for path in sorted((output_dir / DONE_DIR).glob("[0-9]*.json")):
+        reports.append(ChunkReport(**json.loads(path.read_text())))
+    return reports

