@@ -36,7 +36,7 @@ class StorageSettings(BaseModel):
         "when no connection string is set.",
     )
     api_version: str | None = Field(
-        default="2025-01-05",
+        default="2026-06-06",
         description="Blob REST API version the client speaks. Pinned because the newest SDK "
         "speaks a version Azurite rejects; set empty to use the SDK's default on Azure.",
     )
@@ -88,6 +88,116 @@ class WatcherSettings(BaseModel):
     )
 
 
+class AzureMLSettings(BaseModel):
+    """Where and how the GPU job runs on Azure Machine Learning (``compute.backend=azureml``).
+
+    Credentials never live here: the backend authenticates with azure-identity
+    (``DefaultAzureCredential``; a user-assigned managed identity when ``identity_client_id``
+    is set).
+    """
+
+    subscription_id: str | None = Field(
+        default=None, description="Azure subscription id of the Azure ML workspace."
+    )
+    resource_group: str | None = Field(
+        default=None, description="Resource group of the Azure ML workspace."
+    )
+    workspace: str | None = Field(default=None, description="Azure ML workspace name.")
+    identity_client_id: str | None = Field(
+        default=None,
+        description="Client id of a user-assigned managed identity to authenticate as; unset "
+        "lets DefaultAzureCredential pick (az login, workload identity, managed identity).",
+    )
+    compute: str = Field(default="gpu-cluster", description="AmlCompute cluster the job runs on.")
+    vm_size: str | None = Field(
+        default=None,
+        description="Overrides the GPU VM size of deployments/azureml/compute.yaml when the "
+        "cluster is created from it.",
+    )
+    max_instances: int | None = Field(
+        default=None, ge=1, description="Overrides compute.yaml's max_instances (cluster cap)."
+    )
+    instance_count: int = Field(default=1, ge=1, description="Nodes the job runs on.")
+    gpus_per_node: int = Field(
+        default=1, ge=1, description="MPI processes per node: one rank per GPU of the VM size."
+    )
+    low_priority: bool = Field(
+        default=True,
+        description="Create the cluster with the low-priority tier (cheaper, can be preempted; "
+        "preempted jobs are resubmitted and resume from finished chunks).",
+    )
+    environment: str | None = Field(
+        default=None,
+        description="Registered environment 'name:version' to run in; unset builds the "
+        "environment of deployments/azureml/environment.yaml (Open MPI + CUDA base image).",
+    )
+    data_datastore: str = Field(
+        default="restyle_jobs",
+        description="Azure ML datastore (data account, container data_container) holding job "
+        "input and output folders.",
+    )
+    data_account_url: str | None = Field(
+        default=None,
+        description="https://<data account>.blob.core.windows.net behind data_datastore; the "
+        "backend uploads inputs and downloads outputs there with azure-identity.",
+    )
+    data_container: str = Field(
+        default="jobs", description="Container behind data_datastore (job folders)."
+    )
+    code_datastore: str = Field(
+        default="workspaceblobstore",
+        description="The workspace's default datastore (system account) where Azure ML keeps "
+        "code snapshots and logs; checked before submitting so snapshots never land in the data "
+        "account.",
+    )
+    job_prefix: str = Field(
+        default="restyle-jobs", description="Path prefix of job folders inside data_datastore."
+    )
+    experiment_name: str = Field(default="restyle", description="Azure ML experiment name.")
+    max_attempts: int = Field(
+        default=3, ge=1, description="Submissions per GPU job in all, counting preemption retries."
+    )
+    backoff_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Wait before the first resubmission after a preemption; doubles each time.",
+    )
+    poll_seconds: float = Field(
+        default=15.0, gt=0, description="Seconds between job status polls (and progress updates)."
+    )
+    sas_minutes: int = Field(
+        default=60,
+        ge=1,
+        le=7 * 24 * 60,
+        description="Lifetime of read-only user-delegation SAS links handed out for results.",
+    )
+
+
+class BridgeSettings(BaseModel):
+    """The Event Grid webhook bridge (deployments/eventgrid_bridge.py)."""
+
+    shared_secret: SecretStr | None = Field(
+        default=None,
+        description="Secret expected in the webhook URL query (?code=...); the bridge refuses "
+        "to start without one.",
+    )
+    allowed_containers: list[str] = Field(
+        default=["videos", "styles"], description="Containers whose new blobs become events."
+    )
+    allowed_extensions: list[str] = Field(
+        default=[".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".png", ".jpg", ".jpeg", ".webp"],
+        description="Blob name extensions (lower case, with the dot) that become events.",
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest accepted request body, in bytes."
+    )
+    dedupe_capacity: int = Field(
+        default=10_000, ge=1, description="Event ids remembered to drop Event Grid redeliveries."
+    )
+    host: str = Field(default="127.0.0.1", description="Address uvicorn listens on.")
+    port: int = Field(default=8088, ge=1, le=65535, description="Port uvicorn listens on.")
+
+
 class RestyleSettings(BaseSettings):
     """Root of the settings tree."""
 
@@ -97,6 +207,12 @@ class RestyleSettings(BaseSettings):
     compute: ComputeSettings = Field(default_factory=ComputeSettings, description="Compute.")
     limits: LimitSettings = Field(default_factory=LimitSettings, description="Input limits.")
     watcher: WatcherSettings = Field(default_factory=WatcherSettings, description="Watcher.")
+    azureml: AzureMLSettings = Field(
+        default_factory=AzureMLSettings, description="Azure ML compute backend."
+    )
+    bridge: BridgeSettings = Field(
+        default_factory=BridgeSettings, description="Event Grid webhook bridge."
+    )
     default_style: str = Field(
         default="starry_night", description="Style for uploads directly under the input container."
     )

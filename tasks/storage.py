@@ -1,0 +1,154 @@
+"""Blob storage: one small interface, one implementation over azure-storage-blob.
+
+The same :class:`AzureBlobStore` serves Azurite (connection string with its published dev key)
+and a real account (``account_url`` plus ``DefaultAzureCredential``, so no key is ever needed).
+:func:`make_blob_store` is the one place that chooses.
+
+Uploads are atomic by the service's own semantics: a block blob appears only when its block list
+is committed (or its single Put Blob completes), so a reader never sees a partial result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient, ContentSettings
+
+from tasks.events import BlobVersion
+from tasks.settings import StorageSettings
+
+logger = logging.getLogger(__name__)
+
+
+class BlobNotFoundError(FileNotFoundError):
+    """The named blob does not exist (or no longer does)."""
+
+
+class BlobStore(Protocol):
+    """What restyle needs from blob storage."""
+
+    account_name: str
+
+    def ensure_containers(self, names: list[str]) -> None: ...
+
+    def list_versions(self, container: str) -> Iterator[BlobVersion]: ...
+
+    def get_version(self, container: str, blob: str) -> BlobVersion: ...
+
+    def download(self, container: str, blob: str, dest: Path) -> BlobVersion: ...
+
+    def upload_file(
+        self, container: str, blob: str, src: Path, content_type: str | None = None
+    ) -> BlobVersion: ...
+
+    def upload_json(self, container: str, blob: str, data: Any) -> BlobVersion: ...
+
+    def delete(self, container: str, blob: str) -> None: ...
+
+    def set_tags(self, container: str, blob: str, tags: dict[str, str]) -> None: ...
+
+    def get_tags(self, container: str, blob: str) -> dict[str, str]: ...
+
+
+class AzureBlobStore:
+    """:class:`BlobStore` over azure-storage-blob (Azurite or a real account)."""
+
+    def __init__(self, client: BlobServiceClient) -> None:
+        self.client = client
+        self.account_name = client.account_name or "unknown"
+
+    def ensure_containers(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                self.client.create_container(name)
+            except ResourceExistsError:
+                pass
+
+    def list_versions(self, container: str) -> Iterator[BlobVersion]:
+        for props in self.client.get_container_client(container).list_blobs():
+            yield self._version(container, props.name, props)
+
+    def get_version(self, container: str, blob: str) -> BlobVersion:
+        try:
+            props = self.client.get_blob_client(container, blob).get_blob_properties()
+        except ResourceNotFoundError:
+            raise BlobNotFoundError(f"{container}/{blob} does not exist") from None
+        return self._version(container, blob, props)
+
+    def download(self, container: str, blob: str, dest: Path) -> BlobVersion:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part")
+        try:
+            downloader = self.client.get_blob_client(container, blob).download_blob()
+        except ResourceNotFoundError:
+            raise BlobNotFoundError(f"{container}/{blob} does not exist") from None
+        with tmp.open("wb") as fh:
+            downloader.readinto(fh)
+        tmp.replace(dest)
+        return self._version(container, blob, downloader.properties)
+
+    def upload_file(
+        self, container: str, blob: str, src: Path, content_type: str | None = None
+    ) -> BlobVersion:
+        settings = ContentSettings(content_type=content_type) if content_type else None
+        with src.open("rb") as fh:
+            self.client.get_blob_client(container, blob).upload_blob(
+                fh, overwrite=True, content_settings=settings, max_concurrency=2
+            )
+        return self.get_version(container, blob)
+
+    def upload_json(self, container: str, blob: str, data: Any) -> BlobVersion:
+        body = json.dumps(data, indent=2, sort_keys=True).encode()
+        self.client.get_blob_client(container, blob).upload_blob(
+            body, overwrite=True, content_settings=ContentSettings(content_type="application/json")
+        )
+        return self.get_version(container, blob)
+
+    def delete(self, container: str, blob: str) -> None:
+        try:
+            self.client.get_blob_client(container, blob).delete_blob()
+        except ResourceNotFoundError:
+            pass
+
+    def set_tags(self, container: str, blob: str, tags: dict[str, str]) -> None:
+        self.client.get_blob_client(container, blob).set_blob_tags(tags)
+
+    def get_tags(self, container: str, blob: str) -> dict[str, str]:
+        return dict(self.client.get_blob_client(container, blob).get_blob_tags())
+
+    def _version(self, container: str, blob: str, props: Any) -> BlobVersion:
+        content_type = props.content_settings.content_type if props.content_settings else None
+        return BlobVersion(
+            account=self.account_name,
+            container=container,
+            blob=blob,
+            etag=str(props.etag).strip('"'),
+            size=int(props.size),
+            content_type=content_type,
+        )
+
+
+def make_blob_store(settings: StorageSettings) -> AzureBlobStore:
+    """Connect to the account that ``settings`` describe.
+
+    A connection string (Azurite) wins; otherwise ``account_url`` with ``DefaultAzureCredential``.
+    """
+    options: dict[str, Any] = {}
+    if settings.api_version:
+        options["api_version"] = settings.api_version
+    if settings.connection_string is not None:
+        client = BlobServiceClient.from_connection_string(
+            settings.connection_string.get_secret_value(), **options
+        )
+    elif settings.account_url:
+        from azure.identity import DefaultAzureCredential
+
+        client = BlobServiceClient(settings.account_url, DefaultAzureCredential(), **options)
+    else:
+        raise ValueError("storage: set either connection_string or account_url")
+    return AzureBlobStore(client)
