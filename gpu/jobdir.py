@@ -110,6 +110,49 @@ class ChunkReport:
     frames: int
     seconds: float
     device: str
+    decode_seconds: float = 0.0
+    infer_seconds: float = 0.0
+    encode_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class RankSummary:
+    """What one rank did during one run of the job (chunks finished by earlier runs excluded)."""
+
+    rank: int
+    host: str
+    device: str
+    chunks: int
+    frames: int
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """What rank 0 reports once every chunk is done.
+
+    Attributes:
+        total_frames: Frames in all output chunks (equals the manifest's ``total_frames``).
+        chunks: Chunks in the job.
+        chunks_skipped: Chunks already done by an earlier run, so not processed by this one.
+        frames_processed: Frames this run stylized.
+        wall_seconds: From start-up to the final barrier, on rank 0.
+        fps: ``frames_processed / wall_seconds``.
+        device: The device name rank 0 ran on.
+        ranks: One entry per rank, in rank order.
+    """
+
+    total_frames: int
+    chunks: int
+    chunks_skipped: int
+    frames_processed: int
+    wall_seconds: float
+    fps: float
+    device: str
+    ranks: list[RankSummary]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobSummary:
+        return cls(**{**data, "ranks": [RankSummary(**r) for r in data["ranks"]]})
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -159,3 +202,7 @@ def read_reports(output_dir: Path) -> list[ChunkReport]:
     for path in sorted((output_dir / DONE_DIR).glob("[0-9]*.json")):
         reports.append(ChunkReport(**json.loads(path.read_text())))
     return reports
+
+
+def read_summary(output_dir: Path) -> JobSummary:
+    return JobSummary.from_json(json.loads((output_dir / SUMMARY_NAME).read_text()))
