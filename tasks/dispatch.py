@@ -48,13 +48,18 @@ class GpuJob:
 
 @dataclass
 class GpuJobResult:
-    """How a job ended: which backend, how many attempts and why they were retried."""
+    """How a job ended: which backend, how many attempts and why they were retried.
+
+    ``links`` maps a label to a URL worth publishing (``azureml-studio``: the job in Azure ML
+    Studio); it never holds a credential.
+    """
 
     backend: str
     seconds: float
     attempts: int = 1
     retry_reasons: list[str] = field(default_factory=list)
     log_tail: str = ""
+    links: dict[str, str] = field(default_factory=dict)
 
 
 class GpuJobError(RuntimeError):
