@@ -70,7 +70,54 @@ class StyleNet(nn.Module):
         return y[..., :height, :width]
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"stylenet": StyleNet}
+class ConvLayer(nn.Sequential):
+    """Reflection-padded convolution, optionally preceded by nearest-neighbour upsampling."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 upsample: int = 1) -> None:
+        layers: list[nn.Module] = [nn.Upsample(scale_factor=upsample)] if upsample > 1 else []
+        layers.append(nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                                padding=kernel_size // 2, padding_mode="reflect"))
+        super().__init__(*layers)
+
+
+class TransformerNet(nn.Module):
+    """Johnson et al. (2016) image transformation network, the baseline StyleNet is compared to.
+
+    9x9 convolution on RGB, two stride-2 convolutions, five residual blocks at a quarter
+    resolution, two upsample-then-convolve steps (instead of transposed convolutions, which
+    leave checkerboard artefacts) and a final 9x9 convolution; instance normalisation throughout.
+    """
+
+    stride = 4
+
+    def __init__(self, width: int = 32, blocks: int = 5) -> None:
+        super().__init__()
+        self.hparams = {"width": width, "blocks": blocks}
+        wide, widest = width * 2, width * 4
+
+        def conv_norm_relu(conv: nn.Module, channels: int) -> list[nn.Module]:
+            return [conv, nn.InstanceNorm2d(channels, affine=True), nn.ReLU(inplace=True)]
+
+        self.net = nn.Sequential(
+            *conv_norm_relu(ConvLayer(3, width, 9), width),
+            *conv_norm_relu(ConvLayer(width, wide, 3, stride=2), wide),
+            *conv_norm_relu(ConvLayer(wide, widest, 3, stride=2), widest),
+            *[ResidualBlock(widest) for _ in range(blocks)],
+            *conv_norm_relu(ConvLayer(widest, wide, 3, upsample=2), wide),
+            *conv_norm_relu(ConvLayer(wide, width, 3, upsample=2), width),
+            ConvLayer(width, 3, 9),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        pad_h, pad_w = (-height) % self.stride, (-width) % self.stride
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        return torch.sigmoid(self.net(x))[..., :height, :width]
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"stylenet": StyleNet, "johnson": TransformerNet}
 
 
 def build_model(arch: str = "stylenet", **hparams: int) -> nn.Module:

