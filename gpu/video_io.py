@@ -1,0 +1,241 @@
+"""FFmpeg pipes for the GPU job: raw RGB frames in from a lossless chunk, H.264 out.
+
+Command lines are built by pure functions (tested as lists); :class:`FrameReader` and
+:class:`FrameWriter` run them as child processes and raise :class:`FFmpegError`, carrying
+FFmpeg's stderr, when one fails. Frames travel as ``uint8`` arrays shaped ``(N, H, W, 3)``.
+
+Stylized chunks are encoded with settings fixed here, independent of the machine, so that every
+chunk of a job has byte-identical SPS and PPS and the CPU side can join them by stream copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+NOMINAL_FRAME_RATE = 25
+"""Output chunks carry a nominal constant rate: the CPU side retimes frames to the source's
+timestamps when it reassembles, and a constant rate keeps the level, and so the SPS, equal."""
+
+COLOUR_TAGS = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
+               "-color_range", "tv"]
+
+
+class FFmpegError(RuntimeError):
+    """An FFmpeg child process failed; ``stderr`` holds what it said."""
+
+    def __init__(self, message: str, stderr: str = "") -> None:
+        super().__init__(f"{message}\n{stderr.strip()}" if stderr.strip() else message)
+        self.stderr = stderr
+
+
+def find_ffmpeg(explicit: str | None = None) -> str:
+    """The FFmpeg binary to use.
+
+    Args:
+        explicit: A path given on the command line; wins when set.
+
+    Returns:
+        ``explicit``, else ``$RESTYLE_FFMPEG``, else the binary of the ``imageio-ffmpeg`` wheel
+        when it is installed, else ``ffmpeg`` from PATH.
+
+    Raises:
+        FileNotFoundError: No FFmpeg binary could be found.
+    """
+    candidate = explicit or os.environ.get("RESTYLE_FFMPEG")
+    if not candidate:
+        try:
+            import imageio_ffmpeg
+
+            candidate = imageio_ffmpeg.get_ffmpeg_exe()
+        except (ImportError, RuntimeError):
+            candidate = shutil.which("ffmpeg")
+    if not candidate or not (Path(candidate).is_file() or shutil.which(candidate)):
+        raise FileNotFoundError(
+            f"ffmpeg binary not found ({candidate or 'nothing on PATH'}): pass --ffmpeg or set "
+            "RESTYLE_FFMPEG"
+        )
+    return candidate
+
+
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """``(width, height)`` rounded up to even numbers, as 4:2:0 chroma subsampling needs."""
+    return width + width % 2, height + height % 2
+
+
+def decode_argv(ffmpeg: str, source: Path, threads: int = 0) -> list[str]:
+    """Decode the first video stream of ``source`` to packed RGB24 frames on stdout.
+
+    ``passthrough`` keeps every decoded frame exactly once: no frame is dropped or duplicated
+    to fit a rate.
+    """
+    return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", str(threads),
+            "-i", str(source), "-map", "0:v:0", "-fps_mode", "passthrough",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+
+
+def encode_argv(ffmpeg: str, target: Path, width: int, height: int, crf: int, preset: str,
+                threads: int = 0) -> list[str]:
+    """Encode packed RGB24 frames of ``width`` x ``height`` from stdin to H.264 in Matroska.
+
+    Args:
+        ffmpeg: The FFmpeg binary.
+        target: The output file (any name: the container is given explicitly).
+        width: Frame width; must be even (pad first, see :func:`even_size`).
+        height: Frame height; must be even.
+        crf: x264 constant rate factor.
+        preset: x264 preset.
+        threads: x264 threads, 0 for automatic (thread count does not change SPS or PPS).
+
+    Returns:
+        The argv list.
+
+    Raises:
+        ValueError: ``width`` or ``height`` is odd.
+    """
+    if width % 2 or height % 2:
+        raise ValueError(f"H.264 4:2:0 needs even dimensions, got {width}x{height}: pad first")
+    # RGB -> YUV with the BT.709 matrix at limited range, the same matrix the tags announce.
+    to_yuv = ("scale=out_color_matrix=bt709:out_range=tv"
+              ":flags=bicubic+accurate_rnd+full_chroma_int,format=yuv420p")
+    return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size", f"{width}x{height}",
+            "-framerate", str(NOMINAL_FRAME_RATE), "-i", "pipe:0",
+            "-vf", to_yuv, "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
+            "-profile:v", "high", "-bf", "0", "-threads", str(threads),
+            # Every chunk starts with an IDR frame and is cut nowhere else by us; no scene-cut
+            # I-frames keep the bitrate even; open GOPs would reference the previous chunk.
+            "-x264-params", "open-gop=0:scenecut=0:keyint=600:min-keyint=600",
+            *COLOUR_TAGS, "-an", "-f", "matroska", str(target)]
+
+
+class _FFmpegChild:
+    """An FFmpeg child process whose stderr is kept in a temporary file for error reports."""
+
+    def __init__(self, argv: list[str], **pipes: int) -> None:
+        self._argv = argv
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
+        self._proc = subprocess.Popen(argv, stderr=self._stderr, **pipes)
+
+    def _error(self, message: str) -> FFmpegError:
+        self._proc.wait()
+        self._stderr.seek(0)
+        return FFmpegError(f"{message}: {' '.join(self._argv)}",
+                           self._stderr.read().decode(errors="replace"))
+
+    def _stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        for stream in (self._proc.stdin, self._proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    stream.close()
+        self._stderr.close()
+
+
+class FrameReader(_FFmpegChild):
+    """Reads ``(N, H, W, 3)`` uint8 batches from a video through an FFmpeg pipe.
+
+    Use as a context manager; call :meth:`read_batch` until it returns ``None``.
+    """
+
+    def __init__(self, ffmpeg: str, source: Path, width: int, height: int,
+                 threads: int = 0) -> None:
+        super().__init__(decode_argv(ffmpeg, source, threads), stdout=subprocess.PIPE)
+        self.width, self.height = width, height
+        self.frames_read = 0
+
+    def __enter__(self) -> FrameReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    def read_batch(self, max_frames: int) -> np.ndarray | None:
+        """Up to ``max_frames`` frames (a writable array), or ``None`` at the end of the stream.
+
+        Raises:
+            FFmpegError: FFmpeg failed, or the stream ended inside a frame (which means the
+                video's frame size is not the expected ``width`` x ``height``).
+        """
+        frame_bytes = self.width * self.height * 3
+        buffer = bytearray(frame_bytes * max_frames)
+        view, filled = memoryview(buffer), 0
+        assert self._proc.stdout is not None
+        while filled < len(buffer) and (got := self._proc.stdout.readinto(view[filled:])):
+            filled += got
+        if filled % frame_bytes:
+            raise self._error(f"decoded stream ended inside a frame: the video is not "
+                              f"{self.width}x{self.height} as the manifest says")
+        if not filled:
+            if self._proc.wait() != 0:
+                raise self._error(f"ffmpeg decode failed (exit {self._proc.returncode})")
+            return None
+        count = filled // frame_bytes
+        self.frames_read += count
+        frames = np.frombuffer(buffer, np.uint8, count=count * frame_bytes)
+        return frames.reshape(count, self.height, self.width, 3)
+
+
+class FrameWriter(_FFmpegChild):
+    """Writes ``(N, H, W, 3)`` uint8 batches (even H and W) to an H.264 file via FFmpeg.
+
+    Use as a context manager; :meth:`close` finishes the file, leaving without it kills FFmpeg.
+    """
+
+    def __init__(self, ffmpeg: str, target: Path, width: int, height: int, crf: int,
+                 preset: str, threads: int = 0) -> None:
+        super().__init__(encode_argv(ffmpeg, target, width, height, crf, preset, threads),
+                         stdin=subprocess.PIPE)
+        self.frames_written = 0
+        self._shape = (height, width, 3)
+
+    def __enter__(self) -> FrameWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    def write(self, frames: np.ndarray) -> None:
+        if frames.shape[1:] != self._shape or frames.dtype != np.uint8:
+            raise ValueError(f"expected uint8 frames shaped (N, {self._shape}), "
+                             f"got {frames.dtype} {frames.shape}")
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frames).data)
+        except BrokenPipeError:
+            raise self._error("ffmpeg encode stopped reading its input") from None
+        self.frames_written += len(frames)
+
+    def close(self) -> None:
+        """Flush the encoder and wait for it.
+
+        Raises:
+            FFmpegError: The encoder failed.
+        """
+        assert self._proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self._proc.stdin.close()
+        if self._proc.wait() != 0:
+            raise self._error(f"ffmpeg encode failed (exit {self._proc.returncode})")
+
+
+def run_ffmpeg(argv: list[str]) -> bytes:
+    """Run one FFmpeg command to completion and return its stdout.
+
+    Raises:
+        FFmpegError: It exited non-zero; the error carries its stderr.
+    """
+    proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise FFmpegError(f"ffmpeg failed (exit {proc.returncode}): {' '.join(argv)}",
+                          proc.stderr.decode(errors="replace"))
+    return proc.stdout
