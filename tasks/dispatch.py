@@ -8,16 +8,20 @@ virtual environment; ``azureml`` submits it as an Azure ML command job with MPI 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from prefect import get_run_logger, task
 
 from tasks.settings import ComputeSettings, RestyleSettings
 
@@ -101,49 +105,89 @@ def build_mpiexec_argv(job: GpuJob, python: str | None = None) -> list[str]:
 
 
 class LocalMpiBackend:
-    """Runs the job with ``mpiexec -n <ranks>`` on this machine (CUDA if present, else CPU)."""
+    """Runs the job with ``mpiexec -n <ranks>`` on this machine (CUDA if present, else CPU).
+
+    The job's output goes line by line to ``logger`` (the Prefect run logger in a flow).
+    """
 
     name = "local"
 
-    def __init__(self, settings: ComputeSettings, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        settings: ComputeSettings,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        poll_seconds: float = 1.0,
+    ) -> None:
         self.settings = settings
+        self.logger = logger or logging.getLogger("restyle.gpu")
         self.poll_seconds = poll_seconds
 
     def run(self, job: GpuJob, on_progress: ProgressCallback | None = None) -> GpuJobResult:
         job.output_dir.mkdir(parents=True, exist_ok=True)
         argv = build_mpiexec_argv(job)
-        log_path = job.output_dir.parent / f"{job.output_dir.name}.mpiexec.log"
+        self.logger.info("running %s", " ".join(argv))
         started = time.monotonic()
-        # Open MPI's wheel finds its helpers relative to the interpreter's prefix.
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMPI_MCA_rmaps_base_oversubscribe": "1"}
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    cwd=Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        tail: deque[str] = deque(maxlen=40)
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        relay = threading.Thread(target=self._relay, args=(proc, tail), daemon=True)
+        relay.start()
+        try:
             while proc.poll() is None:
                 if on_progress:
                     on_progress()
                 time.sleep(self.poll_seconds)
+        except BaseException:  # cancelled or interrupted: take the ranks down with us
+            proc.terminate()
+            proc.wait(timeout=30)
+            raise
+        relay.join(timeout=10)
         if on_progress:
             on_progress()
-        tail = _tail(log_path)
         if proc.returncode != 0:
             raise GpuJobError(
-                f"{job.module} exited with status {proc.returncode} under mpiexec", tail
+                f"{job.module} exited with status {proc.returncode} under mpiexec",
+                "".join(tail),
             )
-        return GpuJobResult(backend=self.name, seconds=time.monotonic() - started, log_tail=tail)
+        return GpuJobResult(
+            backend=self.name, seconds=time.monotonic() - started, log_tail="".join(tail)
+        )
+
+    def _relay(self, proc: subprocess.Popen[bytes], tail: deque[str]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace")
+            tail.append(line)
+            self.logger.info("%s", line.rstrip())
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    with path.open("rb") as fh:
-        return b"".join(deque(fh, maxlen=lines)).decode(errors="replace")
-
-
-def get_backend(settings: RestyleSettings) -> ComputeBackend:
+def get_backend(
+    settings: RestyleSettings, logger: logging.Logger | logging.LoggerAdapter | None = None
+) -> ComputeBackend:
     """The compute backend that ``settings.compute.backend`` names."""
     if settings.compute.backend == "local":
-        return LocalMpiBackend(settings.compute)
+        return LocalMpiBackend(settings.compute, logger)
     if settings.compute.backend == "azureml":
         from tasks.azureml import AzureMLBackend  # imported lazily: azure-ai-ml is slow to load
 
-        return AzureMLBackend(settings)
+        return AzureMLBackend(settings, logger)
     raise ValueError(f"unknown compute backend {settings.compute.backend!r}")
+
+
+@task(name="run-gpu-job")
+def run_gpu_job(job: GpuJob, settings: RestyleSettings, total_chunks: int) -> GpuJobResult:
+    """Run ``job`` on the configured backend while a progress artifact follows its chunks."""
+    from gpu.jobdir import read_reports
+    from tasks.reporting import ProgressReporter
+
+    logger = get_run_logger()
+    backend = get_backend(settings, logger)
+    progress = ProgressReporter(total_chunks, f"{job.name}: chunks stylized")
+    logger.info("dispatching %s to the %s backend (%d ranks)", job.module, backend.name, job.ranks)
+    result = backend.run(job, lambda: progress.update(len(read_reports(job.output_dir))))
+    logger.info("%s finished in %.1fs after %d attempt(s)", job.module, result.seconds,
+                result.attempts)
+    return result

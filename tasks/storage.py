@@ -10,6 +10,7 @@ is committed (or its single Put Blob completes), so a reader never sees a partia
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContentSettings
+from prefect import get_run_logger, task
 
 from tasks.events import BlobVersion
 from tasks.settings import StorageSettings
@@ -64,10 +66,8 @@ class AzureBlobStore:
 
     def ensure_containers(self, names: list[str]) -> None:
         for name in names:
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 self.client.create_container(name)
-            except ResourceExistsError:
-                pass
 
     def list_versions(self, container: str) -> Iterator[BlobVersion]:
         for props in self.client.get_container_client(container).list_blobs():
@@ -110,13 +110,14 @@ class AzureBlobStore:
         return self.get_version(container, blob)
 
     def delete(self, container: str, blob: str) -> None:
-        try:
+        with contextlib.suppress(ResourceNotFoundError):
             self.client.get_blob_client(container, blob).delete_blob()
-        except ResourceNotFoundError:
-            pass
 
     def set_tags(self, container: str, blob: str, tags: dict[str, str]) -> None:
-        self.client.get_blob_client(container, blob).set_blob_tags(tags)
+        try:
+            self.client.get_blob_client(container, blob).set_blob_tags(tags)
+        except ResourceNotFoundError:
+            raise BlobNotFoundError(f"{container}/{blob} does not exist") from None
 
     def get_tags(self, container: str, blob: str) -> dict[str, str]:
         return dict(self.client.get_blob_client(container, blob).get_blob_tags())
@@ -152,3 +153,39 @@ def make_blob_store(settings: StorageSettings) -> AzureBlobStore:
     else:
         raise ValueError("storage: set either connection_string or account_url")
     return AzureBlobStore(client)
+
+
+# --- Prefect tasks --------------------------------------------------------------------------
+
+
+@task(name="fetch-input", retries=2, retry_delay_seconds=2)
+def fetch_input(store: BlobStore, container: str, blob: str, dest: Path) -> BlobVersion:
+    """Download the input blob to ``dest``.
+
+    Returns:
+        The version that was downloaded (its etag identifies the run's input).
+    """
+    get_run_logger().info("downloading %s/%s", container, blob)
+    return store.download(container, blob, dest)
+
+
+@task(name="upload-result", retries=2, retry_delay_seconds=2)
+def upload_result(store: BlobStore, container: str, blob: str, src: Path) -> BlobVersion:
+    """Upload the finished video; the blob appears only once the upload is complete."""
+    get_run_logger().info("uploading %s/%s (%d bytes)", container, blob, src.stat().st_size)
+    return store.upload_file(container, blob, src, content_type="video/mp4")
+
+
+@task(name="report-failure", retries=2, retry_delay_seconds=2)
+def report_failure(
+    store: BlobStore,
+    output: tuple[str, str],
+    source: tuple[str, str],
+    report: dict[str, Any],
+) -> None:
+    """Write the ``.error.json`` report and tag the input blob as failed."""
+    get_run_logger().error("failed: %s", report["reason"])
+    store.upload_json(output[0], output[1], report)
+    # A missing input cannot be tagged; the report already says it is missing.
+    with contextlib.suppress(BlobNotFoundError):
+        store.set_tags(source[0], source[1], {"restyle-status": "failed"})

@@ -94,6 +94,7 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  env) export_env; env | grep -E '^(PREFECT_|RESTYLE_)' | sed 's/^/export /' ;;
+  env) export_env; for v in $(compgen -e | grep -E '^(PREFECT_|RESTYLE_)'); do
+         printf 'export %s=%q\n' "$v" "${!v}"; done ;;
   *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
 esac

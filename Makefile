@@ -1,0 +1,47 @@
+# restyle: `make demo` to see it work, `make test` to check it. Everything installs into
+# this checkout (.venv and node_modules); nothing needs apt or sudo.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TEST_STACK := RESTYLE_STACK_DIR=$(CURDIR)/.stack-test AZURITE_PORT=10100 PREFECT_PORT=4300
+
+.PHONY: install up down status demo test lint clean
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "restyle needs Python 3.11+"'
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+up: install
+	tools/stack.sh up
+
+down:
+	tools/stack.sh down
+
+status:
+	tools/stack.sh status
+
+demo: up
+	eval "$$(tools/stack.sh env)" && $(BIN)/python -m tools.demo
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install
+	$(BIN)/ruff check .
+	$(TEST_STACK) tools/stack.sh up
+	set -o pipefail; eval "$$($(TEST_STACK) tools/stack.sh env)" && \
+	  $(BIN)/pytest -ra --durations=15 $(PYTEST_ARGS); status=$$?; \
+	  $(TEST_STACK) tools/stack.sh down; exit $$status
+
+clean: down
+	rm -rf .stack .stack-test out

@@ -1,0 +1,110 @@
+"""Style models: the shipped ones in ``gpu/styles/`` and those trained by ``train-style``.
+
+Shipped styles are listed in ``gpu/styles/manifest.json`` beside their weights. Styles trained
+by users live in the models container as ``<name>.safetensors``. Both kinds are valid values of
+the stylize flow's ``style`` parameter; :data:`StyleChoice` renders them as a dropdown in the
+Prefect UI (the choices are read when the deployment is registered, and ``train-style`` updates
+the deployment when it registers a new one).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from tasks.settings import RestyleSettings
+from tasks.storage import BlobNotFoundError, BlobStore
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "gpu" / "styles"
+MANIFEST_PATH = SHIPPED_DIR / "manifest.json"
+STYLE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class UnknownStyleError(ValueError):
+    """The requested style is neither shipped nor registered."""
+
+
+def shipped_manifest() -> list[dict[str, Any]]:
+    """Entries of ``gpu/styles/manifest.json`` (empty when no style has been shipped yet)."""
+    if not MANIFEST_PATH.exists():
+        return []
+    return list(json.loads(MANIFEST_PATH.read_text())["styles"])
+
+
+def shipped_style_names() -> list[str]:
+    return [entry["name"] for entry in shipped_manifest()]
+
+
+def registered_style_names(store: BlobStore, settings: RestyleSettings) -> list[str]:
+    """Styles that train-style registered in the models container."""
+    container = settings.storage.models_container
+    return sorted(
+        version.blob.removesuffix(".safetensors")
+        for version in store.list_versions(container)
+        if version.blob.endswith(".safetensors") and "/" not in version.blob
+    )
+
+
+def available_style_names() -> list[str]:
+    """Shipped plus registered styles; registered ones only if storage answers quickly."""
+    names = shipped_style_names()
+    try:
+        from tasks.storage import make_blob_store
+
+        settings = RestyleSettings()
+        store = make_blob_store(settings.storage)
+        names += [n for n in registered_style_names(store, settings) if n not in names]
+    except Exception:  # storage not reachable while rendering a schema: shipped styles only
+        pass
+    return names
+
+
+def _style_enum(schema: dict[str, Any]) -> None:
+    names = available_style_names()
+    if names:
+        schema["enum"] = names
+
+
+StyleChoice = Annotated[
+    str,
+    Field(
+        description="Style model to apply; uploads under videos/<style>/ choose it by folder.",
+        json_schema_extra=_style_enum,
+    ),
+]
+"""A style name: plain ``str`` at run time, a dropdown of known styles in the Prefect UI."""
+
+
+def validate_style_name(name: str) -> str:
+    if not STYLE_NAME_PATTERN.match(name):
+        raise UnknownStyleError(
+            f"style name {name!r} is not valid: use lower-case letters, digits, '_' and '-'"
+        )
+    return name
+
+
+def fetch_style_model(name: str, store: BlobStore, settings: RestyleSettings, dest: Path) -> Path:
+    """Copy the weights of style ``name`` to ``dest``, from the shipped set or the models store.
+
+    Raises:
+        UnknownStyleError: no such style, with the list of known ones.
+    """
+    validate_style_name(name)
+    shipped = SHIPPED_DIR / f"{name}.safetensors"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if name in shipped_style_names() and shipped.exists():
+        shutil.copyfile(shipped, dest)
+        return dest
+    try:
+        store.download(settings.storage.models_container, f"{name}.safetensors", dest)
+    except BlobNotFoundError:
+        known = shipped_style_names() + registered_style_names(store, settings)
+        raise UnknownStyleError(
+            f"unknown style {name!r}; known styles: {', '.join(known) or 'none'}"
+        ) from None
+    return dest

@@ -1,0 +1,61 @@
+"""Prefect tasks around the FFmpeg/PyAV functions of :mod:`tasks.media`.
+
+Each task logs, makes one call and returns a typed result, so the flow reads as the pipeline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from gpu.jobdir import EncodeSettings, JobManifest
+from tasks import media
+from tasks.media import MediaProbe
+from tasks.settings import ComputeSettings, LimitSettings
+
+
+@task(name="probe-video")
+def probe_video(src: Path, limits: LimitSettings) -> MediaProbe:
+    """Probe and validate the input; raises ``InvalidMediaError`` with the reason."""
+    probe = media.probe(src, limits)
+    get_run_logger().info(
+        "%s: %dx%d, %d frames, %d audio stream(s)", src.name, probe.video.display_width,
+        probe.video.display_height, probe.video.frame_count, len(probe.audio),
+    )
+    return probe
+
+
+@task(name="extract-audio")
+def extract_audio(src: Path, probe: MediaProbe, out_dir: Path) -> list[Path]:
+    """Copy every audio stream out of the input, untouched."""
+    get_run_logger().info("extracting %d audio stream(s)", len(probe.audio))
+    return media.extract_audio(src, probe, out_dir)
+
+
+@task(name="split-video")
+def split_video(src: Path, probe: MediaProbe, input_dir: Path, compute: ComputeSettings
+                ) -> JobManifest:
+    """Cut the video into frame-exact chunks for the GPU job."""
+    fps = probe.video.average_fps or 30.0
+    chunk_frames = max(1, round(compute.chunk_seconds * fps))
+    get_run_logger().info("splitting into chunks of %d frames", chunk_frames)
+    encode = EncodeSettings(crf=compute.crf, preset=compute.preset)
+    return media.split_video(src, probe, input_dir, chunk_frames, encode)
+
+
+@task(name="reassemble-video")
+def reassemble_video(probe: MediaProbe, stylized_dir: Path, audio: list[Path], out: Path) -> Path:
+    """Join the stylized chunks at the source's timing and mux the audio back."""
+    get_run_logger().info("reassembling %d frames with %d audio stream(s)",
+                          probe.video.frame_count, len(audio))
+    media.reassemble(probe, stylized_dir, audio, out)
+    return out
+
+
+@task(name="grab-frames")
+def grab_frames(src: Path, result: Path, out_dir: Path, frame_index: int) -> tuple[Path, Path]:
+    """One frame of the input and the same frame of the result, as small PNGs."""
+    before = media.extract_frame_png(src, frame_index, out_dir / "before.png", max_width=480)
+    after = media.extract_frame_png(result, frame_index, out_dir / "after.png", max_width=480)
+    return before, after
