@@ -422,9 +422,9 @@ class AzureMLBackend:
 
     Args:
         settings: The settings tree (``settings.azureml`` is used).
+        logger: Receives status changes and the job's log lines (a Prefect run logger works).
         ml_client: Workspace client; built from settings with azure-identity when omitted.
         storage: Job folder storage; the data account's job container when omitted.
-        logger: Receives status changes and the job's log lines (a Prefect run logger works).
     """
 
     name = "azureml"
@@ -432,10 +432,10 @@ class AzureMLBackend:
     def __init__(
         self,
         settings: RestyleSettings,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
         *,
         ml_client: MLClient | None = None,
         storage: JobFolderStorage | None = None,
-        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> None:
         self.settings = settings.azureml
         self.code_root = settings.work_dir / "azureml-code"
