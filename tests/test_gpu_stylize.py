@@ -1,0 +1,327 @@
+"""The GPU job end to end on the CPU: real ffmpeg, real mpiexec, a tiny seeded style network.
+
+Launches are the slow part (each rank imports torch), so the job folders and runs are
+module-scoped fixtures shared by the tests that read them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+
+from gpu import jobdir
+from gpu.jobdir import ChunkSpec, EncodeSettings, JobManifest
+from gpu.model import build_model, save_weights
+from gpu.stylize import JobInputError, plan_job, read_valid_manifest
+from gpu.video_io import (
+    FFmpegError,
+    decode_argv,
+    encode_argv,
+    even_size,
+    find_ffmpeg,
+    run_ffmpeg,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+LAUNCH_TIMEOUT = 180
+
+
+def make_job(folder: Path, width: int, height: int, chunk_frames: list[int],
+             model_path: Path) -> JobManifest:
+    """A job folder like the CPU side writes: FFV1 RGB chunks cut from one lavfi test clip."""
+    chunks, first = [], 0
+    for index, frames in enumerate(chunk_frames):
+        chunk = ChunkSpec(index=index, file=f"chunks/{index:05d}.mkv", frames=frames,
+                          first_frame=first)
+        (folder / "chunks").mkdir(parents=True, exist_ok=True)
+        source = (f"testsrc=size={width}x{height}:rate=25,"
+                  f"trim=start_frame={first}:end_frame={first + frames},setpts=PTS-STARTPTS")
+        run_ffmpeg([FFMPEG, "-v", "error", "-f", "lavfi", "-i", source, "-c:v", "ffv1",
+                    "-pix_fmt", "gbrp", "-f", "matroska", str(folder / chunk.file)])
+        chunks.append(chunk)
+        first += frames
+    manifest = JobManifest(width=width, height=height, total_frames=first, chunks=chunks,
+                           encode=EncodeSettings(crf=18, preset="ultrafast"))
+    jobdir.write_manifest(folder, manifest)
+    (folder / jobdir.MODEL_NAME).write_bytes(model_path.read_bytes())
+    return manifest
+
+
+def launch(input_dir: Path, output_dir: Path, ranks: int | None, *extra: str,
+           model: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the job under ``mpiexec -n ranks``, or as a plain process when ``ranks`` is None."""
+    argv = [sys.executable, "-m", "gpu.stylize", "--input", str(input_dir),
+            "--output", str(output_dir), "--device", "cpu", "--threads", "1",
+            "--batch-size", "3", *extra]
+    if model is not None:
+        argv += ["--model", str(model)]
+    if ranks is not None:
+        launcher = [str(MPIEXEC), "-n", str(ranks), "--oversubscribe"]
+        if os.geteuid() == 0:
+            launcher.append("--allow-run-as-root")
+        argv = launcher + argv
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True,
+                          timeout=LAUNCH_TIMEOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def decode(path: Path, width: int, height: int) -> np.ndarray:
+    """All frames of ``path`` as (N, height, width, 3) uint8."""
+    data = run_ffmpeg(decode_argv(FFMPEG, path))
+    assert len(data) % (width * height * 3) == 0, f"{path} is not {width}x{height}"
+    return np.frombuffer(data, np.uint8).reshape(-1, height, width, 3)
+
+
+def decode_output(output_dir: Path, manifest: JobManifest, chunk: ChunkSpec) -> np.ndarray:
+    """A stylized chunk's frames, cropped back from the even coded size to the display size."""
+    frames = decode(jobdir.output_chunk_path(output_dir, chunk), *even_size(manifest.width,
+                                                                             manifest.height))
+    return frames[:, :manifest.height, :manifest.width]
+
+
+def parameter_sets(path: Path) -> list[bytes]:
+    """The SPS and PPS NAL units of an H.264 file, in Annex B order."""
+    stream = run_ffmpeg([FFMPEG, "-v", "error", "-i", str(path), "-map", "0:v:0", "-c:v", "copy",
+                         "-bsf:v", "h264_mp4toannexb", "-f", "h264", "pipe:1"])
+    units = [u.lstrip(b"\x00") for u in stream.split(b"\x00\x00\x01")]
+    return [u for u in units if u and u[0] & 0x1F in (7, 8)]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(1234)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_weights(build_model("stylenet", width=8, blocks=1, head_width=8), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def even_job(tmp_path_factory: pytest.TempPathFactory,
+             model_file: Path) -> tuple[Path, JobManifest]:
+    folder = tmp_path_factory.mktemp("even_job")
+    return folder, make_job(folder, 66, 50, [4, 3, 5, 2, 4], model_file)
+
+
+@pytest.fixture(scope="module")
+def runs_by_ranks(tmp_path_factory: pytest.TempPathFactory,
+                  even_job: tuple[Path, JobManifest]) -> dict[int, Path]:
+    """The even job stylized by 1 (a plain process: MPI singleton), 2 and 3 ranks."""
+    input_dir, _ = even_job
+    outputs = {}
+    for ranks in (1, 2, 3):
+        output_dir = tmp_path_factory.mktemp(f"out_{ranks}_ranks")
+        ok(launch(input_dir, output_dir, None if ranks == 1 else ranks))
+        outputs[ranks] = output_dir
+    return outputs
+
+
+def test_every_rank_count_accounts_for_every_frame(
+    runs_by_ranks: dict[int, Path], even_job: tuple[Path, JobManifest]
+) -> None:
+    input_dir, manifest = even_job
+    for ranks, output_dir in runs_by_ranks.items():
+        reports = jobdir.read_reports(output_dir)
+        assert [r.index for r in reports] == [c.index for c in manifest.chunks]
+        for chunk, report in zip(manifest.chunks, reports, strict=True):
+            decoded = decode_output(output_dir, manifest, chunk)
+            assert len(decoded) == report.frames == chunk.frames, (ranks, chunk)
+        summary = jobdir.read_summary(output_dir)
+        assert summary.total_frames == summary.frames_processed == manifest.total_frames
+        assert summary.chunks == len(manifest.chunks) and summary.chunks_skipped == 0
+        assert [r.rank for r in summary.ranks] == list(range(ranks))
+        assert sum(r.chunks for r in summary.ranks) == len(manifest.chunks)
+        assert sum(r.frames for r in summary.ranks) == manifest.total_frames
+        for rank in summary.ranks:  # each rank's own count matches the reports it wrote
+            mine = [r for r in reports if r.rank == rank.rank]
+            assert (rank.chunks, rank.frames) == (len(mine), sum(r.frames for r in mine))
+        assert summary.device == "cpu" and summary.fps > 0
+        assert not list((output_dir / jobdir.CHUNKS_DIR).glob(".*")), "temporary files left"
+
+
+def test_output_is_stylized_and_the_same_whatever_the_rank_count(
+    runs_by_ranks: dict[int, Path], even_job: tuple[Path, JobManifest]
+) -> None:
+    input_dir, manifest = even_job
+    for chunk in manifest.chunks:
+        source = decode(input_dir / chunk.file, manifest.width, manifest.height)
+        outputs = {n: decode_output(out, manifest, chunk) for n, out in runs_by_ranks.items()}
+        change = np.abs(outputs[1].astype(int) - source).mean()
+        assert change > 20, f"chunk {chunk.index} barely differs from its input ({change:.1f})"
+        # Each frame went through the network on its own: a moving input gives moving output.
+        assert not np.array_equal(outputs[1][0], outputs[1][-1])
+        for ranks in (2, 3):
+            gap = np.abs(outputs[ranks].astype(int) - outputs[1]).mean()
+            assert gap < 1.0, f"chunk {chunk.index}: {ranks} ranks differ from 1 by {gap:.2f}"
+
+
+def test_chunks_share_parameter_sets_and_carry_bt709_tags(
+    runs_by_ranks: dict[int, Path], even_job: tuple[Path, JobManifest]
+) -> None:
+    _, manifest = even_job
+    output_dir = runs_by_ranks[3]
+    first = parameter_sets(jobdir.output_chunk_path(output_dir, manifest.chunks[0]))
+    assert {u[0] & 0x1F for u in first} == {7, 8}
+    for chunk in manifest.chunks[1:]:
+        assert parameter_sets(jobdir.output_chunk_path(output_dir, chunk)) == first, chunk
+    probe = subprocess.run([FFMPEG, "-hide_banner", "-i",
+                            str(jobdir.output_chunk_path(output_dir, manifest.chunks[0]))],
+                           capture_output=True, text=True).stderr
+    assert "h264" in probe and "yuv420p(tv, bt709" in probe and "66x50" in probe, probe
+
+
+def test_dead_rank_fails_the_job_and_the_rerun_does_only_the_rest(
+    tmp_path: Path, model_file: Path
+) -> None:
+    """Odd frame size too: 65x49 is coded as 66x50 and crops back to the same frames."""
+    input_dir, output_dir = tmp_path / "in", tmp_path / "out"
+    manifest = make_job(input_dir, 65, 49, [2] * 20, model_file)
+
+    crashed = launch(input_dir, output_dir, 2, "--fault-rank", "1", "--fault-after-chunks", "1")
+    assert crashed.returncode != 0, crashed.stdout
+    assert "fault injection" in crashed.stdout
+    first_reports = {p.name: p.read_bytes() for p in (output_dir / jobdir.DONE_DIR).glob("*.json")}
+    first_chunks = {p.name: p.stat().st_mtime_ns
+                    for p in (output_dir / jobdir.CHUNKS_DIR).glob("[0-9]*.mkv")}
+    assert 1 <= len(first_reports) < len(manifest.chunks), sorted(first_reports)
+    assert any(json.loads(r)["rank"] == 1 for r in first_reports.values())
+    assert not (output_dir / jobdir.SUMMARY_NAME).exists()
+
+    rerun = ok(launch(input_dir, output_dir, 2))
+    summary = jobdir.read_summary(output_dir)
+    assert summary.chunks_skipped == len(first_reports)
+    assert summary.frames_processed == 2 * (len(manifest.chunks) - len(first_reports))
+    assert summary.total_frames == manifest.total_frames
+    for name, data in first_reports.items():  # finished chunks were left alone
+        assert (output_dir / jobdir.DONE_DIR / name).read_bytes() == data
+        mkv = (output_dir / jobdir.CHUNKS_DIR / name).with_suffix(".mkv")
+        assert mkv.stat().st_mtime_ns == first_chunks[mkv.name]
+    redone = {line.split("chunk ")[1][:5] for line in rerun.stdout.splitlines()
+              if "] chunk " in line}
+    assert redone == {c.stem for c in manifest.chunks} - {n[:5] for n in first_reports}
+    for chunk in manifest.chunks:
+        frames = decode_output(output_dir, manifest, chunk)
+        assert frames.shape == (chunk.frames, 49, 65, 3)
+        # The padded column and row repeat the last real ones, so edge colours stay intact.
+        coded = decode(jobdir.output_chunk_path(output_dir, chunk), 66, 50).astype(int)
+        assert np.abs(coded[:, :, 65] - coded[:, :, 64]).mean() < 6
+
+
+def test_frame_count_mismatch_fails_every_rank_with_a_clear_error(
+    tmp_path: Path, model_file: Path
+) -> None:
+    input_dir, output_dir = tmp_path / "in", tmp_path / "out"
+    manifest = make_job(input_dir, 66, 50, [3, 3], model_file)
+    lying = replace(manifest, total_frames=7,
+                    chunks=[manifest.chunks[0], replace(manifest.chunks[1], frames=4)])
+    jobdir.write_manifest(input_dir, lying)
+    proc = launch(input_dir, output_dir, 2)
+    assert proc.returncode != 0
+    assert "decoded 3 frames and encoded 3, but the manifest says 4" in proc.stderr, proc.stderr
+    assert not jobdir.is_chunk_done(output_dir, lying.chunks[1])
+    assert not list((output_dir / jobdir.CHUNKS_DIR).glob(".*")), "partial chunk left behind"
+
+
+def test_missing_model_is_a_clear_error(even_job: tuple[Path, JobManifest],
+                                        tmp_path: Path) -> None:
+    input_dir, _ = even_job
+    proc = launch(input_dir, tmp_path / "out", None, model=tmp_path / "nope.safetensors")
+    assert proc.returncode == 2
+    assert f"model file not found: {tmp_path / 'nope.safetensors'}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_plan_rejects_bad_folders_and_manifests(even_job: tuple[Path, JobManifest],
+                                                tmp_path: Path) -> None:
+    input_dir, manifest = even_job
+    model = input_dir / jobdir.MODEL_NAME
+    assert "input folder not found" in plan_job(tmp_path / "nope", tmp_path, model).error
+    (tmp_path / "empty").mkdir()
+    assert "no job.json in" in plan_job(tmp_path / "empty", tmp_path, model).error
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / jobdir.MANIFEST_NAME).write_text(json.dumps({**manifest.to_json(),
+                                                           "total_frames": 99}))
+    with pytest.raises(JobInputError, match="bad job manifest .*do not add up to total_frames"):
+        read_valid_manifest(broken)
+    (broken / jobdir.MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(JobInputError, match="bad job manifest"):
+        read_valid_manifest(broken)
+    jobdir.write_manifest(broken, replace(manifest, width=0))
+    with pytest.raises(JobInputError, match="frame size 0x50 is not positive"):
+        read_valid_manifest(broken)
+
+    plan = plan_job(input_dir, tmp_path / "fresh_out", model)
+    assert plan.error is None and plan.pending == [c.index for c in manifest.chunks]
+    missing_chunk = tmp_path / "missing_chunk"
+    jobdir.write_manifest(missing_chunk, manifest)
+    assert "input chunk 0 not found" in plan_job(missing_chunk, tmp_path, model).error
+
+
+def test_ffmpeg_command_lines() -> None:
+    argv = encode_argv("ff", Path("out.tmp"), 66, 50, crf=20, preset="fast", threads=2)
+    assert argv[0] == "ff" and argv[-3:] == ["-f", "matroska", "out.tmp"]
+    pairs = dict(zip(argv[1:-1], argv[2:], strict=True))
+    assert pairs["-video_size"] == "66x50" and pairs["-pix_fmt"] == "rgb24"
+    assert pairs["-c:v"] == "libx264" and pairs["-bf"] == "0"
+    assert (pairs["-crf"], pairs["-preset"], pairs["-threads"]) == ("20", "fast", "2")
+    assert "out_color_matrix=bt709" in pairs["-vf"] and "format=yuv420p" in pairs["-vf"]
+    assert pairs["-colorspace"] == pairs["-color_primaries"] == pairs["-color_trc"] == "bt709"
+    with pytest.raises(ValueError, match="even dimensions"):
+        encode_argv("ff", Path("x"), 65, 50, crf=20, preset="fast")
+
+    argv = decode_argv("ff", Path("in.mkv"))
+    assert argv[-5:] == ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    assert "passthrough" in argv and "-nostdin" in argv
+    assert even_size(65, 49) == (66, 50) and even_size(66, 50) == (66, 50)
+
+
+def test_find_ffmpeg_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RESTYLE_FFMPEG", FFMPEG)
+    assert find_ffmpeg() == FFMPEG
+    assert find_ffmpeg(sys.executable) == sys.executable
+    monkeypatch.setenv("RESTYLE_FFMPEG", str(tmp_path / "missing-ffmpeg"))
+    with pytest.raises(FileNotFoundError, match="RESTYLE_FFMPEG"):
+        find_ffmpeg()
+    monkeypatch.delenv("RESTYLE_FFMPEG")
+    assert find_ffmpeg() == FFMPEG
+
+
+def test_run_ffmpeg_error_carries_stderr(tmp_path: Path) -> None:
+    with pytest.raises(FFmpegError, match="No such file") as caught:
+        run_ffmpeg(decode_argv(FFMPEG, tmp_path / "absent.mkv"))
+    assert "absent.mkv" in caught.value.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_matches_cpu(even_job: tuple[Path, JobManifest], tmp_path: Path) -> None:
+    input_dir, manifest = even_job
+    cpu_out, cuda_out = tmp_path / "cpu", tmp_path / "cuda"
+    ok(launch(input_dir, cpu_out, None))
+    proc = ok(subprocess.run(
+        [sys.executable, "-m", "gpu.stylize", "--input", str(input_dir), "--output",
+         str(cuda_out), "--device", "cuda"], cwd=REPO, capture_output=True, text=True,
+        timeout=LAUNCH_TIMEOUT))
+    assert "cuda" in proc.stdout
+    assert jobdir.read_summary(cuda_out).device != "cpu"
+    for chunk in manifest.chunks:
+        on_cpu = decode_output(cpu_out, manifest, chunk).astype(int)
+        on_cuda = decode_output(cuda_out, manifest, chunk).astype(int)
+        assert len(on_cuda) == chunk.frames
+        assert np.abs(on_cpu - on_cuda).mean() < 4, "bf16 drifted too far from fp32"
