@@ -350,8 +350,8 @@ def build_command_job(
     # The ${{...}} placeholders must reach Azure ML verbatim, so only the free arguments are quoted.
     cmdline = " ".join(argv + [shlex.quote(arg) for arg in job.args])
     identity = (
-        ManagedIdentityConfiguration(client_id=settings.identity_client_id)
-        if settings.identity_client_id
+        ManagedIdentityConfiguration(client_id=settings.job_identity_client_id)
+        if settings.job_identity_client_id
         else None
     )
     return command(

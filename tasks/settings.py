@@ -105,8 +105,14 @@ class AzureMLSettings(BaseModel):
     workspace: str | None = Field(default=None, description="Azure ML workspace name.")
     identity_client_id: str | None = Field(
         default=None,
-        description="Client id of a user-assigned managed identity to authenticate as; unset "
+        description="Client id of the managed identity the Prefect side authenticates as; unset "
         "lets DefaultAzureCredential pick (az login, workload identity, managed identity).",
+    )
+    job_identity_client_id: str | None = Field(
+        default=None,
+        description="Client id of the user-assigned identity attached to the cluster (output "
+        "jobIdentityClientId of deployments/infra/main.bicep); the job mounts the job datastore "
+        "as this identity. Unset: Azure ML's default data access identity.",
     )
     compute: str = Field(default="gpu-cluster", description="AmlCompute cluster the job runs on.")
     vm_size: str | None = Field(

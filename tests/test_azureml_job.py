@@ -57,7 +57,7 @@ def job(tmp_path: Path) -> GpuJob:
 def settings() -> AzureMLSettings:
     return AzureMLSettings(
         compute="a100-lowpri", instance_count=2, gpus_per_node=4,
-        identity_client_id="00000000-1111-2222-3333-444444444444",
+        job_identity_client_id="00000000-1111-2222-3333-444444444444",
     )
 
 
@@ -138,7 +138,7 @@ def test_rest_object_has_mpi_distribution_counts_modes_and_environment(
     assert props.inputs["input"].mode == "ReadOnlyMount"
     assert props.inputs["input"].job_input_type == "uri_folder"
     assert props.outputs["output"].mode == "ReadWriteMount"
-    assert props.identity.client_id == settings.identity_client_id
+    assert props.identity.client_id == settings.job_identity_client_id
     assert props.environment_variables == {"PYTHONUNBUFFERED": "1"}
     assert props.compute_id == "a100-lowpri"
     # Until create_or_update resolves it to an ARM id, the inline environment rides along whole.
