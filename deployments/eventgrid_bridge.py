@@ -33,7 +33,7 @@ the blob version, so a repeat that slips through is deduplicated by Prefect too.
 
 Run: ``RESTYLE_BRIDGE__SHARED_SECRET=... python -m deployments.eventgrid_bridge`` (uvicorn on
 ``bridge.host:bridge.port``, 127.0.0.1:8088 by default; put it behind TLS termination). The
-access log is off because the query string carries the secret; this module logs paths only.
+query string carries the secret, so access log lines are logged with ``code=***``.
 """
 
 from __future__ import annotations
@@ -246,7 +246,8 @@ def create_app(
     bridge = settings.bridge if isinstance(settings, RestyleSettings) else settings
     if bridge.shared_secret is None or not bridge.shared_secret.get_secret_value():
         raise ValueError("bridge.shared_secret is not set (RESTYLE_BRIDGE__SHARED_SECRET)")
-    secret = bridge.shared_secret.get_secret_value().encode()
+    secret_text = bridge.shared_secret.get_secret_value()
+    secret = secret_text.encode()
     if emit is None:
         from prefect.events import emit_event
 
@@ -326,9 +327,11 @@ def create_app(
                 continue
             try:
                 await run_in_threadpool(emit, **blob_created_event(version, SOURCE))
-            except Exception:
+            except Exception as exc:
                 seen.release(event_id)
-                logger.exception("emitting the Prefect event for %s failed", event_id)
+                # No traceback: exception text can carry anything, so it is masked and short.
+                reason = f"{type(exc).__name__}: {exc}".replace(secret_text, "***")[:500]
+                logger.error("emitting the Prefect event for %s failed: %s", event_id, reason)
                 return JSONResponse({"error": "internal error"}, status_code=500)
             emitted += 1
             logger.info("emitted %s/%s (etag %s)", version.container, version.blob, version.etag)
@@ -351,15 +354,47 @@ def create_app(
     )
 
 
+class RedactSecretQuery(logging.Filter):
+    """Masks the ``code`` query parameter (the shared secret) in uvicorn's access log lines."""
+
+    _CODE = re.compile(r"([?&]code=)[^&\s\"]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "code=" in message:
+            record.msg, record.args = self._CODE.sub(r"\1***", message), ()
+        return True
+
+
+def uvicorn_config(app: Starlette, bridge: BridgeSettings, **overrides: Any) -> Any:
+    """The uvicorn configuration the bridge runs under (tests serve through the same one).
+
+    Access logging stays on for operations, but every access line passes through
+    :class:`RedactSecretQuery` first: uvicorn logs the full path, query string included, and
+    whether it does so depends on the handlers the host process installs, not on a flag.
+    """
+    import uvicorn
+
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactSecretQuery) for f in access.filters):
+        access.addFilter(RedactSecretQuery())
+    options: dict[str, Any] = {
+        "host": bridge.host,
+        "port": bridge.port,
+        "lifespan": "off",
+        "server_header": False,
+        **overrides,
+    }
+    return uvicorn.Config(app, **options)
+
+
 def main() -> None:
     """Serve the bridge with uvicorn on ``bridge.host:bridge.port``."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     settings = RestyleSettings()
-    app = create_app(settings)
-    # access_log off: uvicorn would log the query string, and with it the shared secret.
-    uvicorn.run(app, host=settings.bridge.host, port=settings.bridge.port, access_log=False)
+    uvicorn.Server(uvicorn_config(create_app(settings), settings.bridge)).run()
 
 
 if __name__ == "__main__":

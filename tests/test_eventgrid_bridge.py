@@ -20,7 +20,12 @@ import httpx
 import pytest
 import uvicorn
 
-from deployments.eventgrid_bridge import RecentIds, create_app, parse_blob_subject
+from deployments.eventgrid_bridge import (
+    RecentIds,
+    create_app,
+    parse_blob_subject,
+    uvicorn_config,
+)
 from tasks.events import BlobVersion, blob_created_event
 from tasks.settings import BridgeSettings
 
@@ -105,10 +110,7 @@ def server() -> Iterator[tuple[str, Recorder]]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings, recorder), log_level="warning", access_log=False, lifespan="off"
-    )
-    srv = uvicorn.Server(config)
+    srv = uvicorn.Server(uvicorn_config(create_app(settings, recorder), settings))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
