@@ -8,8 +8,6 @@ here first.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -207,19 +205,34 @@ def test_redact_strips_signatures_keys_and_tokens() -> None:
     assert "sig=***" in clean and "AccountKey=***" in clean and "&se=x" in clean
 
 
-def test_render_tool_prints_a_loadable_job(tmp_path: Path) -> None:
+def test_render_tool_prints_a_loadable_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools.render_azureml_job import main
+
+    monkeypatch.setenv("RESTYLE_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("RESTYLE_AZUREML__COMPUTE", "h100-spot")
     out = tmp_path / "job.yaml"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tools.render_azureml_job", "starry_night/clip.mp4",
-         "--instance-count", "3", "--gpus-per-node", "8", "-o", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-        env={"PATH": "/usr/bin:/bin", "RESTYLE_WORK_DIR": str(tmp_path / "work")},
-    )
-    assert proc.returncode == 0, proc.stderr
+    argv = ["starry_night/clip.mp4", "--instance-count", "3", "--gpus-per-node", "8"]
+    assert main([*argv, "-o", str(out)]) == 0
+
     text = out.read_text()
     assert text.startswith("# Azure ML job for starry_night/clip.mp4 in style 'starry_night'")
-    assert "= 24 rank(s)" in text.splitlines()[0]
+    assert "= 24 rank(s) on 'h100-spot'" in text.splitlines()[0]
     loaded = load_job(out)
     assert loaded.resources.instance_count == 3
     assert loaded.distribution.process_count_per_instance == 8
+    assert loaded.compute == "h100-spot"
     assert loaded.display_name == "stylize starry_night/clip.mp4"
+
+
+def test_render_tool_prints_the_cluster_spec(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools.render_azureml_job import main
+
+    monkeypatch.setenv("RESTYLE_AZUREML__LOW_PRIORITY", "false")
+    assert main(["--compute"]) == 0
+    spec = yaml.safe_load(capsys.readouterr().out)
+    assert spec["type"] == "amlcompute" and spec["tier"] == "dedicated"
+    assert spec["min_instances"] == 0
