@@ -99,6 +99,7 @@ class VideoStreamInfo:
         rotation: Display-matrix rotation in degrees, 0, 90, 180 or 270.
         display_width: Width as shown, after rotation.
         display_height: Height as shown, after rotation.
+        sample_aspect_ratio: Pixel aspect ratio in display orientation (1 for square pixels).
         time_base: Time base of ``pts``.
         frame_count: Number of frames.
         pts: Sorted presentation timestamp of every frame, in ``time_base`` units.
@@ -114,6 +115,7 @@ class VideoStreamInfo:
     rotation: int
     display_width: int
     display_height: int
+    sample_aspect_ratio: Fraction
     time_base: Fraction
     frame_count: int
     pts: tuple[int, ...]
@@ -242,7 +244,14 @@ def build_split_argv(
     return [*argv, str(pattern)]
 
 
-def build_mux_argv(video: Path, audio: Sequence[tuple[Path, bool]], out: Path) -> list[str]:
+def build_mux_argv(
+    video: Path,
+    audio: Sequence[tuple[Path, bool]],
+    out: Path,
+    *,
+    movie_timescale: int,
+    sample_aspect_ratio: Fraction = Fraction(1),
+) -> list[str]:
     """Mux the restamped video with every audio file into a faststart MP4.
 
     ``-copyts`` keeps every input's timestamps as they are: all of them already share the
@@ -252,6 +261,12 @@ def build_mux_argv(video: Path, audio: Sequence[tuple[Path, bool]], out: Path) -
         video: Video-only MP4 written by :func:`reassemble`.
         audio: ``(path, copy)`` per audio file; ``copy`` False transcodes it to AAC.
         out: Output MP4.
+        movie_timescale: Ticks per second of the MP4's edit lists. A video that starts after
+            the audio starts with an empty edit in this timescale; FFmpeg's default of 1000
+            would round that start to a millisecond, so pass the video's timescale.
+        sample_aspect_ratio: The source's pixel aspect ratio; when not square it is written
+            into the H.264 VUI by ``h264_metadata`` (no re-encode), so anamorphic sources
+            keep their shape.
     """
     argv = [*_base_argv(), "-copyts", "-f", "mov", "-i", str(video)]
     for path, _copy in audio:
@@ -260,9 +275,13 @@ def build_mux_argv(video: Path, audio: Sequence[tuple[Path, bool]], out: Path) -
     for n in range(len(audio)):
         argv += ["-map", f"{n + 1}:a:0"]
     argv += ["-c:v", "copy"]
+    if sample_aspect_ratio != 1:
+        sar = f"{sample_aspect_ratio.numerator}/{sample_aspect_ratio.denominator}"
+        argv += ["-bsf:v", f"h264_metadata=sample_aspect_ratio={sar}"]
     for n, (_path, copy) in enumerate(audio):
         argv += [f"-c:a:{n}", "copy"] if copy else [f"-c:a:{n}", "aac", f"-b:a:{n}", AAC_BITRATE]
-    return [*argv, "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4", str(out)]
+    return [*argv, "-map_metadata", "-1", "-movie_timescale", str(movie_timescale),
+            "-movflags", "+faststart", "-f", "mp4", str(out)]
 
 
 def build_frame_png_argv(
@@ -347,6 +366,15 @@ def open_media(path: Path) -> av.container.InputContainer:
             "video container"
         )
     return container
+
+
+def main_video_stream(container: av.container.InputContainer) -> av.VideoStream | None:
+    """The first real video stream: cover art and other still pictures do not count."""
+    stills = av.stream.Disposition.attached_pic | av.stream.Disposition.still_image
+    for stream in container.streams.video:
+        if not stream.disposition & stills:
+            return stream
+    return None
 
 
 def _demuxer_of(container: av.container.InputContainer) -> str:
@@ -437,10 +465,10 @@ def probe(path: Path, limits: LimitSettings) -> MediaProbe:
     if size > limits.max_bytes:
         raise InvalidMediaError(f"{name} is {size} bytes, over the limit of {limits.max_bytes}")
     with open_media(path) as container:
-        if not container.streams.video:
+        video = main_video_stream(container)
+        if video is None:
             kind = "an audio-only file" if container.streams.audio else "a file without video"
             raise InvalidMediaError(f"{name} is {kind}; a video stream is required")
-        video = container.streams.video[0]
         width, height = video.codec_context.width, video.codec_context.height
         if width * height > limits.max_pixels:
             raise InvalidMediaError(
@@ -499,6 +527,7 @@ def _build_probe(
         )
     rotation = _rotation_of(frame)
     swapped = rotation in (90, 270)
+    sar = Fraction(video.sample_aspect_ratio or 1) or Fraction(1)
     audio = tuple(
         AudioStreamInfo(
             index=stream.index,
@@ -529,6 +558,7 @@ def _build_probe(
             rotation=rotation,
             display_width=frame.height if swapped else frame.width,
             display_height=frame.width if swapped else frame.height,
+            sample_aspect_ratio=1 / sar if swapped else sar,
             time_base=time_base,
             frame_count=len(pts),
             pts=tuple(pts),
@@ -670,7 +700,8 @@ def _write_restamped_video(chunks: list[Path], video: VideoStreamInfo, start_tic
     written = 0
     extradata = None
     size = (0, 0)
-    with av.open(str(out), "w", format="mp4") as output:
+    timescale = {"movie_timescale": str(video.time_base.denominator)}
+    with av.open(str(out), "w", format="mp4", options=timescale) as output:
         ostream = None
         for path in chunks:
             with av.open(str(path), options={"protocol_whitelist": PYAV_PROTOCOLS}) as chunk:
@@ -861,7 +892,9 @@ def reassemble(
             add_clean_aperture(video_mp4, crop_right, crop_bottom)
         audio = [(path, _audio_is_mp4_ready(path)) for path in audio_files]
         muxed = Path(tmp) / "out.mp4"
-        run_ffmpeg(build_mux_argv(video_mp4, audio, muxed))
+        run_ffmpeg(build_mux_argv(video_mp4, audio, muxed,
+                                  movie_timescale=probe.video.time_base.denominator,
+                                  sample_aspect_ratio=probe.video.sample_aspect_ratio))
         os.replace(muxed, out_path)
     return out_path
 

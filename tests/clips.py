@@ -51,6 +51,8 @@ def make_clip(
     rotate: int = 0,
     audio_codec: str = "aac",
     pattern: str = "testsrc2",
+    audio_offset: float = 0.0,
+    sample_aspect_ratio: str | None = None,
 ) -> Path:
     """Write a test clip (H.264 test pattern plus sine-wave audio streams).
 
@@ -67,6 +69,8 @@ def make_clip(
         pattern: ``testsrc2`` (moving test card) or ``counter``: flat grey frames whose
             luma is ``16 + 4 * frame number`` (unique for 54 frames), so a test can tell
             which source frame a decoded frame is; see :func:`counter_value`.
+        audio_offset: Seconds the audio starts after the video (negative: before it).
+        sample_aspect_ratio: Pixel aspect ratio such as ``"3/2"`` (square by default).
 
     Returns:
         ``path``.
@@ -77,18 +81,27 @@ def make_clip(
                   f"geq=lum='{COUNTER_BASE}+mod({COUNTER_STEP}*N,{COUNTER_SPAN})':cb=128:cr=128")
     else:
         source = f"testsrc2=size={width}x{height}:rate={fps}:d={seconds}"
-    inputs = ["-f", "lavfi", "-i", source]
+    video_delay = ["-itsoffset", str(-audio_offset)] if audio_offset < 0 else []
+    audio_delay = ["-itsoffset", str(audio_offset)] if audio_offset > 0 else []
+    inputs = [*video_delay, "-f", "lavfi", "-i", source]
     for n in range(audio_streams):
         frequency = AUDIO_FREQUENCIES[n % len(AUDIO_FREQUENCIES)]
-        inputs += ["-f", "lavfi", "-i", f"sine=frequency={frequency}:sample_rate=48000:d={seconds}"]
+        inputs += [*audio_delay, "-f", "lavfi", "-i",
+                   f"sine=frequency={frequency}:sample_rate=48000:d={seconds}"]
     maps = [arg for n in range(audio_streams + 1) for arg in ("-map", f"{n}:0")]
-    video = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", pix_fmt, "-g", "12"]
+    # B-frames, like most real uploads: decode order differs from presentation order.
+    video = ["-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-pix_fmt", pix_fmt,
+             "-g", "12"]
+    filters = [f"setsar={sample_aspect_ratio}"] if sample_aspect_ratio else []
     if vfr:
         # Every other frame lasts twice as long: timestamps 0,1,3,4,6,7,... frame intervals.
-        video += ["-vf", f"setpts='(N+floor(N/2))/({fps}*TB)'", "-fps_mode", "vfr"]
+        filters.append(f"setpts='(N+floor(N/2))/({fps}*TB)'")
+        video += ["-fps_mode", "vfr"]
+    if filters:
+        video += ["-vf", ",".join(filters)]
     audio = ["-c:a", audio_codec] if audio_streams else []
     target = path if not rotate else path.with_name(f".unrotated-{path.name}")
-    ffmpeg(*inputs, *maps, *video, *audio, "-shortest", str(target))
+    ffmpeg(*inputs, *maps, *video, *audio, str(target))
     if rotate:
         # -display_rotation sets the display matrix of the input stream; copy keeps it.
         ffmpeg("-display_rotation", str(rotate), "-i", str(target), "-map", "0", "-c", "copy",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -111,7 +112,9 @@ def assert_same_timing(source: MediaProbe, out: Path) -> None:
     frame = 1 / source.video.average_fps
     assert len(result.audio) == len(source.audio)
     for before, after in zip(source.audio, result.audio, strict=True):
-        assert abs(after.start_time - before.start_time) < frame
+        src_start = before.start_time - source.start_offset_us / 1e6
+        out_start = after.start_time - result.start_offset_us / 1e6
+        assert abs(out_start - src_start) < frame
         assert before.duration is not None and after.duration is not None
         assert abs(after.duration - before.duration) < frame
 
@@ -158,7 +161,8 @@ def test_extract_audio_and_frame_commands() -> None:
 
 def test_mux_command_copies_mp4_audio_and_transcodes_the_rest() -> None:
     argv = media.build_mux_argv(
-        Path("/t/v.mp4"), [(Path("/t/a0.mka"), True), (Path("/t/a1.mka"), False)], Path("/o.mp4")
+        Path("/t/v.mp4"), [(Path("/t/a0.mka"), True), (Path("/t/a1.mka"), False)],
+        Path("/o.mp4"), movie_timescale=90000,
     )
     assert "-copyts" in argv
     assert [a for a in argv if a.startswith(("0:", "1:", "2:"))] == ["0:v:0", "1:a:0", "2:a:0"]
@@ -166,6 +170,11 @@ def test_mux_command_copies_mp4_audio_and_transcodes_the_rest() -> None:
     assert argv[argv.index("-c:a:0") + 1] == "copy"
     assert argv[argv.index("-c:a:1") + 1] == "aac"
     assert argv[argv.index("-movflags") + 1] == "+faststart"
+    assert argv[argv.index("-movie_timescale") + 1] == "90000"
+    assert "-bsf:v" not in argv  # square pixels: the bitstream is copied untouched
+    anamorphic = media.build_mux_argv(Path("/t/v.mp4"), [], Path("/o.mp4"), movie_timescale=1,
+                                      sample_aspect_ratio=Fraction(16, 11))
+    assert anamorphic[anamorphic.index("-bsf:v") + 1] == "h264_metadata=sample_aspect_ratio=16/11"
     assert argv[-3:] == ["-f", "mp4", "/o.mp4"]
 
 
@@ -283,6 +292,25 @@ def test_rejects_clip_without_decodable_frame(cfr_clip: Path, tmp_path: Path) ->
            str(broken))
     with pytest.raises(InvalidMediaError, match="no decodable video frame|corrupt"):
         media.probe(broken, LIMITS)
+
+
+def test_cover_art_is_not_the_video(cfr_clip: Path, tmp_path: Path) -> None:
+    cover = tmp_path / "cover.png"
+    ffmpeg("-f", "lavfi", "-i", "color=red:size=32x32", "-frames:v", "1", str(cover))
+    with_cover = tmp_path / "with-cover.mp4"
+    ffmpeg("-i", str(cover), "-i", str(cfr_clip), "-map", "0", "-map", "1", "-c", "copy",
+           "-disposition:v:0", "attached_pic", str(with_cover))
+    with av.open(str(with_cover)) as container:
+        assert any(s.disposition & av.stream.Disposition.attached_pic
+                   for s in container.streams.video)
+    probe = media.probe(with_cover, LIMITS)
+    assert probe.video.codec == "h264"
+    assert probe.video.frame_count == media.probe(cfr_clip, LIMITS).video.frame_count
+    song = tmp_path / "song.mp4"
+    ffmpeg("-i", str(cover), "-f", "lavfi", "-i", "sine=d=1", "-map", "0", "-map", "1",
+           "-c:v", "copy", "-c:a", "aac", "-disposition:v:0", "attached_pic", str(song))
+    with pytest.raises(InvalidMediaError, match="audio-only"):
+        media.probe(song, LIMITS)
 
 
 @pytest.mark.parametrize(
@@ -476,6 +504,37 @@ def test_round_trip_odd_size_keeps_every_pixel_row(clips: Path, tmp_path: Path) 
     remuxed = tmp_path / "remuxed.mp4"
     ffmpeg("-i", str(out), "-c", "copy", str(remuxed))
     assert media.clean_aperture(remuxed) == (65, 49)
+
+
+@pytest.mark.parametrize("audio_offset", [0.3, -0.3])
+def test_round_trip_keeps_audio_offsets(clips: Path, tmp_path: Path, audio_offset: float) -> None:
+    src = make_clip(clips / f"rt-offset{audio_offset}.mp4", audio_streams=1,
+                    audio_offset=audio_offset)
+    probe, out = round_trip(src, tmp_path)
+    video_start = probe.video.seconds(probe.video.pts[0]) - probe.start_offset_us / 1e6
+    audio_start = probe.audio[0].start_time - probe.start_offset_us / 1e6
+    # The clip itself is only offset to within a frame (AAC priming, B-frame delay).
+    assert audio_start - video_start == pytest.approx(audio_offset, abs=0.05)
+    assert_same_timing(probe, out)
+
+
+def test_round_trip_mpegts_with_start_offset(clips: Path, tmp_path: Path) -> None:
+    src = clips / "rt.ts"
+    ffmpeg("-i", str(make_clip(clips / "rt-ts-src.mp4", audio_streams=2, pattern="counter")),
+           "-map", "0", "-c:v", "copy", "-c:a", "mp2", "-output_ts_offset", "5", str(src))
+    probe, out = round_trip(src, tmp_path)
+    assert probe.start_offset_us > 5_000_000
+    assert_same_timing(probe, out)
+    assert yuv_frame_numbers(out) == list(range(probe.video.frame_count))
+    with av.open(str(out)) as container:  # MP2 audio became AAC, both streams kept
+        assert [s.codec_context.name for s in container.streams.audio] == ["aac", "aac"]
+
+
+def test_round_trip_keeps_pixel_aspect_ratio(clips: Path, tmp_path: Path) -> None:
+    src = make_clip(clips / "rt-sar.mp4", sample_aspect_ratio="3/2")
+    probe, out = round_trip(src, tmp_path)
+    assert probe.video.sample_aspect_ratio == Fraction(3, 2)
+    assert media.probe(out, LIMITS).video.sample_aspect_ratio == Fraction(3, 2)
 
 
 def test_reassemble_refuses_mismatched_or_missing_chunks(cfr_clip: Path, tmp_path: Path) -> None:
