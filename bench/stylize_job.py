@@ -78,7 +78,11 @@ def main(args: argparse.Namespace) -> None:
     argv = [sys.executable, "-m", "gpu.stylize", "--input", str(input_dir),
             "--output", str(output_dir), "--ffmpeg", ffmpeg, *job_args]
     if args.ranks > 1:
-        launcher = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(args.ranks)]
+        beside_python = Path(sys.executable).parent / "mpiexec"
+        mpiexec = str(beside_python) if beside_python.exists() else shutil.which("mpiexec")
+        # Unbound: by default mpiexec pins each rank, and its FFmpeg children, to one core.
+        launcher = [mpiexec or "mpiexec", "-n", str(args.ranks), "--oversubscribe",
+                    "--bind-to", "none"]
         argv = launcher + (["--allow-run-as-root"] if os.geteuid() == 0 else []) + argv
     started = time.perf_counter()
     subprocess.run(argv, check=True, cwd=Path(__file__).resolve().parent.parent)

@@ -54,8 +54,8 @@ FAULT_EXIT_CODE = 17
 """Exit status of a rank stopped by ``--fault-rank`` (fault injection for tests)."""
 
 INPUT_ERROR_EXIT_CODE = 2
-QUEUE_DEPTH = 4
-"""Batches in flight between decoder, model and encoder: enough to keep the device busy."""
+QUEUE_DEPTH = 2
+"""Batches waiting between decoder, model and encoder: enough to smooth out their jitter."""
 
 
 class JobInputError(Exception):
@@ -130,6 +130,16 @@ def _local_rank_and_size() -> tuple[int, int]:
     return int(local_rank), max(1, int(local_size))
 
 
+def default_threads(local_size: int) -> int:
+    """CPU threads for one rank: its share of the node's cores.
+
+    When mpiexec binds the rank to some cores, that binding is already its share (FFmpeg
+    children inherit it too); launch with ``--bind-to none`` to let every rank use all cores.
+    """
+    usable, total = len(os.sched_getaffinity(0)), os.cpu_count() or 1
+    return usable if usable < total else max(1, total // local_size)
+
+
 def place(comm: MPI.Comm, requested: str, threads: int) -> Placement:
     """Pick this rank's device: GPU ``local rank mod device count`` under CUDA, else the CPU.
 
@@ -137,7 +147,7 @@ def place(comm: MPI.Comm, requested: str, threads: int) -> Placement:
         JobInputError: CUDA was requested but is not available.
     """
     local_rank, local_size = _local_rank_and_size()
-    threads = threads or max(1, (os.cpu_count() or 1) // local_size)
+    threads = threads or default_threads(local_size)
     torch.set_num_threads(threads)
     use_cuda = requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
     if use_cuda:
@@ -243,13 +253,14 @@ class Stylizer:
         self.model = model.to(device, memory_format=torch.channels_last) if self.cuda else model
 
     @torch.inference_mode()
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        """Stylize ``(N, H, W, 3)`` uint8 frames into ``(N, H', W', 3)`` uint8 frames.
+    def __call__(self, frames: torch.Tensor, out: torch.Tensor) -> None:
+        """Stylize ``(N, H, W, 3)`` uint8 host frames into ``out``, ``(N, H', W', 3)`` uint8.
 
         ``H'`` and ``W'`` are ``H`` and ``W`` rounded up to even; the extra row or column repeats
-        the last one, so 4:2:0 chroma at the edge is not pulled towards black.
+        the last one, so 4:2:0 chroma at the edge is not pulled towards black. Returns once
+        ``out`` is filled and ``frames`` may be reused.
         """
-        batch = torch.from_numpy(frames).to(self.device, non_blocking=True)
+        batch = frames.to(self.device, non_blocking=True)
         # NHWC bytes seen as NCHW are already channels_last, the layout tensor cores want.
         x = batch.permute(0, 3, 1, 2).float().div_(255)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
@@ -259,7 +270,52 @@ class Stylizer:
         y = y.float().clamp_(0, 1).mul_(255).round_()
         if (even_width, even_height) != (width, height):
             y = F.pad(y, (0, even_width - width, 0, even_height - height), mode="replicate")
-        return y.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        out.copy_(y.to(torch.uint8).permute(0, 2, 3, 1), non_blocking=True)
+        if self.cuda:
+            torch.cuda.current_stream(self.device).synchronize()
+
+
+class BufferPool:
+    """Host batch buffers that cycle through the pipeline instead of being allocated per batch.
+
+    Under CUDA they are pinned, so copies to and from the device run at full speed; pinning
+    is slow, which is why the buffers are made once per rank.
+    """
+
+    def __init__(self, count: int, shape: tuple[int, ...], pinned: bool) -> None:
+        self._free: queue.Queue[torch.Tensor] = queue.Queue()
+        for _ in range(count):
+            self._free.put(torch.empty(shape, dtype=torch.uint8, pin_memory=pinned))
+
+    def take(self, stop: threading.Event) -> torch.Tensor | None:
+        """A free buffer, waiting for one if need be; ``None`` once ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                return self._free.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
+
+    def give(self, buffer: torch.Tensor) -> None:
+        self._free.put(buffer)
+
+
+@dataclass(frozen=True)
+class Buffers:
+    """The decoded-frame and stylized-frame pools of one rank."""
+
+    decoded: BufferPool
+    stylized: BufferPool
+
+    @classmethod
+    def for_job(cls, manifest: JobManifest, batch_size: int, pinned: bool) -> Buffers:
+        # Every stage can hold one buffer while the queues hold the rest.
+        count = QUEUE_DEPTH + 2
+        even_width, even_height = even_size(manifest.width, manifest.height)
+        return cls(
+            decoded=BufferPool(count, (batch_size, manifest.height, manifest.width, 3), pinned),
+            stylized=BufferPool(count, (batch_size, even_height, even_width, 3), pinned),
+        )
 
 
 @dataclass
@@ -313,7 +369,7 @@ def _run_stage(name: str, body: Callable[[], None], stop: threading.Event,
 
 
 def stylize_chunk(chunk: ChunkSpec, manifest: JobManifest, input_dir: Path, output_dir: Path,
-                  stylizer: Stylizer, ffmpeg: str, batch_size: int,
+                  stylizer: Stylizer, buffers: Buffers, ffmpeg: str,
                   threads: int) -> tuple[int, StageClock]:
     """Decode, stylize and encode one chunk into its final place in ``output_dir``.
 
@@ -342,13 +398,16 @@ def stylize_chunk(chunk: ChunkSpec, manifest: JobManifest, input_dir: Path, outp
 
     def decode() -> None:
         with FrameReader(ffmpeg, input_dir / chunk.file, width, height, threads) as reader:
-            while True:
+            while (buffer := buffers.decoded.take(stop)) is not None:
                 started = time.perf_counter()
-                frames = reader.read_batch(batch_size)
+                count = reader.read_into(buffer.numpy())
                 clock.decode += time.perf_counter() - started
-                if frames is None:
+                if not count:
+                    buffers.decoded.give(buffer)
                     break
-                decoded.put(frames)
+                decoded.put((buffer, count))
+                if count < len(buffer):
+                    break
             counts["read"] = reader.frames_read
         decoded.put(_END)
 
@@ -356,10 +415,12 @@ def stylize_chunk(chunk: ChunkSpec, manifest: JobManifest, input_dir: Path, outp
         even_width, even_height = even_size(width, height)
         with FrameWriter(ffmpeg, partial, even_width, even_height, manifest.encode.crf,
                          manifest.encode.preset, threads) as writer:
-            while (frames := stylized.get()) is not _END:
+            while (item := stylized.get()) is not _END:
+                buffer, count = item
                 started = time.perf_counter()
-                writer.write(frames)
+                writer.write(buffer[:count].numpy())
                 clock.encode += time.perf_counter() - started
+                buffers.stylized.give(buffer)
             if stop.is_set():
                 return
             started = time.perf_counter()
@@ -371,11 +432,16 @@ def stylize_chunk(chunk: ChunkSpec, manifest: JobManifest, input_dir: Path, outp
         stages = [_run_stage("decode", decode, stop, errors),
                   _run_stage("encode", encode, stop, errors)]
         try:
-            while (frames := decoded.get()) is not _END:
+            while (item := decoded.get()) is not _END:
+                frames, count = item
+                out = buffers.stylized.take(stop)
+                if out is None:
+                    break
                 started = time.perf_counter()
-                out = stylizer(frames)
+                stylizer(frames[:count], out[:count])
                 clock.infer += time.perf_counter() - started
-                stylized.put(out)
+                buffers.decoded.give(frames)
+                stylized.put((out, count))
         except BaseException:
             stop.set()
             raise
@@ -432,6 +498,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     except Exception as err:
         raise JobInputError(f"cannot load model {model_path}: {err}") from err
     stylizer = Stylizer(model, placement.device)
+    buffers = Buffers.for_job(manifest, args.batch_size, pinned=stylizer.cuda)
     if rank == 0:
         log(placement, f"{len(plan.pending)} of {len(manifest.chunks)} chunks to do, "
                        f"{manifest.width}x{manifest.height}, {placement.size} ranks")
@@ -449,8 +516,8 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
             break
         chunk = manifest.chunks[plan.pending[position]]
         chunk_started = time.perf_counter()
-        frames, clock = stylize_chunk(chunk, manifest, input_dir, output_dir, stylizer, ffmpeg,
-                                      args.batch_size, placement.threads)
+        frames, clock = stylize_chunk(chunk, manifest, input_dir, output_dir, stylizer, buffers,
+                                      ffmpeg, placement.threads)
         seconds = time.perf_counter() - chunk_started
         report = ChunkReport(index=chunk.index, rank=rank, host=placement.host, frames=frames,
                              seconds=round(seconds, 4), device=placement.device_name,

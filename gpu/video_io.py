@@ -144,7 +144,8 @@ class _FFmpegChild:
 class FrameReader(_FFmpegChild):
     """Reads ``(N, H, W, 3)`` uint8 batches from a video through an FFmpeg pipe.
 
-    Use as a context manager; call :meth:`read_batch` until it returns ``None``.
+    Use as a context manager; call :meth:`read_into` until it returns fewer frames than
+    asked for.
     """
 
     def __init__(self, ffmpeg: str, source: Path, width: int, height: int,
@@ -159,30 +160,35 @@ class FrameReader(_FFmpegChild):
     def __exit__(self, *exc: object) -> None:
         self._stop()
 
-    def read_batch(self, max_frames: int) -> np.ndarray | None:
-        """Up to ``max_frames`` frames (a writable array), or ``None`` at the end of the stream.
+    def read_into(self, frames: np.ndarray) -> int:
+        """Fill ``frames``, a writable uint8 array shaped ``(N, H, W, 3)``, from the stream.
+
+        Reading into buffers the caller reuses (pinned memory, under CUDA) avoids allocating
+        and zero-filling a new batch each time.
+
+        Returns:
+            How many frames were read: ``N``, fewer at the end of the stream, 0 after it.
 
         Raises:
             FFmpegError: FFmpeg failed, or the stream ended inside a frame (which means the
                 video's frame size is not the expected ``width`` x ``height``).
         """
-        frame_bytes = self.width * self.height * 3
-        buffer = bytearray(frame_bytes * max_frames)
-        view, filled = memoryview(buffer), 0
+        if frames.shape[1:] != (self.height, self.width, 3) or frames.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 buffer shaped (N, {self.height}, {self.width}, "
+                             f"3), got {frames.dtype} {frames.shape}")
+        view = memoryview(frames).cast("B")
+        filled = 0
         assert self._proc.stdout is not None
-        while filled < len(buffer) and (got := self._proc.stdout.readinto(view[filled:])):
+        while filled < len(view) and (got := self._proc.stdout.readinto(view[filled:])):
             filled += got
+        frame_bytes = self.width * self.height * 3
         if filled % frame_bytes:
             raise self._error(f"decoded stream ended inside a frame: the video is not "
                               f"{self.width}x{self.height} as the manifest says")
-        if not filled:
-            if self._proc.wait() != 0:
-                raise self._error(f"ffmpeg decode failed (exit {self._proc.returncode})")
-            return None
-        count = filled // frame_bytes
-        self.frames_read += count
-        frames = np.frombuffer(buffer, np.uint8, count=count * frame_bytes)
-        return frames.reshape(count, self.height, self.width, 3)
+        if filled < len(view) and self._proc.wait() != 0:
+            raise self._error(f"ffmpeg decode failed (exit {self._proc.returncode})")
+        self.frames_read += filled // frame_bytes
+        return filled // frame_bytes
 
 
 class FrameWriter(_FFmpegChild):
