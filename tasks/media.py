@@ -42,6 +42,8 @@ CLI_PROTOCOLS = "file,pipe"
 MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
 AAC_BITRATE = "192k"
 STDERR_TAIL_CHARS = 4000
+# Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN); stay well below.
+MAX_ARG_CHARS = 100_000
 # (offset, bytes) that mark a file as an MP4/MOV, Matroska/WebM, AVI, FLV or Ogg container: a
 # file that starts like one but does not open is damaged rather than of an unknown kind.
 CONTAINER_MAGIC = (
@@ -187,17 +189,26 @@ def input_argv(src: Path, demuxer: str) -> list[str]:
     ]  # fmt: skip
 
 
-def build_extract_audio_argv(src: Path, demuxer: str, stream_index: int, out: Path) -> list[str]:
-    """Stream-copy audio stream ``stream_index`` (absolute index) of ``src`` into ``out`` (.mka).
+def build_extract_audio_argv(
+    src: Path, demuxer: str, stream_index: int, out: Path, codec: str = "copy"
+) -> list[str]:
+    """Copy audio stream ``stream_index`` (absolute index) of ``src`` into ``out`` (.mka).
 
     FFmpeg shifts every stream by the container's start time, the same shift
     :func:`reassemble` applies to the video, so the two stay in sync.
+
+    Args:
+        src: Source video.
+        demuxer: Allowlisted demuxer of ``src``.
+        stream_index: Absolute index of the audio stream.
+        out: Output Matroska file.
+        codec: ``copy``, or a lossless encoder (``flac``) for codecs Matroska cannot hold.
     """
     return [
         *_base_argv(),
         *input_argv(src, demuxer),
         "-map", f"0:{stream_index}",
-        "-c", "copy",
+        "-c", codec,
         "-map_chapters", "-1",
         "-f", "matroska",
         str(out),
@@ -237,7 +248,13 @@ def build_split_argv(
         "-reset_timestamps", "1",
     ]  # fmt: skip
     if chunk_starts:
-        argv += ["-segment_frames", ",".join(str(n) for n in chunk_starts)]
+        frames = ",".join(str(n) for n in chunk_starts)
+        if len(frames) > MAX_ARG_CHARS:
+            raise ValueError(
+                f"{len(chunk_starts) + 1} chunks do not fit on one FFmpeg command line; "
+                "use longer chunks"
+            )
+        argv += ["-segment_frames", frames]
     else:
         # One chunk: a segment length longer than any accepted input.
         argv += ["-segment_time", "1000000"]
@@ -502,8 +519,15 @@ def _build_probe(
     name = path.name
     frame = scan.first_frame
     assert frame is not None
+    if frame.width * frame.height > limits.max_pixels:  # headers can lie or say nothing
+        raise InvalidMediaError(
+            f"{name} has {frame.width}x{frame.height} frames, over the limit of "
+            f"{limits.max_pixels} pixels"
+        )
     time_base = Fraction(video.time_base)
     pts = sorted(scan.pts)
+    if not pts:
+        raise InvalidMediaError(f"{name} has no video frames to show")
     if len(set(pts)) != len(pts):
         raise InvalidMediaError(f"{name} has several video frames with the same timestamp")
     deltas = [b - a for a, b in zip(pts, pts[1:], strict=False)]
@@ -518,12 +542,12 @@ def _build_probe(
         typical = round(1 / (average_fps * time_base)) if average_fps else 1
     last_duration = scan.last_duration if scan.last_duration > 0 else typical
     start_us = container.start_time or 0
-    duration = (container.duration or 0) / 1_000_000 or float(
-        (pts[-1] + last_duration - pts[0]) * time_base
-    )
-    if duration > limits.max_duration_s:
+    frames_span = float((pts[-1] + last_duration - pts[0]) * time_base)
+    duration = (container.duration or 0) / 1_000_000 or frames_span
+    longest = max(duration, frames_span)  # a header may understate the real length
+    if longest > limits.max_duration_s:
         raise InvalidMediaError(
-            f"{name} lasts {duration:.1f} s, over the limit of {limits.max_duration_s:.0f} s"
+            f"{name} lasts {longest:.1f} s, over the limit of {limits.max_duration_s:.0f} s"
         )
     rotation = _rotation_of(frame)
     swapped = rotation in (90, 270)
@@ -576,16 +600,30 @@ def _build_probe(
 def extract_audio(src: Path, probe: MediaProbe, out_dir: Path) -> list[Path]:
     """Stream-copy every audio stream of ``src`` into its own Matroska file.
 
+    A codec Matroska cannot carry (old QuickTime ADPCM, for one) is decoded to FLAC
+    instead: still lossless, and :func:`reassemble` turns it into AAC either way.
+
     Returns:
         ``out_dir/audio-00.mka ...`` in the order of ``probe.audio``.
+
+    Raises:
+        FFmpegError: A stream could be neither copied nor decoded.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = []
     for n, stream in enumerate(probe.audio):
         out = out_dir / f"audio-{n:02d}.mka"
         tmp = out_dir / f".audio-{n:02d}.tmp.mka"
-        run_ffmpeg(build_extract_audio_argv(src, probe.demuxer, stream.index, tmp))
-        os.replace(tmp, out)
+        try:
+            try:
+                run_ffmpeg(build_extract_audio_argv(src, probe.demuxer, stream.index, tmp))
+            except FFmpegError:
+                run_ffmpeg(
+                    build_extract_audio_argv(src, probe.demuxer, stream.index, tmp, "flac")
+                )
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
         outputs.append(out)
     return outputs
 
