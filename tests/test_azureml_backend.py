@@ -532,3 +532,61 @@ def test_backend_without_workspace_coordinates_says_what_to_set(tmp_path: Path) 
     settings = RestyleSettings(work_dir=tmp_path)
     with pytest.raises(GpuJobError, match="RESTYLE_AZUREML__SUBSCRIPTION_ID"):
         AzureMLBackend(settings)
+
+
+@pytest.mark.stack
+def test_through_the_prefect_gpu_task_logs_reach_prefect_without_secrets(
+    stack_settings: RestyleSettings,
+    tmp_path: Path,
+    container: ContainerClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The flow's real ``run-gpu-job`` task on the azureml backend, against the stack's Prefect."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    import tasks.azureml as azureml
+    from tasks import dispatch
+    from tasks.settings import AzureMLSettings
+
+    run_gpu_job = getattr(dispatch, "run_gpu_job", None)
+    if run_gpu_job is None:
+        pytest.skip("tasks.dispatch.run_gpu_job is not there yet")
+    client = FakeMLClient(container, [Script("preempt", chunks=1), Script("complete")])
+    # Only the remote control plane is replaced; backend construction runs as in production.
+    monkeypatch.setattr(azureml, "make_ml_client", lambda settings, credential: client)
+    monkeypatch.setattr(
+        azureml.BlobJobStorage, "from_settings", classmethod(lambda cls, s, c: cls(container))
+    )
+    settings = stack_settings.model_copy(
+        update={
+            "compute": stack_settings.compute.model_copy(update={"backend": "azureml"}),
+            "azureml": AzureMLSettings(
+                subscription_id="sub", resource_group="rg", workspace="ws",
+                data_datastore=DATASTORE, poll_seconds=0.05, backoff_seconds=0.01,
+            ),
+            "work_dir": tmp_path / "work",
+        }
+    )
+    job = make_job(tmp_path, chunks=3)
+
+    @flow(name="azureml-backend-check")
+    def gpu_on_azureml() -> object:
+        return run_gpu_job(job, settings, 3)
+
+    state = gpu_on_azureml(return_state=True)
+    result = state.result()
+    APILogHandler().flush()  # logs ship in the background; wait for them
+
+    assert result.attempts == 2 and "PreemptionError" in result.retry_reasons[0]
+    assert [s.processed for s in client.jobs.submissions] == [[0], [1, 2]]
+    with get_client(sync_client=True) as prefect:
+        logs = prefect.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    text = "\n".join(log.message for log in logs)
+    assert "was preempted; resubmitting" in text and "processed chunks [1, 2]" in text
+    assert LEAKY_LOG.split("sig=")[1] not in text and "sig=***" in text
+    assert AZURITE_KEY not in text
