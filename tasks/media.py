@@ -38,6 +38,8 @@ FORMAT_WHITELIST = ",".join(ALLOWED_DEMUXERS)
 # Protocols PyAV may open (the upload is a local file) and the FFmpeg CLI may use.
 PYAV_PROTOCOLS = "file"
 CLI_PROTOCOLS = "file,pipe"
+# AVCOL_SPC_UNSPECIFIED: the stream does not say which YCbCr matrix it uses.
+UNSPECIFIED_COLORSPACE = 2
 # Audio codecs that play from an MP4 everywhere; anything else is transcoded to AAC.
 MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
 AAC_BITRATE = "192k"
@@ -102,6 +104,9 @@ class VideoStreamInfo:
         display_width: Width as shown, after rotation.
         display_height: Height as shown, after rotation.
         sample_aspect_ratio: Pixel aspect ratio in display orientation (1 for square pixels).
+        assumed_matrix: YCbCr matrix to decode with when the source does not tag one: bt709
+            from 720 lines up, else bt601, as players assume (FFmpeg alone would always take
+            bt601); None when the source tags its own.
         time_base: Time base of ``pts``.
         frame_count: Number of frames.
         pts: Sorted presentation timestamp of every frame, in ``time_base`` units.
@@ -118,6 +123,7 @@ class VideoStreamInfo:
     display_width: int
     display_height: int
     sample_aspect_ratio: Fraction
+    assumed_matrix: str | None
     time_base: Fraction
     frame_count: int
     pts: tuple[int, ...]
@@ -216,7 +222,12 @@ def build_extract_audio_argv(
 
 
 def build_split_argv(
-    src: Path, demuxer: str, stream_index: int, chunk_starts: Sequence[int], pattern: Path
+    src: Path,
+    demuxer: str,
+    stream_index: int,
+    chunk_starts: Sequence[int],
+    pattern: Path,
+    assumed_matrix: str | None = None,
 ) -> list[str]:
     """Cut video stream ``stream_index`` of ``src`` into lossless RGB Matroska chunks.
 
@@ -232,7 +243,12 @@ def build_split_argv(
         stream_index: Absolute index of the video stream.
         chunk_starts: First frame number of every chunk after the first.
         pattern: Output pattern such as ``dir/%05d.mkv``.
+        assumed_matrix: YCbCr matrix to convert an untagged source with (see
+            :attr:`VideoStreamInfo.assumed_matrix`); None lets FFmpeg follow the tags.
     """
+    convert = [] if assumed_matrix is None else [
+        "-vf", f"scale=in_color_matrix={assumed_matrix}:flags=accurate_rnd+full_chroma_int",
+    ]
     argv = [
         *_base_argv(),
         *input_argv(src, demuxer),
@@ -240,6 +256,7 @@ def build_split_argv(
         "-map_metadata", "-1",
         "-map_chapters", "-1",
         "-fps_mode", "passthrough",
+        *convert,
         "-pix_fmt", "gbrp",
         "-c:v", "utvideo",
         "-pred", "median",
@@ -403,6 +420,12 @@ def _rotation_of(frame: av.VideoFrame) -> int:
     if rotation % 90:
         raise InvalidMediaError(f"unsupported display rotation of {rotation} degrees")
     return rotation
+
+
+def _assumed_matrix(frame: av.VideoFrame) -> str | None:
+    if frame.colorspace != UNSPECIFIED_COLORSPACE or not frame.format.name.startswith("yuv"):
+        return None
+    return "bt709" if min(frame.width, frame.height) >= 720 else "bt601"
 
 
 @dataclass
@@ -583,6 +606,7 @@ def _build_probe(
             display_width=frame.height if swapped else frame.width,
             display_height=frame.width if swapped else frame.height,
             sample_aspect_ratio=1 / sar if swapped else sar,
+            assumed_matrix=_assumed_matrix(frame),
             time_base=time_base,
             frame_count=len(pts),
             pts=tuple(pts),
@@ -676,7 +700,7 @@ def split_video(
     try:
         run_ffmpeg(build_split_argv(src, probe.demuxer, video.index,
                                     chunk_starts(video.frame_count, chunk_frames),
-                                    work_dir / "%05d.mkv"))
+                                    work_dir / "%05d.mkv", video.assumed_matrix))
         chunks = []
         first_frame = 0
         for index, path in enumerate(sorted(work_dir.glob("*.mkv"))):

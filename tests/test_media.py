@@ -141,8 +141,11 @@ def test_split_command() -> None:
     assert pairs["-c:v"] == "utvideo"  # lossless and intra-only: any frame can start a chunk
     assert pairs["-segment_frames"] == "7,14"
     assert argv[-1] == "/c/%05d.mkv"
-    single = media.build_split_argv(Path("/in/a.mkv"), "matroska", 0, [], Path("/c/%05d.mkv"))
+    assert "-vf" not in argv  # tagged sources: FFmpeg follows the tags
+    single = media.build_split_argv(Path("/in/a.mkv"), "matroska", 0, [], Path("/c/%05d.mkv"),
+                                    "bt709")
     assert "-segment_frames" not in single
+    assert single[single.index("-vf") + 1].startswith("scale=in_color_matrix=bt709:")
     with pytest.raises(ValueError, match="use longer chunks"):
         media.build_split_argv(Path("/in/a.mkv"), "matroska", 0, range(1, 50_000),
                                Path("/c/%05d.mkv"))
@@ -458,6 +461,31 @@ def test_split_is_frame_exact(
     # Every source frame, once, in order: none dropped, none duplicated.
     assert numbers == list(range(probe.video.frame_count))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chunks", "job.json"]
+
+
+def test_split_decodes_untagged_hd_with_the_bt709_matrix(tmp_path: Path) -> None:
+    colour = (0xC0, 0x20, 0x40)
+    src = tmp_path / "untagged-hd.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=0xC02040:size=1280x720:d=0.12",
+           "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p,"
+           "setparams=colorspace=unknown:color_primaries=unknown:color_trc=unknown",
+           "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", str(src))
+    probe = media.probe(src, LIMITS)
+    assert probe.video.assumed_matrix == "bt709"
+    manifest = media.split_video(src, probe, tmp_path / "in", 10, EncodeSettings())
+    with av.open(str(tmp_path / "in" / manifest.chunks[0].file)) as container:
+        pixel = next(container.decode(video=0)).to_ndarray(format="rgb24")[360, 640]
+    # FFmpeg left alone decodes untagged video as BT.601: (176, 10, 59) for this colour.
+    assert np.abs(pixel.astype(int) - colour).max() <= 4
+
+
+def test_assumed_matrix_follows_size_and_tags(clips: Path) -> None:
+    small = media.probe(make_clip(clips / "untagged-sd.mp4"), LIMITS)
+    assert small.video.assumed_matrix == "bt601"
+    tagged = clips / "tagged.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:d=0.2", "-c:v", "libx264",
+           "-colorspace", "bt709", "-pix_fmt", "yuv420p", str(tagged))
+    assert media.probe(tagged, LIMITS).video.assumed_matrix is None
 
 
 def test_split_refuses_a_frame_count_mismatch(cfr_clip: Path, tmp_path: Path) -> None:
