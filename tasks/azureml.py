@@ -24,6 +24,7 @@ azure-identity only; text that leaves this module (logs, errors) goes through :f
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import logging
@@ -42,7 +43,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.storage.blob import (
     BlobSasPermissions,
     BlobServiceClient,
@@ -63,6 +69,8 @@ ENVIRONMENT_SPEC = REPO_ROOT / "deployments" / "azureml" / "environment.yaml"
 COMPUTE_SPEC = REPO_ROOT / "deployments" / "azureml" / "compute.yaml"
 GPU_PACKAGE = REPO_ROOT / "gpu"
 
+MAX_POLL_FAILURES = 20
+"""Consecutive failed status polls tolerated before giving up on a job (and cancelling it)."""
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Canceled", "NotResponding", "Paused"})
 
 _PREEMPTION = re.compile(
@@ -110,17 +118,31 @@ _SHA_KEY = "restylesha256"
 
 
 def _sha256(path: Path) -> str:
+    """SHA-256 of a file; memoized by (path, size, mtime) because chunk folders are large and
+    both :func:`job_key` and :meth:`BlobJobStorage.upload_folder` need every digest."""
+    stat = path.stat()
+    return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
+def _is_temporary(name: str) -> bool:
+    """``gpu/jobdir.py`` writes ``.<name>.<random>.tmp`` and renames; such files are not results."""
+    base = name.rsplit("/", 1)[-1]
+    return base.startswith(".") and base.endswith(".tmp")
+
+
 def _local_files(root: Path) -> Iterator[tuple[Path, str]]:
     """Files under ``root`` and their POSIX relative paths, skipping temporary ``.*.tmp`` files."""
     for path in sorted(root.rglob("*")):
-        if path.is_file() and not (path.name.startswith(".") and path.name.endswith(".tmp")):
+        if path.is_file() and not _is_temporary(path.name):
             yield path, path.relative_to(root).as_posix()
 
 
@@ -166,6 +188,8 @@ class BlobJobStorage:
     def download_folder(self, prefix: str, local: Path) -> int:
         fetched = 0
         for props in self.container.list_blobs(name_starts_with=f"{prefix}/"):
+            if _is_temporary(props.name):  # left by a preempted writer, or still being written
+                continue
             rel = props.name[len(prefix) + 1 :]
             dest = (local / rel).resolve()
             if not dest.is_relative_to(local.resolve()) or rel.endswith("/"):
@@ -540,7 +564,15 @@ class AzureMLBackend:
         links: dict[str, str],
     ) -> tuple[str, str, str | None]:
         """Submit one attempt and poll it to a terminal state: (status, log text, error)."""
-        submitted = self.ml_client.jobs.create_or_update(spec)
+        try:
+            submitted = self.ml_client.jobs.create_or_update(spec)
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise GpuJobError(
+                f"could not reach Azure ML to submit {spec.name}: {redact(str(exc))}",
+                retryable=True,
+            ) from None
+        except Exception as exc:  # validation, quota, permissions: retrying will not help
+            raise GpuJobError(f"Azure ML refused job {spec.name}: {redact(str(exc))}") from None
         name = submitted.name
         if submitted.studio_url:
             links["azureml-studio"] = submitted.studio_url
@@ -564,8 +596,32 @@ class AzureMLBackend:
         self, name: str, job: GpuJob, paths: JobPaths, on_progress: ProgressCallback | None
     ) -> str:
         last = None
+        failures = 0
         while True:
-            status = self.ml_client.jobs.get(name).status or "Unknown"
+            try:
+                status = self.ml_client.jobs.get(name).status or "Unknown"
+                failures = 0
+            except (ServiceRequestError, ServiceResponseError, HttpResponseError) as exc:
+                # A network blip or a 5xx/429 must not cancel a healthy GPU job.
+                transient = not isinstance(exc, HttpResponseError) or (
+                    exc.status_code is not None
+                    and (exc.status_code >= 500 or exc.status_code in (408, 429))
+                )
+                failures += 1
+                if not transient or failures > MAX_POLL_FAILURES:
+                    raise GpuJobError(
+                        f"lost track of Azure ML job {name}: {redact(str(exc))}",
+                        retryable=transient,
+                    ) from None
+                self.logger.warning(
+                    "Polling Azure ML job %s failed (%d in a row), retrying: %s",
+                    name,
+                    failures,
+                    redact(str(exc)),
+                )
+                if self._stop.wait(self.settings.poll_seconds):
+                    raise GpuJobError(f"Azure ML job {name} canceled by the caller") from None
+                continue
             if status != last:
                 self.logger.info("Azure ML job %s: %s", name, status)
                 last = status

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from azure.ai.ml.entities import Command, JobService
 from azure.ai.ml.exceptions import ErrorCategory, ErrorTarget, JobException
+from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from azure.storage.blob import BlobServiceClient, ContainerClient, UserDelegationKey
 
 from gpu.jobdir import (
@@ -148,6 +149,8 @@ class FakeJobs:
         self.scripts = list(scripts)
         self.submissions: list[Submission] = []
         self.cancelled: list[str] = []
+        self.failing_gets: list[Exception] = []  # raised by the next get() calls, in order
+        self.refusal: Exception | None = None  # raised by create_or_update
 
     def _prefix(self, uri: str) -> str:
         head = f"azureml://datastores/{DATASTORE}/paths/"
@@ -156,6 +159,8 @@ class FakeJobs:
 
     def create_or_update(self, job: Command) -> object:
         assert isinstance(job, Command)
+        if self.refusal:
+            raise self.refusal
         command_job = job._to_job()
         rest = command_job._to_rest_object()  # what the SDK would PUT; fails on a bad entity
         props = rest.properties
@@ -180,6 +185,8 @@ class FakeJobs:
         return next(s for s in self.submissions if s.name == name)
 
     def get(self, name: str) -> object:
+        if self.failing_gets:
+            raise self.failing_gets.pop(0)
         sub = self._find(name)
         self._advance(sub)
         return type("JobView", (), {"name": name, "status": sub.status})()
@@ -453,6 +460,51 @@ def test_local_partial_output_is_uploaded_and_not_redone(
     assert (job.output_dir / "chunks/00000.mkv").read_bytes() == b"done locally"
 
 
+def test_transient_poll_failures_do_not_cancel_the_job(
+    tmp_path: Path, container: ContainerClient, logger: logging.Logger,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    job = make_job(tmp_path)
+    backend, client = make_backend(tmp_path, container, [Script("complete")], logger)
+    throttled = HttpResponseError("Too many requests")
+    throttled.status_code = 429
+    client.jobs.failing_gets = [ServiceRequestError("connection reset"), throttled]
+
+    result = backend.run(job)
+
+    assert result.attempts == 1 and client.jobs.cancelled == []
+    assert caplog.text.count("failed (") == 2
+
+
+def test_persistent_poll_failure_cancels_and_reports(
+    tmp_path: Path, container: ContainerClient, logger: logging.Logger
+) -> None:
+    job = make_job(tmp_path)
+    backend, client = make_backend(tmp_path, container, [Script("hang")], logger)
+    forbidden = HttpResponseError("AuthorizationFailed")
+    forbidden.status_code = 403
+    client.jobs.failing_gets = [forbidden]
+
+    with pytest.raises(GpuJobError, match="lost track") as caught:
+        backend.run(job)
+
+    assert caught.value.retryable is False
+    assert client.jobs.cancelled == [client.jobs.submissions[0].name]
+
+
+def test_refused_submission_is_a_clear_non_retryable_error(
+    tmp_path: Path, container: ContainerClient, logger: logging.Logger
+) -> None:
+    job = make_job(tmp_path)
+    backend, client = make_backend(tmp_path, container, [Script("complete")], logger)
+    client.jobs.refusal = HttpResponseError("QuotaExceeded: low priority cores quota is 0")
+
+    with pytest.raises(GpuJobError, match="refused.*QuotaExceeded") as caught:
+        backend.run(job)
+
+    assert caught.value.retryable is False and client.jobs.submissions == []
+
+
 def test_blob_job_storage_round_trip_skips_unchanged_files(
     tmp_path: Path, container: ContainerClient
 ) -> None:
@@ -467,6 +519,7 @@ def test_blob_job_storage_round_trip_skips_unchanged_files(
     atomic_write_bytes(src / "deep/b.bin", b"B")
     assert storage.upload_folder(src, "p/x") == 1
 
+    container.upload_blob("p/x/deep/.b.bin.k3j4.tmp", b"half-written by a preempted node")
     dest = tmp_path / "dest"
     assert storage.download_folder("p/x", dest) == 2
     assert (dest / "deep/b.bin").read_bytes() == b"B" and not list(dest.rglob("*.tmp"))
