@@ -302,9 +302,9 @@ def build_mux_argv(
             into the H.264 VUI by ``h264_metadata`` (no re-encode), so anamorphic sources
             keep their shape.
     """
-    argv = [*_base_argv(), "-copyts", "-f", "mov", "-i", str(video)]
+    argv = [*_base_argv(), "-copyts", *input_argv(video, "mov")]
     for path, _copy in audio:
-        argv += ["-f", "matroska", "-i", str(path)]
+        argv += input_argv(path, "matroska")
     argv += ["-map", "0:v:0"]
     for n in range(len(audio)):
         argv += ["-map", f"{n + 1}:a:0"]
