@@ -12,6 +12,12 @@ Untrusted input only ever reaches FFmpeg through an allowlist of plain media dem
 ``file`` protocol, so a playlist or concat list renamed to ``.mp4`` cannot make FFmpeg read
 other local files or URLs. Every FFmpeg command line is built by a pure ``build_*`` function
 (tested as data) and run by :func:`run_ffmpeg`.
+
+Odd display sizes: the GPU job pads frames to even sizes because H.264 4:2:0 needs them, and
+H.264 cannot crop the padding back off either (its SPS crops in steps of two pixels, so
+``h264_metadata=crop_right=1`` is refused). The final MP4 therefore keeps the padded picture
+and declares the true size in a clean-aperture ('clap') box, losslessly: see
+:func:`add_clean_aperture`.
 """
 
 from __future__ import annotations
