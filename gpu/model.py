@@ -36,6 +36,11 @@ class StyleNet(nn.Module):
 
     A ``PixelUnshuffle(4)`` stem replaces the 9x9 convolution on 3 channels, the residual body
     runs at a quarter resolution, and two ``PixelShuffle(2)`` steps bring it back.
+
+    Defaults: 0.49 M parameters (0.98 MB fp16), 143 GFLOP per 1920x1080 frame (Johnson's
+    TransformerNet: 1.68 M, 638 GFLOP). Measured on one H200, bf16, batches of 8 1080p frames:
+    about 300 frames/s eager, where instance norm and the reshuffles are memory-bound, and about
+    970 frames/s under ``torch.compile``, which fuses them.
     """
 
     stride = 4
