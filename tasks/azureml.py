@@ -545,7 +545,7 @@ class AzureMLBackend:
             )
         self._sync_output(paths, job.output_dir)
         if on_progress:
-            on_progress()
+            self._report_progress(paths, job, on_progress)
         return GpuJobResult(
             backend=self.name,
             seconds=time.monotonic() - started,
@@ -582,7 +582,7 @@ class AzureMLBackend:
         try:
             status = self._poll(name, job, paths, on_progress)
         except BaseException:
-            # KeyboardInterrupt, Prefect's cancellation/termination, a failing progress callback:
+            # KeyboardInterrupt, Prefect's cancellation/termination, losing track of the job:
             # whatever stops us waiting must not leave GPUs billing in the cloud.
             self._cancel(name)
             raise
@@ -628,11 +628,21 @@ class AzureMLBackend:
             if status in TERMINAL_STATUSES:
                 return status
             if on_progress:
-                # Progress is read from the local output folder: mirror the done reports.
-                self._sync_output(paths, job.output_dir, only_reports=True)
-                on_progress()
+                self._report_progress(paths, job, on_progress)
             if self._stop.wait(self.settings.poll_seconds):
                 raise GpuJobError(f"Azure ML job {name} canceled by the caller")
+
+    def _report_progress(self, paths: JobPaths, job: GpuJob, on_progress: ProgressCallback) -> None:
+        """Mirror the done reports (progress is read from the local output folder), then report.
+
+        Progress is cosmetic: a storage hiccup or a failing progress artifact is logged, never
+        allowed to cancel the GPU job. Interrupts (``BaseException``) still propagate.
+        """
+        try:
+            self._sync_output(paths, job.output_dir, only_reports=True)
+            on_progress()
+        except Exception as exc:
+            self.logger.warning("Progress update failed (job continues): %s", redact(str(exc)))
 
     def _sync_output(self, paths: JobPaths, output_dir: Path, only_reports: bool = False) -> None:
         from gpu.jobdir import DONE_DIR

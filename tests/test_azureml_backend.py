@@ -405,6 +405,21 @@ def test_interrupt_while_waiting_cancels_the_remote_job(
     assert client.jobs.get(name).status == "Canceled"
 
 
+def test_failing_progress_updates_do_not_stop_the_job(
+    tmp_path: Path, container: ContainerClient, logger: logging.Logger
+) -> None:
+    job = make_job(tmp_path)
+    backend, client = make_backend(tmp_path, container, [Script("complete")], logger)
+
+    def broken_progress() -> None:
+        raise RuntimeError("progress artifact API unavailable")
+
+    result = backend.run(job, broken_progress)
+
+    assert result.attempts == 1 and len(read_reports(job.output_dir)) == 3
+    assert client.jobs.cancelled == [] and client.jobs.submissions[0].status == "Completed"
+
+
 def test_cancel_active_from_another_thread_stops_the_run(
     tmp_path: Path, container: ContainerClient, logger: logging.Logger
 ) -> None:
