@@ -500,6 +500,15 @@ class AzureMLBackend:
         if job.output_dir.exists():  # finished chunks of an earlier local run count too
             sent += self.storage.upload_folder(job.output_dir, paths.output_prefix)
         self.logger.info("Azure ML job folder %s: %d file(s) uploaded", paths.prefix, sent)
+        ranks = self.settings.instance_count * self.settings.gpus_per_node
+        if ranks != job.ranks:
+            self.logger.info(
+                "Azure ML runs %d rank(s) (%d node(s) x %d GPU(s)); the job asked for %d",
+                ranks,
+                self.settings.instance_count,
+                self.settings.gpus_per_node,
+                job.ranks,
+            )
         code_dir = stage_code(self.code_root)
         environment = resolve_environment(self.settings)
         links: dict[str, str] = {}
