@@ -45,7 +45,7 @@ from torch import nn
 from gpu import jobdir
 from gpu.jobdir import ChunkReport, ChunkSpec, JobManifest, JobSummary, RankSummary
 from gpu.model import load_style_model
-from gpu.video_io import FrameReader, FrameWriter, even_size, find_ffmpeg
+from gpu.video_io import FrameReader, FrameWriter, even_size, find_ffmpeg, yuv420_frame_bytes
 
 if TYPE_CHECKING:
     from mpi4py import MPI
@@ -254,11 +254,12 @@ class Stylizer:
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor, out: torch.Tensor) -> None:
-        """Stylize ``(N, H, W, 3)`` uint8 host frames into ``out``, ``(N, H', W', 3)`` uint8.
+        """Stylize ``(N, H, W, 3)`` uint8 host RGB frames into ``out`` as planar YUV 4:2:0.
 
-        ``H'`` and ``W'`` are ``H`` and ``W`` rounded up to even; the extra row or column repeats
-        the last one, so 4:2:0 chroma at the edge is not pulled towards black. Returns once
-        ``out`` is filled and ``frames`` may be reused.
+        ``out`` is ``(N, yuv420_frame_bytes(W', H'))`` uint8, ``H'`` and ``W'`` being ``H``
+        and ``W`` rounded up to even; the extra row or column repeats the last one, so chroma
+        at the edge is not pulled towards black. Returns once ``out`` is filled and ``frames``
+        may be reused.
         """
         batch = frames.to(self.device, non_blocking=True)
         # NHWC bytes seen as NCHW are already channels_last, the layout tensor cores want.
@@ -267,12 +268,39 @@ class Stylizer:
             y = self.model(x)
         height, width = frames.shape[1:3]
         even_width, even_height = even_size(width, height)
-        y = y.float().clamp_(0, 1).mul_(255).round_()
+        # Round through 8-bit RGB first, as if the frames had left the device as RGB24.
+        y = y.float().clamp_(0, 1).mul_(255).round_().div_(255)
         if (even_width, even_height) != (width, height):
             y = F.pad(y, (0, even_width - width, 0, even_height - height), mode="replicate")
-        out.copy_(y.to(torch.uint8).permute(0, 2, 3, 1), non_blocking=True)
+        out.copy_(rgb_to_yuv420(y), non_blocking=True)
         if self.cuda:
             torch.cuda.current_stream(self.device).synchronize()
+
+
+# BT.709 luma weights; Cb and Cr divide B - Y and R - Y by these to span [-0.5, 0.5].
+KR, KB = 0.2126, 0.0722
+CB_SCALE, CR_SCALE = 2 * (1 - KB), 2 * (1 - KR)
+
+
+def rgb_to_yuv420(rgb: torch.Tensor) -> torch.Tensor:
+    """BT.709 limited-range planar YUV 4:2:0 bytes of RGB frames, computed where ``rgb`` lives.
+
+    Args:
+        rgb: ``(N, 3, H, W)`` floats in [0, 1], ``H`` and ``W`` even.
+
+    Returns:
+        ``(N, H*W + 2*(H/2)*(W/2))`` uint8: each row is the Y plane then the U and V planes,
+        the layout of FFmpeg's ``yuv420p``. Chroma sits on even columns between row pairs
+        (H.264's default "left" siting): rows are averaged in pairs, columns filtered 1-2-1.
+    """
+    red, green, blue = rgb.unbind(1)
+    luma = KR * red + (1 - KR - KB) * green + KB * blue
+    chroma = torch.stack([(blue - luma) / CB_SCALE, (red - luma) / CR_SCALE], 1)
+    rows = (chroma[..., 0::2, :] + chroma[..., 1::2, :]) / 2
+    padded = F.pad(rows, (1, 1, 0, 0), mode="replicate")
+    sited = padded[..., 0:-2:2] / 4 + padded[..., 1:-1:2] / 2 + padded[..., 2::2] / 4
+    planes = [(16 + 219 * luma).flatten(1), (128 + 224 * sited).flatten(1)]
+    return torch.cat(planes, 1).round_().clamp_(0, 255).to(torch.uint8)
 
 
 class BufferPool:
@@ -314,7 +342,8 @@ class Buffers:
         even_width, even_height = even_size(manifest.width, manifest.height)
         return cls(
             decoded=BufferPool(count, (batch_size, manifest.height, manifest.width, 3), pinned),
-            stylized=BufferPool(count, (batch_size, even_height, even_width, 3), pinned),
+            stylized=BufferPool(count, (batch_size, yuv420_frame_bytes(even_width, even_height)),
+                                pinned),
         )
 
 

@@ -2,7 +2,8 @@
 
 Command lines are built by pure functions (tested as lists); :class:`FrameReader` and
 :class:`FrameWriter` run them as child processes and raise :class:`FFmpegError`, carrying
-FFmpeg's stderr, when one fails. Frames travel as ``uint8`` arrays shaped ``(N, H, W, 3)``.
+FFmpeg's stderr, when one fails. Frames come in as ``uint8`` RGB arrays shaped
+``(N, H, W, 3)`` and go out as planar YUV 4:2:0 rows shaped ``(N, yuv420_frame_bytes)``.
 
 Stylized chunks are encoded with settings fixed here, independent of the machine, so that every
 chunk of a job has byte-identical SPS and PPS and the CPU side can join them by stream copy.
@@ -83,7 +84,11 @@ def decode_argv(ffmpeg: str, source: Path, threads: int = 0) -> list[str]:
 
 def encode_argv(ffmpeg: str, target: Path, width: int, height: int, crf: int, preset: str,
                 threads: int = 0) -> list[str]:
-    """Encode packed RGB24 frames of ``width`` x ``height`` from stdin to H.264 in Matroska.
+    """Encode planar YUV 4:2:0 frames of ``width`` x ``height`` from stdin to H.264 in Matroska.
+
+    The frames arrive already converted with the BT.709 matrix at limited range (see
+    :func:`gpu.stylize.rgb_to_yuv420`), as the colour tags say: FFmpeg spends no CPU on
+    conversion, and the pipe carries half the bytes of RGB.
 
     Args:
         ffmpeg: The FFmpeg binary.
@@ -102,13 +107,10 @@ def encode_argv(ffmpeg: str, target: Path, width: int, height: int, crf: int, pr
     """
     if width % 2 or height % 2:
         raise ValueError(f"H.264 4:2:0 needs even dimensions, got {width}x{height}: pad first")
-    # RGB -> YUV with the BT.709 matrix at limited range, the same matrix the tags announce.
-    to_yuv = ("scale=out_color_matrix=bt709:out_range=tv"
-              ":flags=bicubic+accurate_rnd+full_chroma_int,format=yuv420p")
     return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size", f"{width}x{height}",
-            "-framerate", str(NOMINAL_FRAME_RATE), "-i", "pipe:0",
-            "-vf", to_yuv, "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
+            "-f", "rawvideo", "-pix_fmt", "yuv420p", "-video_size", f"{width}x{height}",
+            "-framerate", str(NOMINAL_FRAME_RATE), *COLOUR_TAGS, "-i", "pipe:0",
+            "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
             "-profile:v", "high", "-bf", "0", "-threads", str(threads),
             # Every chunk starts with an IDR frame and is cut nowhere else by us; no scene-cut
             # I-frames keep the bitrate even; open GOPs would reference the previous chunk.
@@ -191,8 +193,13 @@ class FrameReader(_FFmpegChild):
         return filled // frame_bytes
 
 
+def yuv420_frame_bytes(width: int, height: int) -> int:
+    """Bytes of one planar 4:2:0 frame: a full-size Y plane, then quarter-size U and V planes."""
+    return width * height + 2 * (width // 2) * (height // 2)
+
+
 class FrameWriter(_FFmpegChild):
-    """Writes ``(N, H, W, 3)`` uint8 batches (even H and W) to an H.264 file via FFmpeg.
+    """Writes ``(N, yuv420_frame_bytes)`` uint8 batches to an H.264 file via FFmpeg.
 
     Use as a context manager; :meth:`close` finishes the file, leaving without it kills FFmpeg.
     """
@@ -202,7 +209,7 @@ class FrameWriter(_FFmpegChild):
         super().__init__(encode_argv(ffmpeg, target, width, height, crf, preset, threads),
                          stdin=subprocess.PIPE)
         self.frames_written = 0
-        self._shape = (height, width, 3)
+        self._shape = (yuv420_frame_bytes(width, height),)
 
     def __enter__(self) -> FrameWriter:
         return self
@@ -212,7 +219,7 @@ class FrameWriter(_FFmpegChild):
 
     def write(self, frames: np.ndarray) -> None:
         if frames.shape[1:] != self._shape or frames.dtype != np.uint8:
-            raise ValueError(f"expected uint8 frames shaped (N, {self._shape}), "
+            raise ValueError(f"expected uint8 frames shaped (N, {self._shape[0]}), "
                              f"got {frames.dtype} {frames.shape}")
         assert self._proc.stdin is not None
         try:

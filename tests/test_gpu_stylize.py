@@ -21,14 +21,16 @@ import torch
 from gpu import jobdir
 from gpu.jobdir import ChunkSpec, EncodeSettings, JobManifest
 from gpu.model import build_model, save_weights
-from gpu.stylize import JobInputError, plan_job, read_valid_manifest
+from gpu.stylize import JobInputError, plan_job, read_valid_manifest, rgb_to_yuv420
 from gpu.video_io import (
     FFmpegError,
+    FrameWriter,
     decode_argv,
     encode_argv,
     even_size,
     find_ffmpeg,
     run_ffmpeg,
+    yuv420_frame_bytes,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -213,6 +215,8 @@ def test_dead_rank_fails_the_job_and_the_rerun_does_only_the_rest(
     redone = {line.split("chunk ")[1][:5] for line in rerun.stdout.splitlines()
               if "] chunk " in line}
     assert redone == {c.stem for c in manifest.chunks} - {n[:5] for n in first_reports}
+    # Ranks killed mid-chunk left partial files; redoing those chunks removed them.
+    assert not list((output_dir / jobdir.CHUNKS_DIR).glob(".*"))
     for chunk in manifest.chunks:
         frames = decode_output(output_dir, manifest, chunk)
         assert frames.shape == (chunk.frames, 49, 65, 3)
@@ -232,8 +236,11 @@ def test_frame_count_mismatch_fails_every_rank_with_a_clear_error(
     proc = launch(input_dir, output_dir, 2)
     assert proc.returncode != 0
     assert "decoded 3 frames and encoded 3, but the manifest says 4" in proc.stderr, proc.stderr
-    assert not jobdir.is_chunk_done(output_dir, lying.chunks[1])
-    assert not list((output_dir / jobdir.CHUNKS_DIR).glob(".*")), "partial chunk left behind"
+    bad = jobdir.output_chunk_path(output_dir, lying.chunks[1])
+    assert not bad.exists() and not jobdir.is_chunk_done(output_dir, lying.chunks[1])
+    # The failing rank removes its partial file. (The abort may kill the other rank mid-chunk
+    # and leave its partial file: a rerun removes that before it redoes the chunk.)
+    assert not list(bad.parent.glob(f".{bad.name}.*")), "partial chunk left behind"
 
 
 def test_missing_model_is_a_clear_error(even_job: tuple[Path, JobManifest],
@@ -277,11 +284,13 @@ def test_ffmpeg_command_lines() -> None:
     argv = encode_argv("ff", Path("out.tmp"), 66, 50, crf=20, preset="fast", threads=2)
     assert argv[0] == "ff" and argv[-3:] == ["-f", "matroska", "out.tmp"]
     pairs = dict(zip(argv[1:-1], argv[2:], strict=True))
-    assert pairs["-video_size"] == "66x50" and pairs["-pix_fmt"] == "rgb24"
+    assert pairs["-video_size"] == "66x50" and pairs["-pix_fmt"] == "yuv420p"
     assert pairs["-c:v"] == "libx264" and pairs["-bf"] == "0"
     assert (pairs["-crf"], pairs["-preset"], pairs["-threads"]) == ("20", "fast", "2")
-    assert "out_color_matrix=bt709" in pairs["-vf"] and "format=yuv420p" in pairs["-vf"]
+    assert "-vf" not in argv, "frames arrive converted; FFmpeg must not convert them again"
     assert pairs["-colorspace"] == pairs["-color_primaries"] == pairs["-color_trc"] == "bt709"
+    assert pairs["-color_range"] == "tv"
+    assert yuv420_frame_bytes(66, 50) == 66 * 50 * 3 // 2
     with pytest.raises(ValueError, match="even dimensions"):
         encode_argv("ff", Path("x"), 65, 50, crf=20, preset="fast")
 
@@ -289,6 +298,32 @@ def test_ffmpeg_command_lines() -> None:
     assert argv[-5:] == ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
     assert "passthrough" in argv and "-nostdin" in argv
     assert even_size(65, 49) == (66, 50) and even_size(66, 50) == (66, 50)
+
+
+def test_rgb_to_yuv420_is_bt709_limited_range() -> None:
+    red = torch.zeros(1, 3, 2, 2)
+    red[:, 0] = 1
+    assert rgb_to_yuv420(red).tolist() == [[63, 63, 63, 63, 102, 240]]  # BT.709 textbook red
+    assert rgb_to_yuv420(torch.ones(1, 3, 2, 2)).tolist() == [[235] * 4 + [128, 128]]
+    assert rgb_to_yuv420(torch.zeros(1, 3, 2, 2)).tolist() == [[16] * 4 + [128, 128]]
+    # A vertical edge: chroma on even columns weighs the column to its right 1/4 (left siting).
+    edge = torch.zeros(1, 3, 2, 4)
+    edge[:, 2, :, 1:] = 1  # blue from column 1 on
+    u_plane = rgb_to_yuv420(edge)[0, 8:10].tolist()
+    blue_u = 128 + 224 * (1 - 0.0722) / (2 * (1 - 0.0722))
+    assert u_plane == [round(128 + (blue_u - 128) / 4), round(blue_u)]
+
+
+def test_encoded_colours_decode_back_through_the_tagged_matrix(tmp_path: Path) -> None:
+    """FFmpeg, reading the BT.709 tags, decodes what went in (a BT.601 mix-up is ~14 off)."""
+    colours = torch.tensor([[200, 30, 60], [20, 180, 90], [90, 60, 220], [128, 128, 128]]) / 255
+    rgb = colours[:, :, None, None].expand(4, 3, 16, 32).contiguous()
+    with FrameWriter(FFMPEG, tmp_path / "flat.mkv", 32, 16, crf=10, preset="medium") as writer:
+        writer.write(rgb_to_yuv420(rgb).numpy())
+        writer.close()
+    decoded = decode(tmp_path / "flat.mkv", 32, 16)
+    assert decoded.shape == (4, 16, 32, 3)
+    assert np.abs(decoded[:, 8, 16].astype(int) - (colours * 255).round().numpy()).max() <= 3
 
 
 def test_find_ffmpeg_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
