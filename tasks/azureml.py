@@ -327,7 +327,11 @@ def resolve_environment(settings: AzureMLSettings) -> str | Environment:
     from azure.ai.ml.entities import Environment
 
     spec = load_environment(ENVIRONMENT_SPEC)
-    return Environment(image=spec.image, conda_file=spec.conda_file, description=spec.description)
+    return Environment(
+        image=settings.image or spec.image,
+        conda_file=spec.conda_file,
+        description=spec.description,
+    )
 
 
 def load_compute_spec(settings: AzureMLSettings) -> AmlCompute:

@@ -137,6 +137,11 @@ class AzureMLSettings(BaseModel):
         description="Registered environment 'name:version' to run in; unset builds the "
         "environment of deployments/azureml/environment.yaml (Open MPI + CUDA base image).",
     )
+    image: str | None = Field(
+        default=None,
+        description="Base image replacing environment.yaml's (for example a newer Open MPI + "
+        "CUDA tag); ignored when a registered environment is named.",
+    )
     data_datastore: str = Field(
         default="restyle_jobs",
         description="Azure ML datastore (data account, container data_container) holding job "

@@ -154,6 +154,14 @@ def test_registered_environment_is_referenced_by_name() -> None:
     )
 
 
+def test_inline_environment_is_anonymous_and_takes_an_image_override() -> None:
+    image = "mcr.microsoft.com/azureml/openmpi5.0-cuda12.8-ubuntu24.04:20260101.v1"
+    env = resolve_environment(AzureMLSettings(image=image))
+    assert isinstance(env, Environment) and env.image == image
+    assert env._is_anonymous and env.name == "CliV2AnonymousEnvironment"  # named by content hash
+    assert env.conda_file == load_environment(ENVIRONMENT_SPEC).conda_file
+
+
 def test_code_snapshot_is_the_gpu_package_only(tmp_path: Path) -> None:
     stray = REPO_ROOT / "gpu" / "styles" / "zz_snapshot_probe.safetensors"
     stray.parent.mkdir(exist_ok=True)
