@@ -253,14 +253,18 @@ class Stylizer:
         self.model = model.to(device, memory_format=torch.channels_last) if self.cuda else model
 
     @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor, out: torch.Tensor) -> None:
-        """Stylize ``(N, H, W, 3)`` uint8 host RGB frames into ``out`` as planar YUV 4:2:0.
+    def __call__(self, frames: torch.Tensor, out: torch.Tensor, count: int) -> None:
+        """Stylize the first ``count`` of ``(N, H, W, 3)`` uint8 host RGB frames into ``out``.
 
-        ``out`` is ``(N, yuv420_frame_bytes(W', H'))`` uint8, ``H'`` and ``W'`` being ``H``
-        and ``W`` rounded up to even; the extra row or column repeats the last one, so chroma
-        at the edge is not pulled towards black. Returns once ``out`` is filled and ``frames``
-        may be reused.
+        ``out`` is ``(N, yuv420_frame_bytes(W', H'))`` uint8 planar YUV 4:2:0, ``H'`` and ``W'``
+        being ``H`` and ``W`` rounded up to even; the extra row or column repeats the last one,
+        so chroma at the edge is not pulled towards black. Returns once ``out`` is filled and
+        ``frames`` may be reused.
         """
+        if not self.cuda:
+            frames, out = frames[:count], out[:count]
+        # On CUDA a short last batch runs at full size all the same (frames are independent):
+        # one shape means cuDNN tunes its algorithms once, not once per leftover count.
         batch = frames.to(self.device, non_blocking=True)
         # NHWC bytes seen as NCHW are already channels_last, the layout tensor cores want.
         x = batch.permute(0, 3, 1, 2).float().div_(255)
@@ -467,7 +471,7 @@ def stylize_chunk(chunk: ChunkSpec, manifest: JobManifest, input_dir: Path, outp
                 if out is None:
                     break
                 started = time.perf_counter()
-                stylizer(frames[:count], out[:count])
+                stylizer(frames, out, count)
                 clock.infer += time.perf_counter() - started
                 buffers.decoded.give(frames)
                 stylized.put((out, count))
