@@ -14,6 +14,17 @@ encoded as a pipeline of three threads; its output is renamed into place and the
 written, so a rerun after any failure redoes only the chunks without a report. When every rank
 is through, rank 0 writes ``summary.json``.
 
+Each rank drives GPU ``OMPI_COMM_WORLD_LOCAL_RANK mod device count``, so two ranks may share
+a GPU; that helps when FFmpeg, not the GPU, is the limit (on one H200 with 16 cores, 1080p:
+about 100 frames/s with one rank, 133 with two). Launch with ``--bind-to none``: by default
+mpiexec pins each rank, and the FFmpeg processes it starts, to a single core.
+
+Stylized chunks are H.264 (``-bf 0``, the manifest's CRF and preset, x264 settings fixed so every
+chunk has the same SPS and PPS) in Matroska, converted to BT.709 limited-range YUV 4:2:0 on the
+device. Their coded size is the manifest's rounded up to even, padded at the right and bottom,
+and their timestamps are a nominal 25 frames/s: the CPU side crops and retimes. Decoding needs
+FFmpeg 5.1 or later (``-fps_mode``).
+
 A rank that fails makes the whole job fail: errors in the input that every rank knows about end
 every rank with status 2; anything unexpected prints its traceback and aborts ``MPI_COMM_WORLD``.
 
@@ -106,8 +117,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="auto: CUDA when available, else CPU")
     parser.add_argument("--batch-size", type=int, default=8, help="frames per forward pass")
     parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads per rank for torch and FFmpeg "
-                             "(default: the node's cores divided by its ranks)")
+                        help="CPU threads per rank for torch and FFmpeg (default: the cores "
+                             "mpiexec bound the rank to, else the node's cores over its ranks)")
     parser.add_argument("--ffmpeg", default=None,
                         help="FFmpeg binary (default: $RESTYLE_FFMPEG, else the imageio-ffmpeg "
                              "binary, else ffmpeg on PATH)")
