@@ -204,7 +204,7 @@ def read_valid_manifest(input_dir: Path) -> JobManifest:
         raise JobInputError(f"no {jobdir.MANIFEST_NAME} in {input_dir}: not a restyle job folder")
     try:
         manifest = jobdir.read_manifest(input_dir)
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise JobInputError(f"bad job manifest {path}: {type(err).__name__}: {err}") from err
     problems = []
     if manifest.width < 1 or manifest.height < 1:
@@ -225,7 +225,9 @@ class WorkCounter:
     """A counter on rank 0 that every rank increments atomically to claim the next item.
 
     ``MPI_Fetch_and_op`` under a shared passive-target lock: no rank waits for another to
-    hand out work, and each position is claimed exactly once.
+    hand out work, and each position is claimed exactly once. Within a node (shared memory)
+    and over RDMA networks (UCX) the atomic completes without rank 0's help; over plain TCP
+    between nodes Open MPI may only progress it when rank 0 next calls MPI, at its next claim.
     """
 
     def __init__(self, comm: MPI.Comm) -> None:
