@@ -104,7 +104,7 @@ class BlobWatcher:
 def main() -> None:
     from prefect.settings import PREFECT_API_URL
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     settings = RestyleSettings()
     store = make_blob_store(settings.storage)
     store.ensure_containers(settings.watcher.containers)

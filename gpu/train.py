@@ -111,6 +111,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     train_args.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     train_args.add_argument("--checkpoint-every", type=int, default=500)
     train_args.add_argument("--log-every", type=int, default=50)
+    train_args.add_argument("--max-seconds", type=float, default=None,
+                            help="stop after this much training time even before --steps "
+                                 "(for fixed GPU budgets); the weights are saved as usual")
     return parser
 
 
@@ -412,16 +415,20 @@ def main(args: argparse.Namespace) -> dict:
         total = sum(weights[name] * value for name, value in losses.items())
         optimizer.zero_grad(set_to_none=False)
         total.backward()
+        over_budget = args.max_seconds is not None and \
+            time.perf_counter() - started >= args.max_seconds
         values = torch.stack([losses.get(name, total.new_zeros(())).detach().float()
                               for name in LOSS_NAMES] + [total.detach().float()])
-        # One Allreduce carries the gradients and the losses to log.
-        ranks.average([p.grad for p in params] + [values])
+        # One Allreduce carries the gradients, the losses to log and the ranks' stop votes.
+        votes = torch.tensor([float(over_budget)], device=values.device)
+        ranks.average([p.grad for p in params] + [values, votes])
         optimizer.step()
+        stop = bool(votes.item() > 0)
 
         window += values.cpu()
         window_steps += 1
         done = step + 1
-        if done % args.log_every == 0 or done == args.steps:
+        if done % args.log_every == 0 or done == args.steps or stop:
             means = (window / window_steps).tolist()
             last_losses = dict(zip((*LOSS_NAMES, "total"), means, strict=True))
             rate = (done - log_step) / (time.perf_counter() - log_started)
@@ -432,16 +439,19 @@ def main(args: argparse.Namespace) -> dict:
                       f"{rate:.2f} steps/s", flush=True)
             window.zero_()
             window_steps, log_started, log_step = 0, time.perf_counter(), done
-        if ranks.is_root and (done % args.checkpoint_every == 0 or done == args.steps):
+        if ranks.is_root and (done % args.checkpoint_every == 0 or done == args.steps or stop):
             save_checkpoint(checkpoint_path, model, optimizer, done, settings, sources.style_name,
                             previous_seconds + time.perf_counter() - started, last_losses)
+        if stop:
+            break
 
     if on_cuda:
         torch.cuda.synchronize(device)
     run_seconds = time.perf_counter() - started
-    trained = max(0, args.steps - start_step)
+    final_step = done if start_step < args.steps else start_step
+    trained = final_step - start_step
     metrics = {"style": sources.style_name, "arch": args.arch,
-               "steps": max(start_step, args.steps),
+               "steps": final_step, "max_seconds": args.max_seconds,
                "resumed_from_step": start_step, "losses": last_losses,
                "seconds": previous_seconds + run_seconds,
                "run_seconds": run_seconds,
