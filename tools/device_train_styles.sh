@@ -10,6 +10,10 @@ out="${OUT:-/tmp}"
 work=/tmp/styles
 mkdir -p "$work"
 export PYTHONUNBUFFERED=1
+# Six trainers share the host's cores: without a cap each one starts a thread per core and the
+# CPU-side start-up (weight dequantization, image decoding) crawls. Seen on 2026-11-29: with
+# no cap, no trainer had logged a single line after 170 s on a 16-core host.
+export OMP_NUM_THREADS=2
 for style in starry_night the_scream great_wave shipwreck_of_the_minotaur udnie woman_with_a_hat; do
   python3 -m gpu.train --style ".carry/styles/$style.jpg" --content .carry/content/train \
     --output "$work/$style" --style-name "$style" --steps 20000 --max-seconds "$seconds" \
