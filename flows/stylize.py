@@ -22,7 +22,7 @@ from tasks.dispatch import GpuJob, run_gpu_job
 from tasks.reporting import RunStats, publish_report
 from tasks.settings import RestyleSettings
 from tasks.storage import fetch_input, make_blob_store, report_failure, upload_result
-from tasks.styles import StyleChoice, fetch_style_model, validate_style_name
+from tasks.styles import AUTO_STYLE, StyleChoice, fetch_style_model, validate_style_name
 from tasks.video import extract_audio, grab_frames, probe_video, reassemble_video, split_video
 
 
@@ -54,7 +54,8 @@ def plan_target(video: str, style: str | None, settings: RestyleSettings) -> Tar
     if not blob or blob.startswith("/") or ".." in path.parts or not path.suffix:
         raise ValueError(f"not a video blob path: {video!r}")
     folder_style = path.parts[0] if len(path.parts) > 1 else None
-    chosen = validate_style_name(style or folder_style or settings.default_style)
+    explicit = style if style and style != AUTO_STYLE else None
+    chosen = validate_style_name(explicit or folder_style or settings.default_style)
     relative = path.relative_to(folder_style) if folder_style == chosen else path
     stem = str(relative.with_suffix(""))
     return Target(
@@ -87,12 +88,12 @@ class StageClock:
 
 
 @flow(name="stylize-video", flow_run_name=_run_name, log_prints=True)
-def stylize_video(video: str, style: StyleChoice | None = None, etag: str | None = None) -> str:
+def stylize_video(video: str, style: StyleChoice = AUTO_STYLE, etag: str | None = None) -> str:
     """Restyle one video from the input container into the output container.
 
     Args:
         video: Blob path in the input container, e.g. ``starry_night/clip.mp4``.
-        style: Style to apply; default: the blob's folder, else the configured default style.
+        style: Style to apply; ``auto`` takes the blob's folder, else the default style.
         etag: The blob version the triggering event saw (informational; the run processes and
             reports the version it downloads).
 
@@ -140,7 +141,7 @@ def stylize_video(video: str, style: StyleChoice | None = None, etag: str | None
             video=target.input_blob, style=target.style, frames=probe.video.frame_count,
             width=probe.video.display_width, height=probe.video.display_height,
             stage_seconds=clock.seconds, reports=read_reports(work / "gpu-out"),
-            backend=gpu.backend,
+            backend=gpu.backend, gpu_attempts=gpu.attempts, retry_reasons=gpu.retry_reasons,
         )
         url = store.client.get_blob_client(target.output_container, target.output_blob).url
         publish_report(stats, before, after, url)

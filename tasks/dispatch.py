@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_link_artifact
 
 from tasks.settings import ComputeSettings, RestyleSettings
 
@@ -96,7 +97,9 @@ def mpiexec_path() -> str:
 
 def build_mpiexec_argv(job: GpuJob, python: str | None = None) -> list[str]:
     """The ``mpiexec`` command line for ``job`` (pure; tested as a list)."""
-    argv = [mpiexec_path(), "-n", str(job.ranks), "--oversubscribe"]
+    # --bind-to none: Open MPI otherwise pins each rank, and the FFmpeg encoders it starts,
+    # to a single core, which starved the encoders on a 16-core GPU host.
+    argv = [mpiexec_path(), "-n", str(job.ranks), "--oversubscribe", "--bind-to", "none"]
     if os.geteuid() == 0:
         argv.append("--allow-run-as-root")
     argv += [python or sys.executable, "-m", job.module]
@@ -188,6 +191,8 @@ def run_gpu_job(job: GpuJob, settings: RestyleSettings, total_chunks: int) -> Gp
     progress = ProgressReporter(total_chunks, f"{job.name}: chunks stylized")
     logger.info("dispatching %s to the %s backend (%d ranks)", job.module, backend.name, job.ranks)
     result = backend.run(job, lambda: progress.update(len(read_reports(job.output_dir))))
+    for name, url in result.links.items():
+        create_link_artifact(key=name, link=url, link_text=name)
     logger.info("%s finished in %.1fs after %d attempt(s)", job.module, result.seconds,
                 result.attempts)
     return result

@@ -32,6 +32,8 @@ class RunStats:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     reports: list[ChunkReport] = field(default_factory=list)
     backend: str = "local"
+    gpu_attempts: int = 1
+    retry_reasons: list[str] = field(default_factory=list)
 
     def rows(self) -> list[dict[str, str | int | float]]:
         rows: list[dict[str, str | int | float]] = [
@@ -40,7 +42,10 @@ class RunStats:
             {"item": "frames", "value": self.frames},
             {"item": "resolution", "value": f"{self.width}x{self.height}"},
             {"item": "compute backend", "value": self.backend},
+            {"item": "GPU job attempts", "value": self.gpu_attempts},
         ]
+        rows += [{"item": f"retry {i + 1} reason", "value": reason}
+                 for i, reason in enumerate(self.retry_reasons)]
         for stage, seconds in self.stage_seconds.items():
             fps = self.frames / seconds if seconds > 0 else 0.0
             rows.append({"item": f"{stage} seconds", "value": round(seconds, 2)})

@@ -64,16 +64,19 @@ def available_style_names() -> list[str]:
     return names
 
 
+AUTO_STYLE = "auto"
+"""Pick the style from the blob's folder, else the configured default."""
+
+
 def _style_enum(schema: dict[str, Any]) -> None:
-    names = available_style_names()
-    if names:
-        schema["enum"] = names
+    schema["enum"] = [AUTO_STYLE, *available_style_names()]
 
 
 StyleChoice = Annotated[
     str,
     Field(
-        description="Style model to apply; uploads under videos/<style>/ choose it by folder.",
+        description="Style model to apply; 'auto' takes the blob's folder (videos/<style>/...), "
+        "else the default style.",
         json_schema_extra=_style_enum,
     ),
 ]
