@@ -134,12 +134,15 @@ class AzureBlobStore:
         )
 
 
-def make_blob_store(settings: StorageSettings) -> AzureBlobStore:
+def make_blob_store(settings: StorageSettings, quick: bool = False) -> AzureBlobStore:
     """Connect to the account that ``settings`` describe.
 
     A connection string (Azurite) wins; otherwise ``account_url`` with ``DefaultAzureCredential``.
+    ``quick`` gives up after one short try, for optional look-ups that must never stall.
     """
     options: dict[str, Any] = {}
+    if quick:
+        options.update(retry_total=0, connection_timeout=2, read_timeout=2)
     if settings.api_version:
         options["api_version"] = settings.api_version
     if settings.connection_string is not None:

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import WithJsonSchema
 
 from tasks.settings import RestyleSettings
 from tasks.storage import BlobNotFoundError, BlobStore
@@ -23,6 +23,8 @@ from tasks.storage import BlobNotFoundError, BlobStore
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "gpu" / "styles"
 MANIFEST_PATH = SHIPPED_DIR / "manifest.json"
 STYLE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+AUTO_STYLE = "auto"
+"""Pick the style from the blob's folder, else the configured default."""
 
 
 class UnknownStyleError(ValueError):
@@ -57,30 +59,21 @@ def available_style_names() -> list[str]:
         from tasks.storage import make_blob_store
 
         settings = RestyleSettings()
-        store = make_blob_store(settings.storage)
+        store = make_blob_store(settings.storage, quick=True)
         names += [n for n in registered_style_names(store, settings) if n not in names]
     except Exception:  # storage not reachable while rendering a schema: shipped styles only
         pass
     return names
 
 
-AUTO_STYLE = "auto"
-"""Pick the style from the blob's folder, else the configured default."""
-
-
-def _style_enum(schema: dict[str, Any]) -> None:
-    schema["enum"] = [AUTO_STYLE, *available_style_names()]
-
-
 StyleChoice = Annotated[
     str,
-    Field(
-        description="Style model to apply; 'auto' takes the blob's folder (videos/<style>/...), "
-        "else the default style.",
-        json_schema_extra=_style_enum,
-    ),
+    WithJsonSchema({"type": "string", "enum": [AUTO_STYLE, *available_style_names()]}),
 ]
-"""A style name: plain ``str`` at run time, a dropdown of known styles in the Prefect UI."""
+"""A style name: plain ``str`` at run time (the flow checks it against the registry, so a style
+registered since this module was imported still works), a dropdown of the styles known at import
+in the Prefect UI. Registering a deployment imports the flow, so it lists the styles of that
+moment; train-style refreshes the deployment's schema when it registers a new style."""
 
 
 def validate_style_name(name: str) -> str:

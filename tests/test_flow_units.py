@@ -1,0 +1,93 @@
+"""Fast checks of the flow's pure parts: naming, style choice, the mpiexec line, the stats."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from prefect.utilities.callables import parameter_schema
+from pydantic import TypeAdapter
+
+from flows.stylize import plan_target, stylize_video
+from gpu.jobdir import ChunkReport
+from tasks.dispatch import GpuJob, build_mpiexec_argv
+from tasks.reporting import RunStats
+from tasks.settings import RestyleSettings
+from tasks.styles import AUTO_STYLE, StyleChoice, UnknownStyleError, shipped_style_names
+
+
+@pytest.fixture
+def settings() -> RestyleSettings:
+    return RestyleSettings(default_style="udnie")
+
+
+@pytest.mark.parametrize(
+    ("video", "style", "output", "chosen"),
+    [
+        ("starry_night/clip.mov", AUTO_STYLE, "starry_night/clip.mp4", "starry_night"),
+        ("videos/starry_night/clip.mov", AUTO_STYLE, "starry_night/clip.mp4", "starry_night"),
+        ("clip.webm", AUTO_STYLE, "udnie/clip.mp4", "udnie"),
+        ("clip.webm", "the_scream", "the_scream/clip.mp4", "the_scream"),
+        ("starry_night/a/b.mp4", AUTO_STYLE, "starry_night/a/b.mp4", "starry_night"),
+        ("holiday/beach.mp4", "udnie", "udnie/holiday/beach.mp4", "udnie"),
+    ],
+)
+def test_plan_target_maps_input_to_output(
+    settings: RestyleSettings, video: str, style: str, output: str, chosen: str
+) -> None:
+    target = plan_target(video, style, settings)
+    assert (target.output_container, target.output_blob, target.style) == (
+        "stylized", output, chosen)
+    assert target.error_blob == output.removesuffix(".mp4") + ".error.json"
+    assert target.input_container == "videos"
+
+
+@pytest.mark.parametrize("video", ["", "/abs.mp4", "a/../../etc/passwd.mp4", "noext"])
+def test_plan_target_rejects_paths_that_are_not_videos(
+    settings: RestyleSettings, video: str
+) -> None:
+    with pytest.raises(ValueError, match="not a video blob path"):
+        plan_target(video, AUTO_STYLE, settings)
+
+
+def test_style_names_are_restricted(settings: RestyleSettings) -> None:
+    with pytest.raises(UnknownStyleError, match="not valid"):
+        plan_target("x.mp4", "Bad Name!", settings)
+
+
+def test_style_parameter_is_a_dropdown_led_by_auto() -> None:
+    schema = parameter_schema(stylize_video.fn).model_dump()["properties"]["style"]
+    assert schema["type"] == "string"
+    assert schema["default"] == AUTO_STYLE
+    assert schema["enum"][0] == AUTO_STYLE
+    assert set(shipped_style_names()) <= set(schema["enum"])
+    # At run time any registered name is accepted; the flow checks it against the registry.
+    assert TypeAdapter(StyleChoice).validate_python("registered-later") == "registered-later"
+
+
+def test_mpiexec_line_runs_the_module_over_the_folders(tmp_path: Path) -> None:
+    job = GpuJob("gpu.stylize", tmp_path / "in", tmp_path / "out", ("--device", "cpu"), ranks=3)
+    argv = build_mpiexec_argv(job, python="/venv/bin/python")
+    assert argv[0].endswith("mpiexec")
+    assert argv[1:7] == ["-n", "3", "--oversubscribe", "--bind-to", "none", *argv[6:7]]
+    tail = ["/venv/bin/python", "-m", "gpu.stylize", "--input", str(tmp_path / "in"),
+            "--output", str(tmp_path / "out"), "--device", "cpu"]
+    assert argv[-len(tail):] == tail
+    assert ("--allow-run-as-root" in argv) == (os.geteuid() == 0)
+
+
+def test_stats_table_has_stage_rates_and_per_rank_counts() -> None:
+    reports = [ChunkReport(index=i, rank=i % 2, host="h", frames=10, seconds=1.0, device="cpu")
+               for i in range(5)]
+    stats = RunStats(video="v.mp4", style="udnie", frames=50, width=64, height=48,
+                     stage_seconds={"stylize": 2.0}, reports=reports, gpu_attempts=2,
+                     retry_reasons=["preempted"])
+    rows = {row["item"]: row["value"] for row in stats.rows()}
+    assert rows["frames"] == 50
+    assert rows["resolution"] == "64x48"
+    assert rows["stylize fps"] == 25.0
+    assert rows["rank 0 chunks"] == "3 (30 frames)"
+    assert rows["rank 1 chunks"] == "2 (20 frames)"
+    assert rows["GPU job attempts"] == 2
+    assert rows["retry 1 reason"] == "preempted"
