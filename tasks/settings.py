@@ -65,6 +65,36 @@ class ComputeSettings(BaseModel):
     preset: str = Field(default="veryfast", description="x264 preset of the stylized video.")
 
 
+class TrainingSettings(BaseModel):
+    """How the ``train-style`` flow trains a new style (the arguments of ``gpu.train``)."""
+
+    content_dir: Path = Field(
+        default=REPO_ROOT / ".carry" / "content" / "train",
+        description="Content set the network learns to restyle: a folder of .jpg/.png/.webp "
+        "images or a packed .pt/.npy uint8 (N, H, W, 3) tensor. "
+        "`python tools/assemble_content.py` builds the default folder.",
+    )
+    steps: int = Field(default=1500, ge=1, description="Optimizer steps (about 75 s on an H200).")
+    batch_size: int = Field(default=16, ge=1, description="Training crops per rank and step.")
+    image_size: int = Field(default=256, ge=16, description="Side of the square training crops.")
+    content_size: int = Field(
+        default=320, ge=16, description="Square side content images are resized to first."
+    )
+    style_size: int = Field(
+        default=512, ge=16, description="Long side the style image is resized to for its Grams."
+    )
+    arch: Literal["stylenet", "johnson"] = Field(
+        default="stylenet", description="Network architecture (gpu/model.py)."
+    )
+    model_hparams: dict[str, int] = Field(
+        default_factory=dict,
+        description='Architecture hyper-parameters, e.g. {"width": 48}; empty: the defaults.',
+    )
+    max_seconds: float | None = Field(
+        default=None, gt=0, description="Stop training after this many seconds even before steps."
+    )
+
+
 class LimitSettings(BaseModel):
     """Inputs beyond these limits are rejected before any work is done."""
 
@@ -217,6 +247,9 @@ class RestyleSettings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings, description="Storage.")
     compute: ComputeSettings = Field(default_factory=ComputeSettings, description="Compute.")
     limits: LimitSettings = Field(default_factory=LimitSettings, description="Input limits.")
+    training: TrainingSettings = Field(
+        default_factory=TrainingSettings, description="Training of new styles (train-style)."
+    )
     watcher: WatcherSettings = Field(default_factory=WatcherSettings, description="Watcher.")
     azureml: AzureMLSettings = Field(
         default_factory=AzureMLSettings, description="Azure ML compute backend."

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import WithJsonSchema
 
+from tasks.events import BlobVersion
 from tasks.settings import RestyleSettings
 from tasks.storage import BlobNotFoundError, BlobStore
 
@@ -82,6 +84,46 @@ def validate_style_name(name: str) -> str:
             f"style name {name!r} is not valid: use lower-case letters, digits, '_' and '-'"
         )
     return name
+
+
+class ShippedStyleError(ValueError):
+    """A trained style may not take the name of a shipped one."""
+
+
+def check_trainable_name(name: str, shipped: Iterable[str]) -> str:
+    """``name`` if a newly trained style may be registered under it.
+
+    Raises:
+        UnknownStyleError: not a valid style name.
+        ShippedStyleError: a shipped style already has this name.
+    """
+    validate_style_name(name)
+    if name in set(shipped):
+        raise ShippedStyleError(
+            f"{name!r} is a shipped style and cannot be replaced; pick another name"
+        )
+    return name
+
+
+def register_style(
+    store: BlobStore, settings: RestyleSettings, name: str, weights: Path, info: dict[str, Any]
+) -> BlobVersion:
+    """Make ``name`` a style: ``<name>.safetensors`` and ``<name>.json`` in the models container.
+
+    The description goes up first and the weights last, because the weights' blob is what makes
+    the style exist (:func:`registered_style_names`); a stale ``<name>.error.json`` is removed.
+
+    Returns:
+        The version of the uploaded weights.
+    """
+    container = settings.storage.models_container
+    store.ensure_containers([container])
+    store.upload_json(container, f"{name}.json", info)
+    version = store.upload_file(
+        container, f"{name}.safetensors", weights, content_type="application/octet-stream"
+    )
+    store.delete(container, f"{name}.error.json")
+    return version
 
 
 def fetch_style_model(name: str, store: BlobStore, settings: RestyleSettings, dest: Path) -> Path:
