@@ -136,15 +136,8 @@ def _run_name() -> str:
     return PurePosixPath(str(flow_run.parameters.get("style_image", "style"))).name
 
 
-# --- Prefect tasks --------------------------------------------------------------------------
-
-
-@task(name="check-style-image")
-def check_style_image(path: Path, label: str) -> tuple[int, int]:
-    """Decode the style image once, before any training is set up.
-
-    Returns:
-        (width, height).
+def style_image_size(path: Path, label: str) -> tuple[int, int]:
+    """Decode the style image with ``gpu.train``'s own checks; returns (width, height).
 
     Raises:
         ImageError: not an image, smaller than 64 px on a side or over 40 megapixels; the
@@ -154,6 +147,16 @@ def check_style_image(path: Path, label: str) -> tuple[int, int]:
         height, width = load_style_image(path).shape[:2]
     except ImageError as err:
         raise ImageError(str(err).replace(str(path), label)) from None
+    return width, height
+
+
+# --- Prefect tasks --------------------------------------------------------------------------
+
+
+@task(name="check-style-image")
+def check_style_image(path: Path, label: str) -> tuple[int, int]:
+    """Reject an unusable style image before any training is set up (see style_image_size)."""
+    width, height = style_image_size(path, label)
     get_run_logger().info("%s: %dx%d style image", label, width, height)
     return width, height
 

@@ -1,0 +1,281 @@
+"""The train-style flow: its pure parts, then end to end through the stack's automation.
+
+The stack tests upload to ``styles/`` and wait for what the watcher, the trigger and the worker
+make of it. Training is tiny (3 steps, 32 px crops, a width-8 StyleNet, 2 content images): the
+fixture :func:`tiny_training` puts those settings into the ``train-style/default`` deployment's
+``env`` job variable, which the process worker adds to the flow run's environment, the same knob
+an operator turns to tune a deployment; the stack itself keeps its GPU-sized defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flows import train_style as flow_module
+from flows.train_style import (
+    plan_training,
+    prepare_training_input,
+    style_image_size,
+    training_args,
+    with_style_choices,
+)
+from gpu.model import load_style_model, read_metadata
+from gpu.train_data import ImageError
+from tasks.settings import RestyleSettings, TrainingSettings
+from tasks.storage import AzureBlobStore, BlobNotFoundError
+from tasks.styles import ShippedStyleError, UnknownStyleError, check_trainable_name
+from tests.conftest import wait_for_blob
+
+RUN_TIMEOUT = 300
+TINY_HPARAMS = {"width": 8, "blocks": 1, "head_width": 8}
+
+
+def make_style_png(path: Path, width: int, height: int) -> Path:
+    """Seeded coloured stripes: a real image with structure for the Gram losses."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[::6] = (230, 40, 20)
+    image[:, ::9, 2] = 220
+    image[..., 1] = np.random.default_rng(0).integers(0, 80, (height, width), dtype=np.uint8)
+    Image.fromarray(image).save(path)
+    return path
+
+
+# --- pure parts -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings() -> RestyleSettings:
+    return RestyleSettings()
+
+
+def test_plan_training_names_the_style_after_the_image(settings: RestyleSettings) -> None:
+    target = plan_training("styles/the_wave.JPG", None, settings)
+    assert (target.styles_container, target.style_blob, target.name) == (
+        "styles", "the_wave.JPG", "the_wave")
+    assert target.label == "styles/the_wave.JPG"
+    assert plan_training("sub/wave.png", "hokusai", settings).name == "hokusai"
+
+
+@pytest.mark.parametrize(
+    ("blob", "name", "error", "message"),
+    [
+        ("notes.txt", None, ImageError, "must be a .jpg/.jpeg/.png/.webp file"),
+        ("Starry Night.png", None, UnknownStyleError, "use lower-case letters"),
+        ("wave.png", "Wave!", UnknownStyleError, "not valid"),
+        ("a/../../etc/x.png", None, ValueError, "not a style image blob path"),
+        ("", None, ValueError, "not a style image blob path"),
+    ],
+)
+def test_plan_training_rejects_bad_blobs_and_names(
+    settings: RestyleSettings, blob: str, name: str | None, error: type, message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        plan_training(blob, name, settings)
+
+
+def test_shipped_styles_cannot_be_overwritten(
+    settings: RestyleSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ShippedStyleError, match="'udnie' is a shipped style"):
+        check_trainable_name("udnie", ["starry_night", "udnie"])
+    assert check_trainable_name("mine", ["udnie"]) == "mine"
+    monkeypatch.setattr(flow_module, "shipped_style_names", lambda: ["udnie"])
+    with pytest.raises(ShippedStyleError):
+        plan_training("udnie.png", None, settings)
+
+
+def test_training_args_carry_the_settings() -> None:
+    training = TrainingSettings(steps=40, image_size=32, model_hparams=TINY_HPARAMS)
+    args = training_args(training, "wave", "cpu")
+    assert args == (
+        "--style-name", "wave", "--steps", "40", "--batch-size", "16", "--image-size", "32",
+        "--content-size", "320", "--style-size", "512", "--arch", "stylenet",
+        "--model-hparams", json.dumps(TINY_HPARAMS), "--device", "cpu",
+    )
+    overridden = training_args(training.model_copy(update={"max_seconds": 60.0}), "w", "cuda", 7)
+    assert overridden[overridden.index("--steps") + 1] == "7"
+    assert overridden[-2:] == ("--max-seconds", "60.0")
+    with pytest.raises(ValueError, match="at least 1"):
+        training_args(training, "w", "cpu", 0)
+
+
+def test_with_style_choices_appends_only_missing_names() -> None:
+    schema = {"properties": {"style": {"type": "string", "enum": ["auto", "udnie"]}}}
+    updated = with_style_choices(schema, ["udnie", "mine", "wave"])
+    assert updated is not None
+    assert updated["properties"]["style"]["enum"] == ["auto", "udnie", "mine", "wave"]
+    assert schema["properties"]["style"]["enum"] == ["auto", "udnie"]  # input left as read
+    assert with_style_choices(updated, ["mine"]) is None
+    assert with_style_choices({"properties": {"style": {"type": "string"}}}, ["x"]) is None
+
+
+def test_style_image_checks_name_the_blob(tmp_path: Path) -> None:
+    assert style_image_size(make_style_png(tmp_path / "ok.png", 96, 72), "styles/ok.png") == (
+        96, 72)
+    text = tmp_path / "notes.png"
+    text.write_text("meeting notes, not a painting\n")
+    tiny = make_style_png(tmp_path / "tiny.png", 20, 20)
+    huge = tmp_path / "huge.png"
+    Image.new("1", (6400, 6400)).save(huge)  # 41 MP, a few kB on disk
+    cases = [(text, "not a readable image"), (tiny, "at least 64 px"), (huge, "limit is 40 MP")]
+    for path, message in cases:
+        with pytest.raises(ImageError, match=message) as caught:
+            style_image_size(path, f"styles/{path.name}")
+        assert str(caught.value).startswith(f"styles/{path.name}: ")
+        assert str(tmp_path) not in str(caught.value)
+
+
+def test_prepare_training_input_lays_out_the_job_folder(tmp_path: Path) -> None:
+    content = tmp_path / "content"
+    content.mkdir()
+    for i in range(2):
+        make_style_png(content / f"{i}.png", 64, 64)
+    (content / "SOURCES.json").write_text("{}")
+    style = make_style_png(tmp_path / "wave.PNG", 96, 96)
+    job_in = tmp_path / "job-in"
+    assert prepare_training_input.fn(style, content, job_in) == 2
+    assert sorted(p.name for p in job_in.iterdir()) == ["content", "style.png"]
+    assert sorted(p.name for p in (job_in / "content").iterdir()) == ["0.png", "1.png"]
+
+    with pytest.raises(FileNotFoundError, match="tools/assemble_content.py"):
+        prepare_training_input.fn(style, tmp_path / "missing", job_in)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no content images"):
+        prepare_training_input.fn(style, tmp_path / "empty", job_in)
+
+
+# --- through the stack ----------------------------------------------------------------------
+
+
+def api(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    response = httpx.request(method, f"{os.environ['PREFECT_API_URL']}{path}", json=body,
+                             timeout=10)
+    response.raise_for_status()
+    return response.json() if response.content else None
+
+
+def wait_for_terminal_run(style_image: str, timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = api("POST", "/flow_runs/filter", {"limit": 200, "sort": "EXPECTED_START_TIME_DESC"})
+        mine = [r for r in runs if r["parameters"].get("style_image") == style_image]
+        if mine and mine[0]["state_type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+            return mine[0]
+        time.sleep(1)
+    pytest.fail(f"no finished train-style run for {style_image} within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def tiny_training(
+    stack_settings: RestyleSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Tiny training settings in the train-style deployment's job environment, then restored."""
+    content = tmp_path_factory.mktemp("train-content")
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.rand(2, 3, 6, 6, generator=generator)
+    smooth = torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bicubic")
+    for i, image in enumerate((smooth.clamp(0, 1) * 255).round().to(torch.uint8)):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(content / f"{i}.png")
+    env = {
+        "RESTYLE_TRAINING__CONTENT_DIR": str(content),
+        "RESTYLE_TRAINING__STEPS": "3",
+        "RESTYLE_TRAINING__BATCH_SIZE": "2",
+        "RESTYLE_TRAINING__IMAGE_SIZE": "32",
+        "RESTYLE_TRAINING__CONTENT_SIZE": "48",
+        "RESTYLE_TRAINING__STYLE_SIZE": "64",
+        "RESTYLE_TRAINING__MODEL_HPARAMS": json.dumps(TINY_HPARAMS),
+        "RESTYLE_COMPUTE__RANKS": "1",
+        "RESTYLE_COMPUTE__DEVICE": "cpu",
+    }
+    deployment = api("GET", "/deployments/name/train-style/default")
+    original = deployment["job_variables"]
+    api("PATCH", f"/deployments/{deployment['id']}",
+        {"job_variables": {**original, "env": {**original.get("env", {}), **env}}})
+    yield
+    api("PATCH", f"/deployments/{deployment['id']}", {"job_variables": original})
+
+
+@pytest.mark.stack
+def test_style_upload_trains_and_registers_a_style(
+    stack_store: AzureBlobStore, stack_settings: RestyleSettings, tiny_training: None,
+    unique: str, tmp_path: Path,
+) -> None:
+    name = f"trained-{unique}"
+    storage = stack_settings.storage
+    styles, models = storage.styles_container, storage.models_container
+    stack_store.upload_file(styles, f"{name}.png", make_style_png(tmp_path / "s.png", 96, 96))
+
+    run = wait_for_terminal_run(f"{name}.png")
+    assert run["state_type"] == "COMPLETED", run["state"]
+    assert run["name"] == f"{name}.png"  # the run is named after the image
+
+    weights = tmp_path / "model.safetensors"
+    stack_store.download(models, f"{name}.safetensors", weights)
+    model = load_style_model(weights)
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    metadata = read_metadata(weights)
+    assert metadata["style"] == name
+    assert json.loads(metadata["hparams"]) == TINY_HPARAMS
+    assert json.loads(metadata["training"])["steps"] == 3
+
+    info_path = tmp_path / "info.json"
+    stack_store.download(models, f"{name}.json", info_path)
+    info = json.loads(info_path.read_text())
+    assert info["style_image"] == f"{styles}/{name}.png"
+    assert info["metrics"]["steps"] == 3 and info["content_images"] == 2
+    assert info["flow_run_id"] == run["id"]
+
+    stylize = api("GET", "/deployments/name/stylize-video/default")
+    assert name in stylize["parameter_openapi_schema"]["properties"]["style"]["enum"]
+
+    artifacts = api("POST", "/artifacts/filter",
+                    {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
+    table = next(a for a in artifacts if a["type"] == "table")
+    rows = json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]
+    items = {row["item"]: row["value"] for row in rows}
+    assert items["style"] == name and items["steps"] == 3
+    assert {"content loss", "style loss", "total loss"} <= items.keys()
+
+
+@pytest.mark.stack
+def test_bad_style_images_get_error_reports_and_failed_runs(
+    stack_store: AzureBlobStore, stack_settings: RestyleSettings, tiny_training: None,
+    unique: str, tmp_path: Path,
+) -> None:
+    storage = stack_settings.storage
+    styles, models = storage.styles_container, storage.models_container
+    text = tmp_path / "notes.png"
+    text.write_text("these are meeting notes, not a painting\n" * 20)
+    bad = {
+        f"notes-{unique}": (text, "not a readable image"),
+        f"tiny-{unique}": (make_style_png(tmp_path / "tiny.png", 20, 20), "at least 64 px"),
+    }
+    for name, (path, _) in bad.items():  # both at once: the work pool runs two flows in parallel
+        stack_store.upload_file(styles, f"{name}.png", path)
+
+    for name, (_, message) in bad.items():
+        wait_for_blob(stack_store, models, f"{name}.error.json", RUN_TIMEOUT)
+        report_path = tmp_path / f"{name}.error.json"
+        stack_store.download(models, f"{name}.error.json", report_path)
+        report = json.loads(report_path.read_text())
+        assert report["reason"].startswith(f"ImageError: {styles}/{name}.png: ")
+        assert message in report["reason"]
+        assert report["flow_run_id"] and report["time"]
+        run = wait_for_terminal_run(f"{name}.png")
+        assert run["state_type"] == "FAILED"
+        assert message in run["state"]["message"]
+        assert stack_store.get_tags(styles, f"{name}.png") == {"restyle-status": "failed"}
+        with pytest.raises(BlobNotFoundError):
+            stack_store.get_version(models, f"{name}.safetensors")
