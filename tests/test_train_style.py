@@ -159,8 +159,13 @@ def test_prepare_training_input_lays_out_the_job_folder(tmp_path: Path) -> None:
 
 
 def api(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    response = httpx.request(method, f"{os.environ['PREFECT_API_URL']}{path}", json=body,
-                             timeout=10)
+    """One Prefect API call, retried while the loaded test server answers 503 (SQLite busy)."""
+    for attempt in range(5):
+        response = httpx.request(method, f"{os.environ['PREFECT_API_URL']}{path}", json=body,
+                                 timeout=10)
+        if response.status_code != 503 or attempt == 4:
+            break
+        time.sleep(1 + attempt)
     response.raise_for_status()
     return response.json() if response.content else None
 
