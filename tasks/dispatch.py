@@ -130,7 +130,9 @@ class LocalMpiBackend:
         argv = build_mpiexec_argv(job)
         self.logger.info("running %s", " ".join(argv))
         started = time.monotonic()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # The wheel's UCX one-sided component cannot start without a UCX fabric and prints an
+        # error per rank before Open MPI falls back; on one host the shared-memory one serves.
+        env = {"OMPI_MCA_osc": "^ucx", **os.environ, "PYTHONUNBUFFERED": "1"}
         tail: deque[str] = deque(maxlen=40)
         proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
