@@ -332,9 +332,14 @@ def train_style(
             "time": datetime.now(UTC).isoformat(),
         }
         model_blob = register_trained_style(store, settings, target.name, weights, info)
-        refresh_style_choices(
-            [*shipped_style_names(), *registered_style_names(store, settings)]
-        )
+        try:
+            refresh_style_choices(
+                [*shipped_style_names(), *registered_style_names(store, settings)]
+            )
+        except Exception as exc:  # the style is registered and usable; only the dropdown lags
+            logger.warning("style %r is registered, but %s's dropdown was not updated (%s); "
+                           "the next `prefect deploy` lists it", target.name, STYLIZE_DEPLOYMENT,
+                           exc)
         create_table_artifact(
             table=metrics_rows(target.name, target.label, model_blob, metrics, clock),
             key="train-style-metrics",
