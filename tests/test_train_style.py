@@ -244,6 +244,12 @@ def test_style_upload_trains_and_registers_a_style(
 
     stylize = api("GET", "/deployments/name/stylize-video/default")
     assert name in stylize["parameter_openapi_schema"]["properties"]["style"]["enum"]
+    # The server enforces that schema: a run choosing the new style is now accepted. Scheduled
+    # far ahead and deleted at once, so no worker runs it.
+    later = {"type": "SCHEDULED", "state_details": {"scheduled_time": "2100-01-01T00:00:00Z"}}
+    created = api("POST", f"/deployments/{stylize['id']}/create_flow_run",
+                  {"parameters": {"video": "clip.mp4", "style": name}, "state": later})
+    api("DELETE", f"/flow_runs/{created['id']}")
 
     artifacts = api("POST", "/artifacts/filter",
                     {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
