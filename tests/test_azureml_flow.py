@@ -109,6 +109,7 @@ class Attempt:
     error: str | None = None
     returncode: int | None = None
     log: str = ""
+    node_error: str | None = None
     pending_at_start: list[str] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     node: threading.Thread | None = None
@@ -187,6 +188,10 @@ class FakeJobs:
 
     def _finish(self, attempt: Attempt) -> None:
         outcome = attempt.script.outcome
+        if attempt.node_error is not None:  # e.g. a mount that does not exist
+            attempt.status = "Failed"
+            attempt.error = f'{{"code": "SystemError", "message": "{attempt.node_error}"}}'
+            return
         if outcome == "complete" and attempt.returncode == 0:
             attempt.status = "Completed"
             return
@@ -201,6 +206,12 @@ class FakeJobs:
             })
 
     def _run_on_node(self, attempt: Attempt) -> None:
+        try:
+            self._mount_and_run(attempt)
+        except Exception as exc:  # reported as the job's error, as Azure ML would
+            attempt.node_error = f"{type(exc).__name__}: {exc}"
+
+    def _mount_and_run(self, attempt: Attempt) -> None:
         """Mount the job folders, run the submitted command there, flush the output mount."""
         storage = BlobJobStorage(self.datastore)
         mount = self.nodes / attempt.name
@@ -317,6 +328,7 @@ def azml(
     registered_tiny_style: str,
     unique: str,
     tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[AzureMLStack]:
     env = {
@@ -349,7 +361,9 @@ def azml(
         assert (aml.subscription_id, aml.workspace) == (
             env["RESTYLE_AZUREML__SUBSCRIPTION_ID"], env["RESTYLE_AZUREML__WORKSPACE"]
         )
-        client = FakeMLClient(datastore, stack.scripts, tmp_path / "nodes")
+        # Not under tmp_path: its name holds the test's, and a path in a job error that says
+        # "preempted" would make the backend retry a failure that is no preemption.
+        client = FakeMLClient(datastore, stack.scripts, tmp_path_factory.mktemp("nodes"))
         stack.clients.append(client)
         return client
 
