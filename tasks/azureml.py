@@ -74,7 +74,9 @@ MAX_POLL_FAILURES = 20
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Canceled", "NotResponding", "Paused"})
 
 _PREEMPTION = re.compile(
-    r"preempt|low[- ]?priority[^.]*(evict|reclaim)|evicted|node[^.]{0,40}\blost\b|lost node"
+    # Whole words only: a path such as /tmp/test_preemption_x inside an error must not count.
+    r"PreemptionError|\bpreempt(?:ed|ion)?\b|low[- ]?priority[^.]*(evict|reclaim)|evicted"
+    r"|node[^.]{0,40}\blost\b|lost node"
     r"|NodeLost|node[^.]{0,40}(was removed|became unusable|unusable)",
     re.IGNORECASE,
 )

@@ -197,6 +197,7 @@ def test_job_key_is_stable_and_follows_the_input(job: GpuJob) -> None:
         ("Execution failed. User process 'python' exited with status code 1", False),
         ("CUDA error: out of memory", False),
         ("ImageBuildFailure: conda env creation failed", False),
+        ("FileNotFoundError: /tmp/test_preemption_case/input/job.json", False),
     ],
 )
 def test_failure_classification(error: str, retryable: bool) -> None:
