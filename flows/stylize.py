@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from prefect import flow, get_run_logger
@@ -149,7 +148,6 @@ def stylize_video(video: str, style: StyleChoice = AUTO_STYLE, etag: str | None 
         shutil.rmtree(work, ignore_errors=True)
         return f"{target.output_container}/{target.output_blob}"
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
         style_folder = target.style if target else settings.default_style
         name = PurePosixPath(video).stem or "input"
         error_blob = target.error_blob if target else f"{style_folder}/{name}.error.json"
@@ -161,12 +159,9 @@ def stylize_video(video: str, style: StyleChoice = AUTO_STYLE, etag: str | None 
             (settings.storage.input_container,
              target.input_blob if target else video.removeprefix(
                  f"{settings.storage.input_container}/")),
-            {
-                "reason": reason,
-                "video": video,
-                "flow_run_id": run_id,
-                "time": datetime.now(UTC).isoformat(),
-            },
+            exc,
+            run_id,
+            {"video": video},
         )
         shutil.rmtree(work, ignore_errors=True)
         raise

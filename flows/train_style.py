@@ -348,7 +348,6 @@ def train_style(
         shutil.rmtree(work, ignore_errors=True)
         return model_blob
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
         error_name = target.name if target else (name or PurePosixPath(style_image).stem
                                                  or "style")
         styles = settings.storage.styles_container
@@ -356,13 +355,9 @@ def train_style(
             store,
             (models, f"{error_name}.error.json"),
             (styles, target.style_blob if target else style_image.removeprefix(f"{styles}/")),
-            {
-                "reason": reason,
-                "style_image": style_image,
-                "name": error_name,
-                "flow_run_id": run_id,
-                "time": datetime.now(UTC).isoformat(),
-            },
+            exc,
+            run_id,
+            {"style_image": style_image, "name": error_name},
         )
         shutil.rmtree(work, ignore_errors=True)
         raise

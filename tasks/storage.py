@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -184,10 +185,19 @@ def report_failure(
     store: BlobStore,
     output: tuple[str, str],
     source: tuple[str, str],
-    report: dict[str, Any],
+    error: BaseException,
+    flow_run_id: str,
+    context: dict[str, Any],
 ) -> None:
-    """Write the ``.error.json`` report and tag the input blob as failed."""
-    get_run_logger().error("failed: %s", report["reason"])
+    """Write the ``.error.json`` report and tag the input blob as failed.
+
+    The report holds the human-readable reason (the exception's type and message, which is also
+    the flow run's failure message), the flow run id, the time and ``context``.
+    """
+    reason = f"{type(error).__name__}: {error}"
+    get_run_logger().error("failed: %s", reason)
+    report = {**context, "reason": reason, "flow_run_id": flow_run_id,
+              "time": datetime.now(UTC).isoformat()}
     store.upload_json(output[0], output[1], report)
     # A missing input cannot be tagged; the report already says it is missing.
     with contextlib.suppress(BlobNotFoundError):
