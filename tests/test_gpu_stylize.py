@@ -122,10 +122,10 @@ def even_job(tmp_path_factory: pytest.TempPathFactory,
 @pytest.fixture(scope="module")
 def runs_by_ranks(tmp_path_factory: pytest.TempPathFactory,
                   even_job: tuple[Path, JobManifest]) -> dict[int, Path]:
-    """The even job stylized by 1 (a plain process: MPI singleton), 2 and 3 ranks."""
+    """The even job stylized by 1 (a plain process: MPI singleton), 2, 3 and 4 ranks."""
     input_dir, _ = even_job
     outputs = {}
-    for ranks in (1, 2, 3):
+    for ranks in (1, 2, 3, 4):
         output_dir = tmp_path_factory.mktemp(f"out_{ranks}_ranks")
         ok(launch(input_dir, output_dir, None if ranks == 1 else ranks))
         outputs[ranks] = output_dir

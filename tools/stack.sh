@@ -67,21 +67,30 @@ up() {
     || { echo "  prefect deploy failed; see $stack/logs/deploy.log" >&2; exit 1; }
   echo "  deployments: registered (log $stack/logs/deploy.log)"
   start worker "$venv/prefect" worker start --pool "$pool" --type process
+  # A watcher started with other containers to watch is restarted with the current ones.
+  local watching="${RESTYLE_WATCHER__CONTAINERS:-default}"
+  if running watcher && [[ "$(cat "$stack/watcher.containers" 2>/dev/null)" != "$watching" ]]; then
+    stop watcher
+  fi
+  echo "$watching" >"$stack/watcher.containers"
   start watcher "$venv/python" -m deployments.azurite_watcher
   echo "Prefect UI: $PREFECT_UI_URL"
 }
 
+stop() {  # stop NAME: end the process group recorded in pids/NAME
+  local name="$1"
+  if running "$name"; then
+    local pid; pid="$(cat "$stack/pids/$name")"
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    echo "  $name: stopped"
+  fi
+  rm -f "$stack/pids/$name"
+}
+
 down() {
-  for name in watcher worker prefect-server azurite; do
-    if running "$name"; then
-      local pid; pid="$(cat "$stack/pids/$name")"
-      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      kill -KILL -- "-$pid" 2>/dev/null || true
-      echo "  $name: stopped"
-    fi
-    rm -f "$stack/pids/$name"
-  done
+  for name in watcher worker prefect-server azurite; do stop "$name"; done
 }
 
 status() {
