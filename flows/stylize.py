@@ -142,7 +142,7 @@ def stylize_video(video: str, style: StyleChoice = AUTO_STYLE, etag: str | None 
             stage_seconds=clock.seconds, reports=read_reports(work / "gpu-out"),
             backend=gpu.backend, gpu_attempts=gpu.attempts, retry_reasons=gpu.retry_reasons,
         )
-        url = store.client.get_blob_client(target.output_container, target.output_blob).url
+        url = store.url(target.output_container, target.output_blob)
         publish_report(stats, before, after, url)
         store.delete(target.output_container, target.error_blob)  # an older version's failure
         shutil.rmtree(work, ignore_errors=True)

@@ -57,6 +57,8 @@ class BlobStore(Protocol):
 
     def get_tags(self, container: str, blob: str) -> dict[str, str]: ...
 
+    def url(self, container: str, blob: str) -> str: ...
+
 
 class AzureBlobStore:
     """:class:`BlobStore` over azure-storage-blob (Azurite or a real account)."""
@@ -122,6 +124,10 @@ class AzureBlobStore:
 
     def get_tags(self, container: str, blob: str) -> dict[str, str]:
         return dict(self.client.get_blob_client(container, blob).get_blob_tags())
+
+    def url(self, container: str, blob: str) -> str:
+        """The blob's plain URL (no SAS: reading it still needs the reader's own access)."""
+        return self.client.get_blob_client(container, blob).url
 
     def _version(self, container: str, blob: str, props: Any) -> BlobVersion:
         content_type = props.content_settings.content_type if props.content_settings else None
