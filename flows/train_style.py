@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.exceptions import ObjectNotFound
@@ -28,7 +28,7 @@ from prefect.runtime import flow_run
 from gpu.model import read_metadata
 from gpu.train import METRICS_NAME, WEIGHTS_NAME
 from gpu.train_data import IMAGE_SUFFIXES, ImageError, load_style_image
-from tasks.dispatch import GpuJob, GpuJobResult, get_backend
+from tasks.dispatch import GpuJob, run_gpu_job
 from tasks.settings import RestyleSettings, TrainingSettings
 from tasks.storage import BlobStore, fetch_input, make_blob_store, report_failure
 from tasks.styles import (
@@ -191,24 +191,6 @@ def prepare_training_input(style: Path, content: Path, input_dir: Path) -> int:
     return len(images)
 
 
-@task(name="train-gpu-job")
-def train_gpu_job(job: GpuJob, settings: RestyleSettings) -> GpuJobResult:
-    """Run ``gpu.train`` on the configured compute backend (the seam stylization uses).
-
-    Not ``run_gpu_job``: its progress artifact counts stylized chunks, which training has none
-    of; training reports its steps in the job's log lines, relayed to this run's log.
-    """
-    logger = get_run_logger()
-    backend = get_backend(settings, logger)
-    logger.info("dispatching %s to the %s backend (%d ranks)", job.module, backend.name, job.ranks)
-    result = backend.run(job)
-    for name, url in result.links.items():
-        create_link_artifact(key=name, link=url, link_text=name)
-    logger.info("%s finished in %.1fs after %d attempt(s)", job.module, result.seconds,
-                result.attempts)
-    return result
-
-
 @task(name="register-style", retries=2, retry_delay_seconds=2)
 def register_trained_style(
     store: BlobStore, settings: RestyleSettings, name: str, weights: Path, info: dict[str, Any]
@@ -313,7 +295,7 @@ def train_style(
             ranks=settings.compute.ranks,
             name=f"train {target.name}",
         )
-        gpu = train_gpu_job(job, settings)
+        gpu = run_gpu_job(job, settings)
         clock["train job"] = time.monotonic() - started
         weights, metrics_path = work / "gpu-out" / WEIGHTS_NAME, work / "gpu-out" / METRICS_NAME
         if not weights.is_file() or not metrics_path.is_file():

@@ -183,16 +183,28 @@ def get_backend(
 
 
 @task(name="run-gpu-job")
-def run_gpu_job(job: GpuJob, settings: RestyleSettings, total_chunks: int) -> GpuJobResult:
-    """Run ``job`` on the configured backend while a progress artifact follows its chunks."""
+def run_gpu_job(
+    job: GpuJob, settings: RestyleSettings, total_chunks: int | None = None
+) -> GpuJobResult:
+    """Run ``job`` on the configured backend; publish its links (the Azure ML Studio page).
+
+    With ``total_chunks`` (stylization) a progress artifact follows the job's chunk reports;
+    training has no chunks and reports its steps in the job's log lines instead.
+    """
     from gpu.jobdir import read_reports
     from tasks.reporting import ProgressReporter
 
     logger = get_run_logger()
     backend = get_backend(settings, logger)
-    progress = ProgressReporter(total_chunks, f"{job.name}: chunks stylized")
+    on_progress = None
+    if total_chunks is not None:
+        progress = ProgressReporter(total_chunks, f"{job.name}: chunks stylized")
+
+        def on_progress() -> None:
+            progress.update(len(read_reports(job.output_dir)))
+
     logger.info("dispatching %s to the %s backend (%d ranks)", job.module, backend.name, job.ranks)
-    result = backend.run(job, lambda: progress.update(len(read_reports(job.output_dir))))
+    result = backend.run(job, on_progress)
     for name, url in result.links.items():
         create_link_artifact(key=name, link=url, link_text=name)
     logger.info("%s finished in %.1fs after %d attempt(s)", job.module, result.seconds,
