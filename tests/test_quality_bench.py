@@ -409,3 +409,15 @@ def test_smoke_run_end_to_end_on_cpu(tmp_path: Path) -> None:
         "quality_styles_1.png", "quality_gatys_1.png", "quality_gatys_2.png"]
     # input, the shipped style and the two baselines, 256 px each.
     assert cv2.imread(report["sheets"][0]).shape[1] == 4 * 256
+
+
+def test_gatys_frames_rotate_between_styles_to_cover_more_frames() -> None:
+    frames = [f"f{index}" for index in range(8)]
+    styles = ["a", "b", "c", "d", "e", "f"]
+    one_each = quality.gatys_frames_by_style(styles, frames, 1)
+    assert one_each == {"a": ["f0"], "b": ["f1"], "c": ["f2"], "d": ["f4"], "e": ["f5"],
+                        "f": ["f6"]}
+    two_each = quality.gatys_frames_by_style(styles[:2], frames, 2)
+    assert two_each == {"a": ["f0", "f4"], "b": ["f4", "f0"]}
+    assert quality.gatys_frames_by_style(styles, frames, None) == {s: frames for s in styles}
+    assert quality.gatys_frames_by_style(styles, frames, 0) == {s: [] for s in styles}
