@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -117,13 +117,50 @@ class ChunkReport:
 
 @dataclass(frozen=True)
 class RankSummary:
-    """What one rank did during one run of the job (chunks finished by earlier runs excluded)."""
+    """What one rank did during one run of the job (chunks finished by earlier runs excluded).
+
+    The fields after ``frames`` were added later; summaries written before them read back with
+    their defaults.
+
+    Attributes:
+        device_id: ``cuda:N`` or ``cpu``.
+        threads: CPU threads the rank used for torch and FFmpeg.
+        encoders: Chunks it kept in flight, each with its own FFmpeg decoder and encoder.
+        batch_size: Frames per forward pass.
+        compile: The ``torch.compile`` mode of its network, ``none`` for eager.
+        warmup_seconds: Its first batches, before it claimed any chunk: compilation and cuDNN
+            autotuning happen here, so they are not counted in ``run_seconds``.
+        run_seconds: From the end of the warm-up to its last chunk's report.
+        decode_seconds: Its decoders' time summed over chunks (with several chunks in flight
+            such sums can exceed ``run_seconds``).
+        infer_seconds: Wall time of its network calls, uploads and downloads included.
+        encode_seconds: Its encoders' time summed over chunks.
+        device_seconds: Time its device spent on its batches: CUDA-event-timed on a GPU, the
+            network calls' wall time on the CPU.
+        device_busy_fraction: ``device_seconds / run_seconds``.
+    """
 
     rank: int
     host: str
     device: str
     chunks: int
     frames: int
+    device_id: str = ""
+    threads: int = 0
+    encoders: int = 0
+    batch_size: int = 0
+    compile: str = "none"
+    warmup_seconds: float = 0.0
+    run_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    infer_seconds: float = 0.0
+    encode_seconds: float = 0.0
+    device_seconds: float = 0.0
+    device_busy_fraction: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RankSummary:
+        return cls(**_known_fields(cls, data))
 
 
 @dataclass(frozen=True)
@@ -139,6 +176,13 @@ class JobSummary:
         fps: ``frames_processed / wall_seconds``.
         device: The device name rank 0 ran on.
         ranks: One entry per rank, in rank order.
+        compile: The ``torch.compile`` mode, ``none`` for eager.
+        warmup_seconds: The slowest rank's warm-up (compilation, autotuning), part of
+            ``wall_seconds`` but not of ``run_seconds``.
+        run_seconds: From the ranks' common start after warm-up until the last one finished.
+        steady_fps: ``frames_processed / run_seconds``.
+        device_busy_fraction: Mean over the devices used of the share of ``run_seconds`` each
+            spent on the job's batches (see :attr:`RankSummary.device_seconds`).
     """
 
     total_frames: int
@@ -149,10 +193,22 @@ class JobSummary:
     fps: float
     device: str
     ranks: list[RankSummary]
+    compile: str = "none"
+    warmup_seconds: float = 0.0
+    run_seconds: float = 0.0
+    steady_fps: float = 0.0
+    device_busy_fraction: float = 0.0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobSummary:
-        return cls(**{**data, "ranks": [RankSummary(**r) for r in data["ranks"]]})
+        ranks = [RankSummary.from_json(r) for r in data["ranks"]]
+        return cls(**{**_known_fields(cls, data), "ranks": ranks})
+
+
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without keys ``cls`` does not know, so an older reader accepts newer files."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

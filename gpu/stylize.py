@@ -9,15 +9,22 @@ the contract of :mod:`gpu.jobdir`.
 
 Ranks share the work dynamically: rank 0 lists the chunks that are not done yet and broadcasts
 the list, then every rank claims the next position in it from an atomic counter held in an MPI
-window on rank 0, so a slow rank never holds up the rest. Each chunk is decoded, stylized and
-encoded as a pipeline of three threads; its output is renamed into place and then its report is
-written, so a rerun after any failure redoes only the chunks without a report. When every rank
-is through, rank 0 writes ``summary.json``.
+window on rank 0, so a slow rank never holds up the rest. Each rank keeps several chunks in
+flight (``--encoders``, by default one per four of its cores): every chunk has its own decoder
+and encoder threads, each driving an FFmpeg process, while the rank's main thread runs the
+network for all of them in turn, so the host's cores all encode while one thread feeds the
+device. A chunk's output is renamed into place and then its report is written, so a rerun after
+any failure redoes only the chunks without a report. When every rank is through, rank 0 writes
+``summary.json``.
+
+Before it claims any chunk, each rank warms the network up on a batch of the job's shape: under
+``--compile`` (``torch.compile``, the default on CUDA) that is when compilation happens, and on
+CUDA when cuDNN picks its algorithms. The summary reports the warm-up apart from the steady-state
+rate, and the share of the run each device spent on the rank's batches (timed with CUDA events).
 
 Each rank drives GPU ``OMPI_COMM_WORLD_LOCAL_RANK mod device count``, so two ranks may share
-a GPU; that helps when FFmpeg, not the GPU, is the limit (on one H200 with 16 cores, 1080p:
-about 100 frames/s with one rank, 133 with two). Launch with ``--bind-to none``: by default
-mpiexec pins each rank, and the FFmpeg processes it starts, to a single core.
+a GPU; that helps when FFmpeg, not the GPU, is the limit. Launch with ``--bind-to none``: by
+default mpiexec pins each rank, and the FFmpeg processes it starts, to a single core.
 
 Stylized chunks are H.264 (``-bf 0``, the manifest's CRF and preset, x264 settings fixed so every
 chunk has the same SPS and PPS) in Matroska, converted to BT.709 limited-range YUV 4:2:0 on the
@@ -35,6 +42,7 @@ imports Prefect or anything from ``tasks/``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import queue
@@ -44,7 +52,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +74,26 @@ FAULT_EXIT_CODE = 17
 
 INPUT_ERROR_EXIT_CODE = 2
 QUEUE_DEPTH = 2
-"""Batches waiting between decoder, model and encoder: enough to smooth out their jitter."""
+"""Batches of one chunk waiting between its decoder, the network and its encoder: enough to
+smooth out their jitter."""
+
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune",
+                 "max-autotune-no-cudagraphs")
+"""``--compile`` choices: no compilation, or a ``torch.compile`` mode."""
+
+CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
+"""Modes that replay CUDA graphs: they record during the first calls, so warm up with three."""
+
+DEFAULT_BATCH_SIZES = {"cuda": 8, "cpu": 2}
+"""Frames per forward pass by device type. On a CPU, batches of 1 or 2 frames run about 40%
+faster than 8 (measured at 640x360 on 2 cores: activations of small batches stay in cache)."""
+
+CORES_PER_ENCODER = 4
+"""Default chunks in flight per rank: one per this many of its cores. One x264 process cannot
+keep many cores busy: its frame threads wait on one another's reference rows, and it idles
+while its chunk starts and ends. Each FFmpeg process may still use every core of the rank, so
+that when some lanes are between chunks, or only the job's last chunks are left, the others
+take up the idle cores; while all are busy the OS shares the cores out among them."""
 
 
 class JobInputError(Exception):
@@ -80,6 +107,10 @@ class JobInputError(Exception):
     def __init__(self, message: str, on_every_rank: bool = False) -> None:
         super().__init__(message)
         self.on_every_rank = on_every_rank
+
+
+class CompileError(RuntimeError):
+    """``torch.compile`` failed on the warm-up batch (the job does not fall back to eager)."""
 
 
 @dataclass(frozen=True)
@@ -115,10 +146,22 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="style network weights (default: INPUT/model.safetensors)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: CUDA when available, else CPU")
-    parser.add_argument("--batch-size", type=int, default=8, help="frames per forward pass")
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="frames per forward pass (default: "
+                             f"{DEFAULT_BATCH_SIZES['cuda']} on CUDA, "
+                             f"{DEFAULT_BATCH_SIZES['cpu']} on the CPU)")
+    parser.add_argument("--compile", choices=["auto", *COMPILE_MODES], default="auto",
+                        help="torch.compile mode for the network and the YUV conversion (auto: "
+                             "'default' on CUDA, 'none' on the CPU, where compiling takes longer "
+                             "than it saves); a failed compile ends the job, it never falls back")
+    parser.add_argument("--encoders", type=int, default=0,
+                        help="chunks in flight per rank, each with its own FFmpeg decoder and "
+                             f"encoder (default: one per {CORES_PER_ENCODER} of the rank's "
+                             "threads, at least one)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads per rank for torch and FFmpeg (default: the cores "
-                             "mpiexec bound the rank to, else the node's cores over its ranks)")
+                        help="CPU threads per rank for torch and for each of its FFmpeg "
+                             "processes (default: the cores mpiexec bound the rank to, else "
+                             "the node's cores over its ranks)")
     parser.add_argument("--ffmpeg", default=None,
                         help="FFmpeg binary (default: $RESTYLE_FFMPEG, else the imageio-ffmpeg "
                              "binary, else ffmpeg on PATH)")
@@ -149,6 +192,18 @@ def default_threads(local_size: int) -> int:
     """
     usable, total = len(os.sched_getaffinity(0)), os.cpu_count() or 1
     return usable if usable < total else max(1, total // local_size)
+
+
+def default_encoders(threads: int) -> int:
+    """Chunks a rank keeps in flight when ``--encoders`` is not given."""
+    return max(1, threads // CORES_PER_ENCODER)
+
+
+def resolve_compile_mode(requested: str, device: torch.device) -> str:
+    """The ``torch.compile`` mode ``--compile`` asks for on ``device`` ('none': eager)."""
+    if requested != "auto":
+        return requested
+    return "default" if device.type == "cuda" else "none"
 
 
 def place(comm: MPI.Comm, requested: str, threads: int) -> Placement:
@@ -258,29 +313,63 @@ class WorkCounter:
 
 
 class Stylizer:
-    """Runs the network on uint8 frame batches: bf16 autocast on CUDA, fp32 on the CPU."""
+    """Runs the network on uint8 frame batches: bf16 autocast on CUDA, fp32 on the CPU.
 
-    def __init__(self, model: nn.Module, device: torch.device) -> None:
+    Under a ``torch.compile`` mode the whole step from uint8 RGB to YUV 4:2:0 bytes is compiled,
+    so the conversions on either side fuse with the network's first and last layers.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, compile_mode: str = "none") -> None:
         self.device = device
         self.cuda = device.type == "cuda"
+        self.compile_mode = compile_mode
         self.model = model.to(device, memory_format=torch.channels_last) if self.cuda else model
+        self._convert: Callable[[torch.Tensor], torch.Tensor] = self._to_yuv420
+        if compile_mode != "none":
+            # One batch shape per job (a short last batch runs padded), so no dynamic shapes.
+            self._convert = torch.compile(self._to_yuv420, mode=compile_mode, dynamic=False)
+        # Compiled code, and the algorithms cuDNN picks, hold for one shape: on CUDA or when
+        # compiled a short last batch runs at full size all the same (frames are independent).
+        self.full_batches = self.cuda or compile_mode != "none"
+        if self.cuda:
+            self._started = torch.cuda.Event(enable_timing=True)
+            self._finished = torch.cuda.Event(enable_timing=True)
 
     @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor, out: torch.Tensor, count: int) -> None:
+    def __call__(self, frames: torch.Tensor, out: torch.Tensor, count: int) -> float:
         """Stylize the first ``count`` of ``(N, H, W, 3)`` uint8 host RGB frames into ``out``.
 
         ``out`` is ``(N, yuv420_frame_bytes(W', H'))`` uint8 planar YUV 4:2:0, ``H'`` and ``W'``
         being ``H`` and ``W`` rounded up to even; the extra row or column repeats the last one,
         so chroma at the edge is not pulled towards black. Returns once ``out`` is filled and
         ``frames`` may be reused.
+
+        Returns:
+            Seconds the device spent on the batch: on CUDA, event-timed from the upload to the
+            end of the download; on the CPU, the wall time of the call.
         """
-        if not self.cuda:
+        if not self.full_batches:
             frames, out = frames[:count], out[:count]
-        # On CUDA a short last batch runs at full size all the same (frames are independent):
-        # one shape means cuDNN tunes its algorithms once, not once per leftover count.
+        if not self.cuda:
+            started = time.perf_counter()
+            out.copy_(self._convert(frames))
+            return time.perf_counter() - started
+        stream = torch.cuda.current_stream(self.device)
+        self._started.record(stream)
         batch = frames.to(self.device, non_blocking=True)
+        if self.compile_mode in CUDA_GRAPH_MODES:
+            # The graphs' output memory is reused by the next replay: the previous batch's
+            # output has been copied out by now, which is what this call tells them.
+            torch.compiler.cudagraph_mark_step_begin()
+        out.copy_(self._convert(batch), non_blocking=True)
+        self._finished.record(stream)
+        self._finished.synchronize()
+        return self._started.elapsed_time(self._finished) / 1000
+
+    def _to_yuv420(self, frames: torch.Tensor) -> torch.Tensor:
+        """YUV 4:2:0 rows (see :func:`rgb_to_yuv420`) of ``(N, H, W, 3)`` uint8 device frames."""
         # NHWC bytes seen as NCHW are already channels_last, the layout tensor cores want.
-        x = batch.permute(0, 3, 1, 2).float().div_(255)
+        x = frames.permute(0, 3, 1, 2).float().div_(255)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
             y = self.model(x)
         height, width = frames.shape[1:3]
@@ -289,9 +378,37 @@ class Stylizer:
         y = y.float().clamp_(0, 1).mul_(255).round_().div_(255)
         if (even_width, even_height) != (width, height):
             y = F.pad(y, (0, even_width - width, 0, even_height - height), mode="replicate")
-        out.copy_(rgb_to_yuv420(y), non_blocking=True)
-        if self.cuda:
-            torch.cuda.current_stream(self.device).synchronize()
+        return rgb_to_yuv420(y)
+
+    def warm_up(self, batch_size: int, width: int, height: int) -> float:
+        """Run the first batches of the job's shape, which compile and autotune; time them.
+
+        Returns:
+            Their seconds (0 on the CPU without compilation, where there is nothing to warm).
+
+        Raises:
+            CompileError: ``torch.compile`` failed; the message says how to run without it.
+        """
+        if not self.full_batches:
+            return 0.0
+        # CUDA graphs need three calls: a plain run, the recording, a first replay.
+        calls = 3 if self.compile_mode in CUDA_GRAPH_MODES and self.cuda else 1
+        frames = torch.zeros((batch_size, height, width, 3), dtype=torch.uint8)
+        out = torch.empty((batch_size, yuv420_frame_bytes(*even_size(width, height))),
+                          dtype=torch.uint8)
+        started = time.perf_counter()
+        try:
+            for _ in range(calls):
+                self(frames, out, batch_size)
+        except Exception as err:
+            if self.compile_mode == "none":
+                raise
+            raise CompileError(
+                f"torch.compile(mode={self.compile_mode!r}) failed on the warm-up batch "
+                f"({batch_size}x{height}x{width}): {type(err).__name__}: {err}\n"
+                "Rerun with --compile none to run the network uncompiled."
+            ) from err
+        return time.perf_counter() - started
 
 
 # BT.709 luma weights; Cb and Cr divide B - Y and R - Y by these to span [-0.5, 0.5].
@@ -347,14 +464,15 @@ class BufferPool:
 
 @dataclass(frozen=True)
 class Buffers:
-    """The decoded-frame and stylized-frame pools of one rank."""
+    """The decoded-frame and stylized-frame pools of one lane (one chunk in flight)."""
 
     decoded: BufferPool
     stylized: BufferPool
 
     @classmethod
     def for_job(cls, manifest: JobManifest, batch_size: int, pinned: bool) -> Buffers:
-        # Every stage can hold one buffer while the queues hold the rest.
+        # The decoder, the network and the encoder can each hold one buffer while the
+        # queues between them hold the rest.
         count = QUEUE_DEPTH + 2
         even_width, even_height = even_size(manifest.width, manifest.height)
         return cls(
@@ -374,22 +492,25 @@ class StageClock:
 
 
 _END = object()
+"""Ends one chunk's stream of stylized batches; also what a pipe returns once the rank stops."""
+
+_LANE_DONE = object()
+"""A lane has no more chunks to do."""
 
 
 class _Pipe:
-    """A bounded queue between two pipeline threads that gives up once the pipeline stops."""
+    """A queue between a rank's threads that gives up waiting once the rank stops.
+
+    Unbounded: the buffer pools bound what is in flight, and the thread that runs the network
+    must never wait on one chunk's encoder while other chunks have batches ready.
+    """
 
     def __init__(self, stop: threading.Event) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_DEPTH)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stop = stop
 
     def put(self, item: Any) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        self._queue.put(item)
 
     def get(self) -> Any:
         while not self._stop.is_set():
@@ -398,6 +519,33 @@ class _Pipe:
             except queue.Empty:
                 continue
         return _END
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Decoded frames for the network, and where its output goes."""
+
+    frames: torch.Tensor
+    out: torch.Tensor
+    count: int
+    buffers: Buffers
+    clock: StageClock
+    reply: _Pipe
+
+
+@dataclass(frozen=True)
+class _ChunkEnd:
+    """Follows a chunk's last batch, so its encoder learns the end after every batch."""
+
+    reply: _Pipe
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A lane asks for its next chunk, handing in the report of the one it just finished."""
+
+    reply: _Pipe
+    finished: ChunkReport | None
 
 
 def _run_stage(name: str, body: Callable[[], None], stop: threading.Event,
@@ -414,22 +562,37 @@ def _run_stage(name: str, body: Callable[[], None], stop: threading.Event,
     return thread
 
 
-def stylize_chunk(chunk: ChunkSpec, manifest: JobManifest, input_dir: Path, output_dir: Path,
-                  stylizer: Stylizer, buffers: Buffers, ffmpeg: str,
-                  threads: int) -> tuple[int, StageClock]:
-    """Decode, stylize and encode one chunk into its final place in ``output_dir``.
+@dataclass(frozen=True)
+class JobContext:
+    """What every lane of a rank shares."""
 
-    Decoding and encoding run in their own threads with bounded queues between them, so FFmpeg
-    works while the network does.
+    manifest: JobManifest
+    input_dir: Path
+    output_dir: Path
+    placement: Placement
+    ffmpeg: str
+    requests: _Pipe
+    stop: threading.Event
+
+
+def stylize_chunk(chunk: ChunkSpec, job: JobContext,
+                  buffers: Buffers) -> tuple[int, StageClock] | None:
+    """Decode, stylize and encode one chunk into its final place in ``job.output_dir``.
+
+    Decoding runs in its own thread and the network in the rank's main thread (it receives
+    batches through ``job.requests``); this thread encodes, so FFmpeg works while the network
+    does.
 
     Returns:
-        The frames written and the seconds each stage spent.
+        The frames written and the seconds each stage spent; None when the rank stopped (another
+        lane failed) before the chunk was done.
 
     Raises:
         RuntimeError: The chunk did not decode to exactly the manifest's frame count.
         FFmpegError: Decoding or encoding failed.
     """
-    target = jobdir.output_chunk_path(output_dir, chunk)
+    manifest, stop = job.manifest, job.stop
+    target = jobdir.output_chunk_path(job.output_dir, chunk)
     target.parent.mkdir(parents=True, exist_ok=True)
     # A rank killed mid-chunk by an earlier run may have left its partial file behind.
     for stale in target.parent.glob(f".{target.name}.*.tmp"):
@@ -437,97 +600,183 @@ def stylize_chunk(chunk: ChunkSpec, manifest: JobManifest, input_dir: Path, outp
     partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     width, height = manifest.width, manifest.height
     clock = StageClock()
-    stop = threading.Event()
     errors: list[BaseException] = []
-    decoded, stylized = _Pipe(stop), _Pipe(stop)
-    counts = {"read": 0, "written": 0}
+    stylized = _Pipe(stop)
+    frames_read = 0
 
     def decode() -> None:
-        with FrameReader(ffmpeg, input_dir / chunk.file, width, height, threads) as reader:
-            while (buffer := buffers.decoded.take(stop)) is not None:
+        nonlocal frames_read
+        with FrameReader(job.ffmpeg, job.input_dir / chunk.file, width, height,
+                         job.placement.threads) as reader:
+            while (frames := buffers.decoded.take(stop)) is not None:
+                if (out := buffers.stylized.take(stop)) is None:
+                    return
                 started = time.perf_counter()
-                count = reader.read_into(buffer.numpy())
+                count = reader.read_into(frames.numpy())
                 clock.decode += time.perf_counter() - started
                 if not count:
-                    buffers.decoded.give(buffer)
+                    buffers.decoded.give(frames)
+                    buffers.stylized.give(out)
                     break
-                decoded.put((buffer, count))
-                if count < len(buffer):
+                job.requests.put(_Batch(frames, out, count, buffers, clock, stylized))
+                if count < len(frames):
                     break
-            counts["read"] = reader.frames_read
-        decoded.put(_END)
-
-    def encode() -> None:
-        even_width, even_height = even_size(width, height)
-        with FrameWriter(ffmpeg, partial, even_width, even_height, manifest.encode.crf,
-                         manifest.encode.preset, threads) as writer:
-            while (item := stylized.get()) is not _END:
-                buffer, count = item
-                started = time.perf_counter()
-                writer.write(buffer[:count].numpy())
-                clock.encode += time.perf_counter() - started
-                buffers.stylized.give(buffer)
-            if stop.is_set():
-                return
-            started = time.perf_counter()
-            writer.close()
-            clock.encode += time.perf_counter() - started
-            counts["written"] = writer.frames_written
+            frames_read = reader.frames_read
+        job.requests.put(_ChunkEnd(stylized))
 
     try:
-        stages = [_run_stage("decode", decode, stop, errors),
-                  _run_stage("encode", encode, stop, errors)]
+        decoder = _run_stage("decode", decode, stop, errors)
         try:
-            while (item := decoded.get()) is not _END:
-                frames, count = item
-                out = buffers.stylized.take(stop)
-                if out is None:
-                    break
-                started = time.perf_counter()
-                stylizer(frames, out, count)
-                clock.infer += time.perf_counter() - started
-                buffers.decoded.give(frames)
-                stylized.put((out, count))
+            even_width, even_height = even_size(width, height)
+            with FrameWriter(job.ffmpeg, partial, even_width, even_height, manifest.encode.crf,
+                             manifest.encode.preset, job.placement.threads) as writer:
+                while (item := stylized.get()) is not _END:
+                    out, count = item
+                    started = time.perf_counter()
+                    writer.write(out[:count].numpy())
+                    clock.encode += time.perf_counter() - started
+                    buffers.stylized.give(out)
+                if not stop.is_set():
+                    started = time.perf_counter()
+                    writer.close()
+                    clock.encode += time.perf_counter() - started
+                    frames_written = writer.frames_written
         except BaseException:
             stop.set()
             raise
         finally:
-            stylized.put(_END)
-            for stage in stages:
-                stage.join()
+            decoder.join()
         if errors:
             raise errors[0]
-        if counts["read"] != chunk.frames or counts["written"] != chunk.frames:
+        if stop.is_set():
+            return None  # another lane failed: its error ends the rank
+        if frames_read != chunk.frames or frames_written != chunk.frames:
             raise RuntimeError(
-                f"chunk {chunk.index} ({input_dir / chunk.file}): decoded {counts['read']} "
-                f"frames and encoded {counts['written']}, but the manifest says {chunk.frames}"
+                f"chunk {chunk.index} ({job.input_dir / chunk.file}): decoded {frames_read} "
+                f"frames and encoded {frames_written}, but the manifest says {chunk.frames}"
             )
         with partial.open("rb") as fh:
             os.fsync(fh.fileno())
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
-    return counts["written"], clock
+    return frames_written, clock
+
+
+def run_lane(job: JobContext, buffers: Buffers) -> None:
+    """Claim chunks and stylize them one after another until none are left (a lane thread)."""
+    placement, replies = job.placement, _Pipe(job.stop)
+    finished: ChunkReport | None = None
+    try:
+        while True:
+            job.requests.put(_Claim(replies, finished))
+            chunk = replies.get()
+            if chunk is None or chunk is _END:
+                return
+            started = time.perf_counter()
+            result = stylize_chunk(chunk, job, buffers)
+            if result is None:
+                return
+            frames, clock = result
+            seconds = time.perf_counter() - started
+            finished = ChunkReport(index=chunk.index, rank=placement.rank, host=placement.host,
+                                   frames=frames, seconds=round(seconds, 4),
+                                   device=placement.device_name,
+                                   decode_seconds=round(clock.decode, 4),
+                                   infer_seconds=round(clock.infer, 4),
+                                   encode_seconds=round(clock.encode, 4))
+            jobdir.atomic_write_json(jobdir.done_path(job.output_dir, chunk), asdict(finished))
+            log(placement, f"chunk {chunk.stem}: {frames} frames in {seconds:.2f} s "
+                           f"({frames / seconds:.1f} fps; decode {clock.decode:.2f} s, "
+                           f"infer {clock.infer:.2f} s, encode {clock.encode:.2f} s)")
+    finally:
+        job.requests.put(_LANE_DONE)
+
+
+@dataclass
+class RankWork:
+    """The main thread's side of a rank: claims chunks for its lanes and runs the network.
+
+    Only this thread calls MPI (claims included), so the job needs no more than the
+    ``MPI_THREAD_FUNNELED`` thread level, whatever the MPI library provides.
+    """
+
+    stylizer: Stylizer
+    counter: WorkCounter
+    plan: Plan
+    placement: Placement
+    fault_rank: int | None
+    fault_after_chunks: int
+    reports: list[ChunkReport] = field(default_factory=list)
+    infer_seconds: float = 0.0
+    device_seconds: float = 0.0
+
+    def serve(self, requests: _Pipe, lanes: int) -> None:
+        """Answer the lanes' requests until all of them are done, or the rank stops."""
+        while lanes:
+            item = requests.get()
+            if item is _END:
+                return
+            if item is _LANE_DONE:
+                lanes -= 1
+            elif isinstance(item, _Claim):
+                item.reply.put(self._claim(item.finished))
+            elif isinstance(item, _ChunkEnd):
+                item.reply.put(_END)
+            else:
+                self._stylize(item)
+
+    def _claim(self, finished: ChunkReport | None) -> ChunkSpec | None:
+        if finished is not None:
+            self.reports.append(finished)
+        rank = self.placement.rank
+        if self.fault_rank == rank and len(self.reports) >= self.fault_after_chunks:
+            log(self.placement,
+                f"fault injection: exiting abruptly after {len(self.reports)} chunks")
+            os._exit(FAULT_EXIT_CODE)
+        position = self.counter.claim()
+        if position >= len(self.plan.pending):
+            return None
+        assert self.plan.manifest is not None
+        return self.plan.manifest.chunks[self.plan.pending[position]]
+
+    def _stylize(self, batch: _Batch) -> None:
+        started = time.perf_counter()
+        self.device_seconds += self.stylizer(batch.frames, batch.out, batch.count)
+        seconds = time.perf_counter() - started
+        batch.clock.infer += seconds
+        self.infer_seconds += seconds
+        batch.buffers.decoded.give(batch.frames)
+        batch.reply.put((batch.out, batch.count))
+
+
+_log_lock = threading.Lock()
 
 
 def log(placement: Placement | None, message: str) -> None:
     prefix = f"[rank {placement.rank}/{placement.size}] " if placement else ""
-    print(prefix + message, flush=True)
+    with _log_lock:  # lanes log from their own threads: one write per line keeps lines whole
+        sys.stdout.write(prefix + message + "\n")
+        sys.stdout.flush()
 
 
 def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     """Stylize the pending chunks of ``args.input`` into ``args.output`` on this rank.
 
     Raises:
-        JobInputError: The job folder, the model or the device request is unusable.
+        JobInputError: The job folder, the model or an option is unusable.
+        CompileError: ``torch.compile`` failed.
     """
     started = time.perf_counter()
     rank = comm.Get_rank()
     input_dir, output_dir = args.input, args.output
     model_path = args.model or input_dir / jobdir.MODEL_NAME
-    if args.batch_size < 1:
-        raise JobInputError(f"--batch-size must be at least 1, got {args.batch_size}",
-                            on_every_rank=True)
+    if args.batch_size < 0:
+        raise JobInputError(f"--batch-size must be at least 1 (or 0 for the default), got "
+                            f"{args.batch_size}", on_every_rank=True)
+    if args.encoders < 0:
+        raise JobInputError(f"--encoders must be at least 1 (or 0 for the default), got "
+                            f"{args.encoders}", on_every_rank=True)
     plan = plan_job(input_dir, output_dir, model_path) if rank == 0 else None
     plan = comm.bcast(plan, root=0)
     if plan.error is not None:
@@ -543,52 +792,86 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
         model = load_style_model(model_path)
     except Exception as err:
         raise JobInputError(f"cannot load model {model_path}: {err}") from err
-    stylizer = Stylizer(model, placement.device)
-    buffers = Buffers.for_job(manifest, args.batch_size, pinned=stylizer.cuda)
+    compile_mode = resolve_compile_mode(args.compile, placement.device)
+    stylizer = Stylizer(model, placement.device, compile_mode)
+    batch_size = args.batch_size or DEFAULT_BATCH_SIZES[placement.device.type]
+    encoders = args.encoders or default_encoders(placement.threads)
+    lane_buffers = [Buffers.for_job(manifest, batch_size, pinned=stylizer.cuda)
+                    for _ in range(encoders)]
     if rank == 0:
         log(placement, f"{len(plan.pending)} of {len(manifest.chunks)} chunks to do, "
                        f"{manifest.width}x{manifest.height}, {placement.size} ranks")
     log(placement, f"on {placement.host} {placement.device} ({placement.device_name}), "
-                   f"{placement.threads} threads")
+                   f"{placement.threads} threads, {encoders} chunks in flight, "
+                   f"batches of {batch_size}, compile {compile_mode}")
 
     counter = WorkCounter(comm)
-    done_here: list[ChunkReport] = []
-    while True:
-        if args.fault_rank == rank and len(done_here) == args.fault_after_chunks:
-            log(placement, f"fault injection: exiting abruptly after {len(done_here)} chunks")
-            os._exit(FAULT_EXIT_CODE)
-        position = counter.claim()
-        if position >= len(plan.pending):
-            break
-        chunk = manifest.chunks[plan.pending[position]]
-        chunk_started = time.perf_counter()
-        frames, clock = stylize_chunk(chunk, manifest, input_dir, output_dir, stylizer, buffers,
-                                      ffmpeg, placement.threads)
-        seconds = time.perf_counter() - chunk_started
-        report = ChunkReport(index=chunk.index, rank=rank, host=placement.host, frames=frames,
-                             seconds=round(seconds, 4), device=placement.device_name,
-                             decode_seconds=round(clock.decode, 4),
-                             infer_seconds=round(clock.infer, 4),
-                             encode_seconds=round(clock.encode, 4))
-        jobdir.atomic_write_json(jobdir.done_path(output_dir, chunk), asdict(report))
-        done_here.append(report)
-        log(placement, f"chunk {chunk.stem}: {frames} frames in {seconds:.2f} s "
-                       f"({frames / seconds:.1f} fps; decode {clock.decode:.2f} s, "
-                       f"infer {clock.infer:.2f} s, encode {clock.encode:.2f} s)")
+    warmup_seconds = stylizer.warm_up(batch_size, manifest.width, manifest.height)
+    if warmup_seconds:
+        log(placement, f"warm-up, compile {compile_mode}: {warmup_seconds:.1f} s")
+    comm.Barrier()  # every rank starts claiming at once: the steady-state window is common
+    run_started = time.perf_counter()
+    work = RankWork(stylizer=stylizer, counter=counter, plan=plan, placement=placement,
+                    fault_rank=args.fault_rank, fault_after_chunks=args.fault_after_chunks)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    job = JobContext(manifest=manifest, input_dir=input_dir, output_dir=output_dir,
+                     placement=placement, ffmpeg=ffmpeg, requests=_Pipe(stop), stop=stop)
+    lanes = [_run_stage(f"lane {n}", functools.partial(run_lane, job, buffers), stop, errors)
+             for n, buffers in enumerate(lane_buffers)]
+    try:
+        work.serve(job.requests, len(lanes))
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        for lane in lanes:
+            lane.join()
+    if errors:
+        raise errors[0]
+    run_seconds = time.perf_counter() - run_started
     counter.free()
 
-    mine = RankSummary(rank=rank, host=placement.host, device=placement.device_name,
-                       chunks=len(done_here), frames=sum(r.frames for r in done_here))
+    reports = work.reports
+    mine = RankSummary(
+        rank=rank, host=placement.host, device=placement.device_name,
+        chunks=len(reports), frames=sum(r.frames for r in reports),
+        device_id=str(placement.device), threads=placement.threads, encoders=encoders,
+        batch_size=batch_size, compile=compile_mode, warmup_seconds=round(warmup_seconds, 3),
+        run_seconds=round(run_seconds, 3),
+        decode_seconds=round(sum(r.decode_seconds for r in reports), 3),
+        infer_seconds=round(work.infer_seconds, 3),
+        encode_seconds=round(sum(r.encode_seconds for r in reports), 3),
+        device_seconds=round(work.device_seconds, 3),
+        device_busy_fraction=round(work.device_seconds / run_seconds, 4),
+    )
     everyone = comm.gather(mine, root=0)  # returns on rank 0 once every rank has finished
     if rank == 0:
         assert everyone is not None
-        write_summary(output_dir, manifest, plan, everyone, time.perf_counter() - started,
-                      placement)
+        now = time.perf_counter()
+        write_summary(output_dir, manifest, plan, everyone, placement,
+                      wall_seconds=now - started, run_seconds=now - run_started)
     comm.Barrier()
 
 
+def device_busy_fraction(ranks: list[RankSummary], run_seconds: float) -> float:
+    """Mean over the devices the job used of the share of ``run_seconds`` each was busy.
+
+    Ranks sharing a GPU add up. They are time-sliced, so one rank's event-timed batches can
+    include time the GPU spent on another's: the figure is an upper bound when ranks share.
+    Each CPU rank counts as a device of its own (its share of the cores).
+    """
+    busy: dict[tuple[str, str], float] = {}
+    for r in ranks:
+        key = (r.host, r.device_id if r.device_id.startswith("cuda") else f"cpu rank {r.rank}")
+        busy[key] = busy.get(key, 0.0) + r.device_seconds
+    if not busy or run_seconds <= 0:
+        return 0.0
+    return sum(busy.values()) / len(busy) / run_seconds
+
+
 def write_summary(output_dir: Path, manifest: JobManifest, plan: Plan, ranks: list[RankSummary],
-                  wall_seconds: float, placement: Placement) -> None:
+                  placement: Placement, wall_seconds: float, run_seconds: float) -> None:
     """Check that every chunk is done, then write ``summary.json`` (rank 0 only)."""
     missing = [c.stem for c in manifest.chunks if not jobdir.is_chunk_done(output_dir, c)]
     if missing:
@@ -604,13 +887,20 @@ def write_summary(output_dir: Path, manifest: JobManifest, plan: Plan, ranks: li
         fps=round(frames / wall_seconds, 2) if wall_seconds > 0 else 0.0,
         device=placement.device_name,
         ranks=ranks,
+        compile=ranks[0].compile,
+        warmup_seconds=max(r.warmup_seconds for r in ranks),
+        run_seconds=round(run_seconds, 3),
+        steady_fps=round(frames / run_seconds, 2) if run_seconds > 0 else 0.0,
+        device_busy_fraction=round(device_busy_fraction(ranks, run_seconds), 4),
     )
     if summary.total_frames != manifest.total_frames:
         raise RuntimeError(f"chunk reports add up to {summary.total_frames} frames, "
                            f"the manifest to {manifest.total_frames}")
     jobdir.atomic_write_json(output_dir / jobdir.SUMMARY_NAME, asdict(summary))
-    log(placement, f"done: {frames} frames in {wall_seconds:.1f} s "
-                   f"({summary.fps} fps); summary " + json.dumps([asdict(r) for r in ranks]))
+    log(placement, f"done: {frames} frames in {wall_seconds:.1f} s ({summary.fps} fps; "
+                   f"{summary.steady_fps} fps after a {summary.warmup_seconds:.1f} s warm-up, "
+                   f"device busy {summary.device_busy_fraction:.0%}); summary "
+                   + json.dumps([asdict(r) for r in ranks]))
 
 
 def main(args: argparse.Namespace) -> None:

@@ -20,8 +20,17 @@ import torch
 
 from gpu import jobdir
 from gpu.jobdir import ChunkSpec, EncodeSettings, JobManifest
-from gpu.model import build_model, save_weights
-from gpu.stylize import JobInputError, plan_job, read_valid_manifest, rgb_to_yuv420
+from gpu.model import build_model, load_style_model, save_weights
+from gpu.stylize import (
+    CompileError,
+    JobInputError,
+    Stylizer,
+    default_encoders,
+    plan_job,
+    read_valid_manifest,
+    resolve_compile_mode,
+    rgb_to_yuv420,
+)
 from gpu.video_io import (
     FFmpegError,
     FrameWriter,
@@ -171,6 +180,100 @@ def test_output_is_stylized_and_the_same_whatever_the_rank_count(
             assert gap < 1.0, f"chunk {chunk.index}: {ranks} ranks differ from 1 by {gap:.2f}"
 
 
+@pytest.fixture(scope="module")
+def runs_with_chunks_in_flight(tmp_path_factory: pytest.TempPathFactory,
+                               even_job: tuple[Path, JobManifest]) -> dict[tuple[int, int], Path]:
+    """The even job with several chunks in flight per rank: (ranks, encoders) -> output.
+
+    Two ranks of three lanes have more lanes than the job has chunks: some lanes get none.
+    """
+    input_dir, _ = even_job
+    outputs = {}
+    for ranks, encoders in ((1, 2), (2, 3)):
+        output_dir = tmp_path_factory.mktemp(f"out_{ranks}_ranks_{encoders}_encoders")
+        ok(launch(input_dir, output_dir, None if ranks == 1 else ranks,
+                  "--encoders", str(encoders)))
+        outputs[ranks, encoders] = output_dir
+    return outputs
+
+
+def test_chunks_in_flight_change_neither_frames_nor_pictures(
+    runs_with_chunks_in_flight: dict[tuple[int, int], Path], runs_by_ranks: dict[int, Path],
+    even_job: tuple[Path, JobManifest],
+) -> None:
+    _, manifest = even_job
+    for (ranks, encoders), output_dir in runs_with_chunks_in_flight.items():
+        reports = jobdir.read_reports(output_dir)
+        assert [r.index for r in reports] == [c.index for c in manifest.chunks]
+        summary = jobdir.read_summary(output_dir)
+        assert summary.total_frames == summary.frames_processed == manifest.total_frames
+        assert [r.encoders for r in summary.ranks] == [encoders] * ranks
+        for rank in summary.ranks:
+            mine = [r for r in reports if r.rank == rank.rank]
+            assert (rank.chunks, rank.frames) == (len(mine), sum(r.frames for r in mine))
+        for chunk, report in zip(manifest.chunks, reports, strict=True):
+            decoded = decode_output(output_dir, manifest, chunk)
+            assert len(decoded) == report.frames == chunk.frames, (ranks, encoders, chunk)
+            # x264 threads differ with the lane count, so compare pictures, not bytes.
+            gap = np.abs(decoded.astype(int) - decode_output(runs_by_ranks[1], manifest, chunk))
+            assert gap.mean() < 1.0, (ranks, encoders, chunk)
+        assert not list((output_dir / jobdir.CHUNKS_DIR).glob(".*")), "temporary files left"
+
+
+def test_summary_reports_warm_up_steady_rate_and_device_busy(
+    runs_by_ranks: dict[int, Path]
+) -> None:
+    summary = jobdir.read_summary(runs_by_ranks[2])
+    assert summary.compile == "none" and summary.warmup_seconds == 0  # nothing to warm on CPU
+    assert 0 < summary.run_seconds < summary.wall_seconds
+    assert summary.steady_fps >= summary.fps > 0
+    assert 0 < summary.device_busy_fraction <= 1
+    for rank in summary.ranks:
+        assert (rank.device_id, rank.threads, rank.encoders, rank.compile) == ("cpu", 1, 1, "none")
+        assert 0 < rank.run_seconds <= summary.run_seconds
+        assert min(rank.decode_seconds, rank.infer_seconds, rank.encode_seconds) > 0
+        # On the CPU the device's time is the network calls' time.
+        assert rank.device_seconds == pytest.approx(rank.infer_seconds, abs=0.01)
+        assert rank.device_busy_fraction == pytest.approx(rank.device_seconds / rank.run_seconds,
+                                                          abs=0.01)
+
+
+def test_summaries_written_before_and_after_the_new_fields_both_read(tmp_path: Path) -> None:
+    older = {"total_frames": 5, "chunks": 1, "chunks_skipped": 0, "frames_processed": 5,
+             "wall_seconds": 1.0, "fps": 5.0, "device": "cpu",
+             "ranks": [{"rank": 0, "host": "h", "device": "cpu", "chunks": 1, "frames": 5}]}
+    (tmp_path / jobdir.SUMMARY_NAME).write_text(json.dumps(older))
+    summary = jobdir.read_summary(tmp_path)
+    assert summary.compile == "none" and summary.steady_fps == 0 and summary.ranks[0].encoders == 0
+    newer = {**older, "some_later_field": 1,
+             "ranks": [{**older["ranks"][0], "some_later_rank_field": 2}]}
+    (tmp_path / jobdir.SUMMARY_NAME).write_text(json.dumps(newer))
+    assert jobdir.read_summary(tmp_path) == summary
+
+
+def test_compile_and_encoder_defaults() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert resolve_compile_mode("auto", cpu) == "none"
+    assert resolve_compile_mode("auto", cuda) == "default"
+    assert resolve_compile_mode("max-autotune", cpu) == "max-autotune"
+    assert [default_encoders(t) for t in (1, 2, 4, 8, 16)] == [1, 1, 1, 2, 4]
+
+
+def test_failed_compile_is_a_clear_error(model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compiling for real takes a minute on this CPU; what matters here is the message."""
+    stylizer = Stylizer(load_style_model(model_file), torch.device("cpu"), "default")
+    assert stylizer.full_batches, "compiled code is for one shape: short batches must be padded"
+
+    def broken_compile(frames: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("InvalidCxxCompiler: no working C++ compiler")
+
+    monkeypatch.setattr(stylizer, "_convert", broken_compile)
+    with pytest.raises(CompileError, match=r"torch.compile\(mode='default'\) failed on the "
+                                           r"warm-up batch \(3x50x66\): RuntimeError: "
+                                           r"InvalidCxx(.|\n)*--compile none"):
+        stylizer.warm_up(3, 66, 50)
+
+
 def test_chunks_share_parameter_sets_and_carry_bt709_tags(
     runs_by_ranks: dict[int, Path], even_job: tuple[Path, JobManifest]
 ) -> None:
@@ -186,14 +289,19 @@ def test_chunks_share_parameter_sets_and_carry_bt709_tags(
     assert "h264" in probe and "yuv420p(tv, bt709" in probe and "66x50" in probe, probe
 
 
+@pytest.mark.parametrize("encoders", [1, 3])
 def test_dead_rank_fails_the_job_and_the_rerun_does_only_the_rest(
-    tmp_path: Path, model_file: Path
+    tmp_path: Path, model_file: Path, encoders: int
 ) -> None:
-    """Odd frame size too: 65x49 is coded as 66x50 and crops back to the same frames."""
+    """Odd frame size too: 65x49 is coded as 66x50 and crops back to the same frames.
+
+    With three chunks in flight the dying rank leaves two of them half done.
+    """
     input_dir, output_dir = tmp_path / "in", tmp_path / "out"
     manifest = make_job(input_dir, 65, 49, [2] * 20, model_file)
 
-    crashed = launch(input_dir, output_dir, 2, "--fault-rank", "1", "--fault-after-chunks", "1")
+    crashed = launch(input_dir, output_dir, 2, "--fault-rank", "1", "--fault-after-chunks", "1",
+                     "--encoders", str(encoders))
     assert crashed.returncode != 0, crashed.stdout
     assert "fault injection" in crashed.stdout
     first_reports = {p.name: p.read_bytes() for p in (output_dir / jobdir.DONE_DIR).glob("*.json")}
@@ -203,7 +311,7 @@ def test_dead_rank_fails_the_job_and_the_rerun_does_only_the_rest(
     assert any(json.loads(r)["rank"] == 1 for r in first_reports.values())
     assert not (output_dir / jobdir.SUMMARY_NAME).exists()
 
-    rerun = ok(launch(input_dir, output_dir, 2))
+    rerun = ok(launch(input_dir, output_dir, 2, "--encoders", str(encoders)))
     summary = jobdir.read_summary(output_dir)
     assert summary.chunks_skipped == len(first_reports)
     assert summary.frames_processed == 2 * (len(manifest.chunks) - len(first_reports))
@@ -241,6 +349,20 @@ def test_frame_count_mismatch_fails_every_rank_with_a_clear_error(
     # The failing rank removes its partial file. (The abort may kill the other rank mid-chunk
     # and leave its partial file: a rerun removes that before it redoes the chunk.)
     assert not list(bad.parent.glob(f".{bad.name}.*")), "partial chunk left behind"
+
+
+def test_undecodable_chunk_fails_the_job_with_ffmpegs_error(tmp_path: Path,
+                                                           model_file: Path) -> None:
+    input_dir, output_dir = tmp_path / "in", tmp_path / "out"
+    manifest = make_job(input_dir, 66, 50, [3, 3, 3], model_file)
+    broken = input_dir / manifest.chunks[1].file
+    broken.write_bytes(b"not a video " * 1000)
+    proc = launch(input_dir, output_dir, None, "--encoders", "2")
+    assert proc.returncode == 1
+    assert "FFmpegError" in proc.stderr and str(broken) in proc.stderr, proc.stderr
+    assert not jobdir.is_chunk_done(output_dir, manifest.chunks[1])
+    assert not (output_dir / jobdir.SUMMARY_NAME).exists()
+    assert not list((output_dir / jobdir.CHUNKS_DIR).glob(".*")), "partial chunk left behind"
 
 
 def test_missing_model_is_a_clear_error(even_job: tuple[Path, JobManifest],
@@ -360,3 +482,22 @@ def test_cuda_bf16_matches_cpu(even_job: tuple[Path, JobManifest], tmp_path: Pat
         on_cuda = decode_output(cuda_out, manifest, chunk).astype(int)
         assert len(on_cuda) == chunk.frames
         assert np.abs(on_cpu - on_cuda).mean() < 4, "bf16 drifted too far from fp32"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_compiled_matches_eager(even_job: tuple[Path, JobManifest], tmp_path: Path) -> None:
+    input_dir, manifest = even_job
+    runs = {}
+    for mode in ("none", "default"):
+        runs[mode] = tmp_path / mode
+        ok(subprocess.run(
+            [sys.executable, "-m", "gpu.stylize", "--input", str(input_dir), "--output",
+             str(runs[mode]), "--device", "cuda", "--compile", mode, "--encoders", "2"],
+            cwd=REPO, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT))
+    compiled = jobdir.read_summary(runs["default"])
+    assert compiled.compile == "default" and compiled.warmup_seconds > 0
+    assert 0 < compiled.device_busy_fraction <= 1
+    for chunk in manifest.chunks:
+        eager = decode_output(runs["none"], manifest, chunk).astype(int)
+        assert np.abs(decode_output(runs["default"], manifest, chunk) - eager).mean() < 1.0
