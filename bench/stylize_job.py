@@ -1,10 +1,24 @@
-"""Benchmark the GPU job on a synthetic job folder and print where its time goes.
+"""Benchmark the GPU job against the host's codec rates, measured in the same run; prints JSON.
 
-Builds a job folder from an FFmpeg test pattern (FFV1 RGB chunks, as the CPU side writes them)
-and a seeded, untrained network of the real size, runs ``gpu.stylize`` on it (under ``mpiexec``
-when ``--ranks`` is above 1) and prints the summary and the mean per-stage seconds per chunk.
+For each clip (by default the issue's two: 1920x1080 at 30 frames/s for 30 s, and 720x720 at
+30 frames/s, 823 frames, with an audio track), this
 
-    python -m bench.stylize_job --width 1920 --height 1080 --chunks 4 --frames 48 --ranks 1
+1. builds it from an FFmpeg test pattern, encoded like an upload (H.264 and AAC in MP4), or
+   takes a given file, and cuts it into Ut Video RGB chunks exactly as the CPU side does;
+2. measures the host: decoding the chunks with the job's decoder command, as many at once as
+   the job runs, and x264 encoding at the job's CRF and preset with the job's encoder command,
+   on frames the model stylized, both as one process using every core and as many processes
+   at once as the job runs encoders (the better of the two is the host's encode rate);
+3. runs ``gpu.stylize`` with the shipped model (under ``mpiexec`` for ``--ranks`` above 1) and
+   reads its summary: steady-state frames/s after warm-up (compilation) and the warm-up
+   itself, per-stage seconds and rates, and the share of the run the GPU was busy;
+4. compares the job with ``0.9 x min(model frames/s, host encode frames/s)``; the model's rate
+   comes from a ``bench.model_fps`` JSON (``--model-fps-json``) at the clip's frame size, batch
+   size and compile mode, and is left out of the target when that file has no such entry.
+
+    python -m bench.stylize_job --model-fps-json model_fps.json --out stylize_job.json
+
+``--device cpu --smoke`` runs tiny clips, for tests; ``--clip FILE`` benchmarks a real video.
 """
 
 from __future__ import annotations
@@ -12,95 +26,385 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
+from bench import codec_rates
 from gpu import jobdir
-from gpu.jobdir import ChunkSpec, EncodeSettings, JobManifest
-from gpu.model import build_model, save_weights
-from gpu.video_io import find_ffmpeg, run_ffmpeg
+from gpu.jobdir import ChunkSpec, EncodeSettings, JobManifest, JobSummary
+from gpu.model import load_style_model, read_metadata
+from gpu.stylize import (
+    COMPILE_MODES,
+    Stylizer,
+    default_encoders,
+    resolve_compile_mode,
+)
+from gpu.video_io import FrameReader, even_size, find_ffmpeg, run_ffmpeg, yuv420_frame_bytes
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED_MODEL = REPO / "gpu/styles/starry_night.safetensors"
+TARGET_SHARE = 0.9
+SAMPLE_FRAMES = {"cuda": 60, "cpu": 12}
+"""Frames the model stylizes for the encode-rate measurements (repeated as needed); fewer on
+the CPU, where stylizing them takes seconds."""
+CHUNK_SECONDS = 2.0
+"""The CPU side's default chunk length (``compute.chunk_seconds``)."""
+SMOKE_CHUNK_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """A benchmark clip built from a test pattern."""
+
+    width: int
+    height: int
+    fps: int
+    frames: int
+    audio: bool
+
+
+BUILT_CLIPS = {
+    "1080p": ClipSpec(1920, 1080, 30, 900, audio=False),
+    "square720": ClipSpec(720, 720, 30, 823, audio=True),
+}
+SMOKE_CLIPS = {
+    "1080p": ClipSpec(96, 54, 30, 45, audio=False),
+    "square720": ClipSpec(72, 72, 30, 41, audio=True),
+}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Benchmark gpu.stylize on a synthetic job")
-    parser.add_argument("--width", type=int, default=1920)
-    parser.add_argument("--height", type=int, default=1080)
-    parser.add_argument("--chunks", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=48, help="frames per chunk")
-    parser.add_argument("--arch", default="stylenet")
-    parser.add_argument("--ranks", type=int, default=1)
+    parser = argparse.ArgumentParser(description="Benchmark gpu.stylize against host codec rates")
+    parser.add_argument("--clip", action="append", default=None,
+                        help=f"{' or '.join(BUILT_CLIPS)} (built from a test pattern) or a video "
+                             f"file; repeat for several (default: {', '.join(BUILT_CLIPS)})")
+    parser.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="style network weights")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--ranks", type=int, default=1, help="MPI ranks of the job")
+    parser.add_argument("--encoders", type=int, default=0,
+                        help="gpu.stylize --encoders (0: its default)")
+    parser.add_argument("--compile", choices=["auto", *COMPILE_MODES], default="auto",
+                        help="gpu.stylize --compile")
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="gpu.stylize --batch-size (0: its default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="gpu.stylize --threads (0: its default, the cores over the ranks)")
+    parser.add_argument("--crf", type=int, default=EncodeSettings().crf)
+    parser.add_argument("--preset", default=EncodeSettings().preset)
+    parser.add_argument("--compare-presets", default="",
+                        help="comma-separated x264 presets whose encode rate and PSNR are "
+                             "measured too, for comparison")
+    parser.add_argument("--chunk-seconds", type=float, default=None,
+                        help="chunk length, as the CPU side's compute.chunk_seconds (default "
+                             f"{CHUNK_SECONDS}, {SMOKE_CHUNK_SECONDS} with --smoke)")
+    parser.add_argument("--rate-frames", type=int, default=450,
+                        help="frames encoded per encode-rate measurement")
+    parser.add_argument("--model-fps-json", type=Path, default=None,
+                        help="bench.model_fps output giving the model's frames/s for the target")
     parser.add_argument("--workdir", type=Path, default=None,
-                        help="where to build the job (default: a temporary folder, removed)")
-    parser.add_argument("job_args", nargs=argparse.REMAINDER,
-                        help="after '--': arguments for gpu.stylize (e.g. --batch-size 16)")
+                        help="where to build clips and jobs (default: a temporary folder, "
+                             "removed afterwards)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny clips and chunks, for tests (use with --device cpu)")
     return parser
 
 
-def build_job(folder: Path, args: argparse.Namespace, ffmpeg: str) -> JobManifest:
-    """A job folder with ``args.chunks`` FFV1 RGB chunks of a moving test pattern."""
-    (folder / jobdir.CHUNKS_DIR).mkdir(parents=True, exist_ok=True)
-    chunks = []
-    for index in range(args.chunks):
-        chunk = ChunkSpec(index=index, file=f"{jobdir.CHUNKS_DIR}/{index:05d}.mkv",
-                          frames=args.frames, first_frame=index * args.frames)
-        pattern = (f"testsrc2=size={args.width}x{args.height}:rate=25,"
-                   f"trim=start_frame={chunk.first_frame}:"
-                   f"end_frame={chunk.first_frame + chunk.frames},setpts=PTS-STARTPTS")
-        run_ffmpeg([ffmpeg, "-v", "error", "-f", "lavfi", "-i", pattern, "-c:v", "ffv1",
-                    "-pix_fmt", "gbrp", "-slices", "16", "-f", "matroska",
-                    str(folder / chunk.file)])
-        chunks.append(chunk)
-    manifest = JobManifest(width=args.width, height=args.height,
-                           total_frames=args.chunks * args.frames, chunks=chunks,
-                           encode=EncodeSettings())
-    jobdir.write_manifest(folder, manifest)
-    torch.manual_seed(0)
-    save_weights(build_model(args.arch), folder / jobdir.MODEL_NAME)
+def build_clip(name: str, spec: ClipSpec, folder: Path, ffmpeg: str) -> Path:
+    target = folder / f"{name}.mp4"
+    run_ffmpeg(codec_rates.source_clip_argv(ffmpeg, target, spec.width, spec.height, spec.fps,
+                                            spec.frames, spec.audio))
+    return target
+
+
+def split_clip(source: Path, info: codec_rates.VideoInfo, input_dir: Path, chunk_frames: int,
+               encode: EncodeSettings, ffmpeg: str) -> JobManifest:
+    """A job folder holding ``source`` cut as the CPU side cuts it (manifest included)."""
+    chunks_dir = input_dir / jobdir.CHUNKS_DIR
+    chunks_dir.mkdir(parents=True)
+    run_ffmpeg(codec_rates.split_argv(ffmpeg, source, info.demuxer, info.stream_index,
+                                      codec_rates.chunk_starts(info.frames, chunk_frames),
+                                      chunks_dir / "%05d.mkv"))
+    chunks, first_frame = [], 0
+    for index, path in enumerate(sorted(chunks_dir.glob("*.mkv"))):
+        frames = codec_rates.count_frames(ffmpeg, path)
+        chunks.append(ChunkSpec(index=index, file=f"{jobdir.CHUNKS_DIR}/{path.name}",
+                                frames=frames, first_frame=first_frame))
+        first_frame += frames
+    if first_frame != info.frames:
+        raise RuntimeError(f"{source}: chunks hold {first_frame} frames, the source {info.frames}")
+    # The chunks are in display orientation: their size, not the source stream's, is the job's.
+    chunk_info = codec_rates.probe(ffmpeg, input_dir / chunks[0].file)
+    manifest = JobManifest(width=chunk_info.width, height=chunk_info.height,
+                           total_frames=first_frame, chunks=chunks, encode=encode)
+    jobdir.write_manifest(input_dir, manifest)
     return manifest
 
 
-def main(args: argparse.Namespace) -> None:
-    ffmpeg = find_ffmpeg()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stylize-bench-"))
-    input_dir, output_dir = workdir / "in", workdir / "out"
-    shutil.rmtree(output_dir, ignore_errors=True)
-    started = time.perf_counter()
-    build_job(input_dir, args, ffmpeg)
-    print(f"built {args.chunks}x{args.frames} frames at {args.width}x{args.height} "
-          f"in {time.perf_counter() - started:.1f} s", flush=True)
-    job_args = [a for a in args.job_args if a != "--"]
+def stylized_sample(model_path: Path, chunk: Path, width: int, height: int,
+                    device: torch.device, ffmpeg: str) -> np.ndarray:
+    """The first frames of ``chunk`` stylized as the job does it, as YUV 4:2:0 rows."""
+    frames = np.empty((SAMPLE_FRAMES[device.type], height, width, 3), np.uint8)
+    with FrameReader(ffmpeg, chunk, width, height) as reader:
+        count = reader.read_into(frames)
+    stylizer = Stylizer(load_style_model(model_path), device)
+    out = torch.empty((len(frames), yuv420_frame_bytes(*even_size(width, height))),
+                      dtype=torch.uint8)
+    stylizer(torch.from_numpy(frames), out, count)
+    del stylizer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out[:count].numpy()
+
+
+def job_argv(args: argparse.Namespace, input_dir: Path, output_dir: Path,
+             ffmpeg: str) -> list[str]:
     argv = [sys.executable, "-m", "gpu.stylize", "--input", str(input_dir),
-            "--output", str(output_dir), "--ffmpeg", ffmpeg, *job_args]
-    if args.ranks > 1:
-        beside_python = Path(sys.executable).parent / "mpiexec"
-        mpiexec = str(beside_python) if beside_python.exists() else shutil.which("mpiexec")
-        # Unbound: by default mpiexec pins each rank, and its FFmpeg children, to one core.
-        launcher = [mpiexec or "mpiexec", "-n", str(args.ranks), "--oversubscribe",
-                    "--bind-to", "none"]
-        argv = launcher + (["--allow-run-as-root"] if os.geteuid() == 0 else []) + argv
+            "--output", str(output_dir), "--model", str(args.model), "--ffmpeg", ffmpeg,
+            "--device", args.device, "--compile", args.compile,
+            "--batch-size", str(args.batch_size), "--encoders", str(args.encoders)]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    if args.ranks == 1:
+        return argv
+    beside_python = Path(sys.executable).parent / "mpiexec"
+    mpiexec = str(beside_python) if beside_python.exists() else shutil.which("mpiexec")
+    # Unbound: by default mpiexec pins each rank, and its FFmpeg children, to one core.
+    launcher = [mpiexec or "mpiexec", "-n", str(args.ranks), "--oversubscribe",
+                "--bind-to", "none"]
+    return launcher + (["--allow-run-as-root"] if os.geteuid() == 0 else []) + argv
+
+
+def stage_rates(summary: JobSummary) -> dict[str, dict[str, float]]:
+    """Seconds, frames/s and busy share of the decode, network and encode stages.
+
+    Decoders and encoders run one per chunk in flight: their rate is per decoder or encoder,
+    their busy share is of all of them over the run. The network runs in one thread per rank.
+    """
+    frames, run = summary.frames_processed, summary.run_seconds
+    lanes = sum(r.encoders for r in summary.ranks)
+    stages = {}
+    for stage, workers in (("decode", lanes), ("infer", len(summary.ranks)), ("encode", lanes)):
+        seconds = sum(getattr(r, f"{stage}_seconds") for r in summary.ranks)
+        stages[stage] = {
+            "seconds": round(seconds, 3),
+            "fps_per_worker": round(frames / seconds, 2) if seconds else 0.0,
+            "workers": workers,
+            "busy_fraction": round(seconds / (run * workers), 4) if run and workers else 0.0,
+        }
+    return stages
+
+
+def model_fps_from(path: Path | None, arch: str, width: int, height: int, batch: int,
+                   variant: str) -> tuple[float | None, str]:
+    """The network's frames/s from a ``bench.model_fps`` report, and where it came from."""
+    if path is None:
+        return None, "not given (--model-fps-json)"
+    report = json.loads(path.read_text())
+    for entry in report["results"]:
+        if (entry.get("arch"), entry.get("size"), entry.get("batch"), entry.get("variant")) == \
+                (arch, f"{width}x{height}", batch, variant) and "fps" in entry:
+            return entry["fps"], f"{path.name}: {entry['model']} {variant} batch {batch}"
+    return None, f"{path.name} has no {arch} {variant} batch {batch} entry at {width}x{height}"
+
+
+def job_variant(device: torch.device, compile_mode: str) -> str:
+    """The ``bench.model_fps`` variant that runs the network the way the job does."""
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    return f"{precision}-{'eager' if compile_mode == 'none' else compile_mode}"
+
+
+def measure_host(args: argparse.Namespace, manifest: JobManifest, input_dir: Path,
+                 sample: np.ndarray, workdir: Path, ffmpeg: str) -> dict[str, Any]:
+    """Decode and encode rates of this host for the job's chunks, laid out as the job runs."""
+    cores = len(os.sched_getaffinity(0))
+    threads = args.threads or max(1, cores // args.ranks)
+    encoders = args.encoders or default_encoders(threads)
+    lanes = encoders * args.ranks
+    chunk_paths = [input_dir / c.file for c in manifest.chunks]
+    decode_fps = codec_rates.decode_rate(ffmpeg, chunk_paths, manifest.total_frames, lanes,
+                                         threads)
+    width, height = even_size(manifest.width, manifest.height)
+    presets = [args.preset] + [p for p in args.compare_presets.split(",")
+                               if p and p != args.preset]
+    encode = {}
+    for preset in presets:
+        one = codec_rates.encode_rate(ffmpeg, sample, width, height, args.crf, preset,
+                                      processes=1, threads=0, frames=args.rate_frames,
+                                      workdir=workdir)
+        parallel = codec_rates.encode_rate(ffmpeg, sample, width, height, args.crf, preset,
+                                           processes=lanes, threads=threads,
+                                           frames=max(len(sample), args.rate_frames // lanes),
+                                           workdir=workdir)
+        psnr, bytes_per_frame = codec_rates.encode_quality(ffmpeg, sample, width, height,
+                                                           args.crf, preset, workdir)
+        encode[preset] = {
+            "one_process_fps": round(one, 2),
+            "parallel_fps": round(parallel, 2),
+            "parallel_processes": lanes,
+            "threads_each": threads,
+            "fps": round(max(one, parallel), 2),
+            "psnr_db": round(psnr, 2),
+            "kbit_per_frame": round(bytes_per_frame * 8 / 1000, 2),
+        }
+    return {"decode_fps": round(decode_fps, 2), "decode_processes": lanes,
+            "crf": args.crf, "encode": encode}
+
+
+def run_job(args: argparse.Namespace, input_dir: Path, output_dir: Path,
+            ffmpeg: str) -> tuple[JobSummary, float]:
     started = time.perf_counter()
-    subprocess.run(argv, check=True, cwd=Path(__file__).resolve().parent.parent)
-    wall = time.perf_counter() - started
-    summary = jobdir.read_summary(output_dir)
-    reports = jobdir.read_reports(output_dir)
-    per_stage = {stage: sum(getattr(r, f"{stage}_seconds") for r in reports) / len(reports)
-                 for stage in ("decode", "infer", "encode")}
-    print(json.dumps({"launch_wall_seconds": round(wall, 2), "job_fps": summary.fps,
-                      "job_wall_seconds": summary.wall_seconds, "device": summary.device,
-                      "mean_seconds_per_chunk": round(sum(r.seconds for r in reports)
-                                                      / len(reports), 3),
-                      "mean_stage_seconds_per_chunk": {k: round(v, 3)
-                                                       for k, v in per_stage.items()}},
-                     indent=2))
-    if args.workdir is None:
-        shutil.rmtree(workdir)
+    proc = subprocess.run(job_argv(args, input_dir, output_dir, ffmpeg), cwd=REPO,
+                          capture_output=True, text=True)
+    launch_seconds = time.perf_counter() - started
+    sys.stderr.write(proc.stdout[-4000:])
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-8000:])
+        raise RuntimeError(f"gpu.stylize failed with exit status {proc.returncode}")
+    return jobdir.read_summary(output_dir), launch_seconds
+
+
+def bench_clip(args: argparse.Namespace, name: str, workdir: Path, ffmpeg: str,
+               device: torch.device) -> dict[str, Any]:
+    folder = workdir / name.replace("/", "_")
+    folder.mkdir(parents=True)
+    started = time.perf_counter()
+    built = SMOKE_CLIPS if args.smoke else BUILT_CLIPS
+    source = build_clip(name, built[name], folder, ffmpeg) if name in built else Path(name)
+    info = codec_rates.probe(ffmpeg, source)
+    chunk_seconds = args.chunk_seconds or (SMOKE_CHUNK_SECONDS if args.smoke else CHUNK_SECONDS)
+    chunk_frames = max(1, round(chunk_seconds * info.fps))
+    input_dir, output_dir = folder / "in", folder / "out"
+    manifest = split_clip(source, info, input_dir, chunk_frames,
+                          EncodeSettings(crf=args.crf, preset=args.preset), ffmpeg)
+    prepare_seconds = time.perf_counter() - started
+    log(f"{name}: {info.frames} frames at {manifest.width}x{manifest.height}, "
+        f"{len(manifest.chunks)} chunks, prepared in {prepare_seconds:.1f} s")
+
+    sample = stylized_sample(args.model, input_dir / manifest.chunks[0].file, manifest.width,
+                             manifest.height, device, ffmpeg)
+    host = measure_host(args, manifest, input_dir, sample, folder, ffmpeg)
+    log(f"{name}: host {json.dumps(host)}")
+    summary, launch_seconds = run_job(args, input_dir, output_dir, ffmpeg)
+
+    compile_mode = summary.compile
+    arch = read_metadata(args.model)["arch"]
+    batch_size = summary.ranks[0].batch_size
+    model_fps, model_source = model_fps_from(args.model_fps_json, arch, manifest.width,
+                                             manifest.height, batch_size,
+                                             job_variant(device, compile_mode))
+    encode_fps = host["encode"][args.preset]["fps"]
+    limit = min(encode_fps, model_fps) if model_fps else encode_fps
+    target = TARGET_SHARE * limit
+    return {
+        "clip": name,
+        "source": {"file": source.name, "width": info.width, "height": info.height,
+                   "fps": info.fps, "frames": info.frames, "audio": info.audio},
+        "frames": manifest.total_frames,
+        "size": f"{manifest.width}x{manifest.height}",
+        "chunks": len(manifest.chunks),
+        "chunk_frames": chunk_frames,
+        "prepare_seconds": round(prepare_seconds, 2),
+        "host": host,
+        "job": {
+            "ranks": len(summary.ranks),
+            "encoders_per_rank": [r.encoders for r in summary.ranks],
+            "threads_per_rank": [r.threads for r in summary.ranks],
+            "batch_size": batch_size,
+            "compile": compile_mode,
+            "fps": summary.steady_fps,
+            "wall_fps": summary.fps,
+            "wall_seconds": summary.wall_seconds,
+            "launch_seconds": round(launch_seconds, 2),
+            "run_seconds": summary.run_seconds,
+            "warmup_seconds": summary.warmup_seconds,
+            "device": summary.device,
+            "device_busy_fraction": summary.device_busy_fraction,
+            "stages": stage_rates(summary),
+        },
+        "gpu_busy_fraction": summary.device_busy_fraction if device.type == "cuda" else None,
+        "model_fps": model_fps,
+        "model_fps_source": model_source,
+        "encode_fps": encode_fps,
+        "target_fps": round(target, 2),
+        "target_rule": f"{TARGET_SHARE} x min(model fps, encode fps at {args.preset})"
+                       if model_fps else f"{TARGET_SHARE} x encode fps at {args.preset} "
+                                         "(no model fps)",
+        "met": summary.steady_fps >= target,
+    }
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def git_commit() -> str | None:
+    """The checked-out commit, when this is a git checkout and git is installed."""
+    try:
+        proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                              capture_output=True, text=True)
+    except OSError:
+        return None
+    return proc.stdout.strip() or None
+
+
+def describe_host(ffmpeg: str, device: torch.device) -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    version = run_ffmpeg([ffmpeg, "-hide_banner", "-version"]).decode().splitlines()[0]
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": git_commit(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "host_cores": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "torch": torch.__version__,
+        "ffmpeg": version,
+    }
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    ffmpeg = find_ffmpeg()
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stylize-bench-"))
+    report = describe_host(ffmpeg, device) | {
+        "settings": {"ranks": args.ranks, "encoders": args.encoders or "default",
+                     "compile": resolve_compile_mode(args.compile, device),
+                     "batch_size": args.batch_size or "default", "crf": args.crf,
+                     "preset": args.preset,
+                     "chunk_seconds": args.chunk_seconds or "default"},
+        "clips": [],
+    }
+    try:
+        for name in args.clip or list(BUILT_CLIPS):
+            try:
+                report["clips"].append(bench_clip(args, name, workdir, ffmpeg, device))
+            except Exception as err:  # noqa: BLE001 - recorded; the next clip still runs
+                log(f"{name} failed: {type(err).__name__}: {err}")
+                report["clips"].append({"clip": name, "error": f"{type(err).__name__}: {err}",
+                                        "met": False})
+            if args.out:
+                args.out.write_text(json.dumps(report, indent=2) + "\n")
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report["met"] = all(c["met"] for c in report["clips"])
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    print(json.dumps(main(get_args_parser().parse_args()), indent=2))

@@ -1,0 +1,209 @@
+"""The host's side of the GPU job's workload: clips, chunks, and timed FFmpeg decode and encode.
+
+Benchmark clips are cut into chunks exactly as the CPU side cuts an upload
+(:func:`split_argv` repeats ``tasks.media.build_split_argv``, which ``bench`` cannot import on
+a GPU host without the CPU side's dependencies; a test checks that the two agree). Decode and
+encode rates are measured with the command lines ``gpu.stylize`` itself runs
+(:func:`gpu.video_io.decode_argv`, :class:`gpu.video_io.FrameWriter`), so they are the host's
+capacity for this job's work, not FFmpeg's in general.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gpu.video_io import COLOUR_TAGS, FFmpegError, FrameWriter, decode_argv, run_ffmpeg
+
+# The CPU side's allowlists (tasks.media), repeated so the argv matches it word for word.
+FORMAT_WHITELIST = "mov,matroska,avi,mpegts,mpeg,flv,ogg,asf,nut"
+CLI_PROTOCOLS = "file,pipe"
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the benchmark needs to know about a source clip."""
+
+    width: int
+    height: int
+    fps: float
+    frames: int
+    stream_index: int
+    demuxer: str
+    audio: bool
+
+
+def source_clip_argv(ffmpeg: str, target: Path, width: int, height: int, fps: int, frames: int,
+                     audio: bool) -> list[str]:
+    """A moving test pattern encoded like a typical upload: H.264 yuv420p in MP4, AAC audio.
+
+    ``testsrc2`` moves and has edges, gradients and text; the x264 settings are a camera's or
+    phone's (B-frames, CRF 18), so decoding and splitting it costs what an upload costs.
+    """
+    seconds = frames / fps
+    inputs = ["-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}"]
+    if audio:
+        inputs += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:d={seconds}"]
+    audio_out = ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"] if audio else []
+    return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *inputs,
+            "-map", "0:v:0", "-frames:v", str(frames), "-c:v", "libx264", "-preset", "veryfast",
+            "-crf", "18", "-pix_fmt", "yuv420p", *audio_out, "-movflags", "+faststart",
+            str(target)]
+
+
+def chunk_starts(frame_count: int, chunk_frames: int) -> list[int]:
+    """First frame number of every chunk but the first (as ``tasks.media.chunk_starts``)."""
+    if chunk_frames < 1:
+        raise ValueError("chunk_frames must be at least 1")
+    return list(range(chunk_frames, frame_count, chunk_frames))
+
+
+def split_argv(ffmpeg: str, source: Path, demuxer: str, stream_index: int,
+               starts: Sequence[int], pattern: Path) -> list[str]:
+    """Cut a video into lossless Ut Video RGB chunks: ``tasks.media.build_split_argv``'s argv."""
+    argv = [
+        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-protocol_whitelist", CLI_PROTOCOLS, "-format_whitelist", FORMAT_WHITELIST,
+        "-f", demuxer, "-i", str(source),
+        "-map", f"0:{stream_index}", "-map_metadata", "-1", "-map_chapters", "-1",
+        "-fps_mode", "passthrough", "-pix_fmt", "gbrp", "-c:v", "utvideo", "-pred", "median",
+        "-f", "segment", "-segment_format", "matroska", "-reset_timestamps", "1",
+    ]  # fmt: skip
+    if starts:
+        argv += ["-segment_frames", ",".join(str(n) for n in starts)]
+    else:
+        argv += ["-segment_time", "1000000"]
+    return [*argv, str(pattern)]
+
+
+def count_frames_argv(ffmpeg: str, path: Path) -> list[str]:
+    """Count the packets of the first video stream (stream copy, nothing decoded)."""
+    return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
+            "-map", "0:v:0", "-c", "copy", "-f", "null", "-progress", "pipe:1", "-"]
+
+
+def count_frames(ffmpeg: str, path: Path) -> int:
+    counts = re.findall(rb"^frame=(\d+)", run_ffmpeg(count_frames_argv(ffmpeg, path)), re.M)
+    if not counts:
+        raise FFmpegError(f"no frame count for {path}")
+    return int(counts[-1])
+
+
+def probe(ffmpeg: str, path: Path) -> VideoInfo:
+    """Size, rate, frame count, video stream and demuxer of ``path``, from FFmpeg's own report."""
+    proc = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    video = re.search(r"Stream #0:(\d+)\S*: Video: .*?, (\d+)x(\d+)[ ,].*?([\d.]+) fps",
+                      proc.stderr)
+    container = re.search(r"Input #0, ([\w,]+), from", proc.stderr)
+    if not video or not container:
+        raise FFmpegError(f"cannot read the video stream of {path}", proc.stderr)
+    names = container.group(1).split(",")
+    demuxer = "mov" if "mov" in names else "matroska" if "matroska" in names else names[0]
+    return VideoInfo(width=int(video.group(2)), height=int(video.group(3)),
+                     fps=float(video.group(4)), frames=count_frames(ffmpeg, path),
+                     stream_index=int(video.group(1)), demuxer=demuxer,
+                     audio=bool(re.search(r"Stream #0:\d+\S*: Audio:", proc.stderr)))
+
+
+def _concurrently(jobs: list[Callable[[], None]], processes: int) -> float:
+    """Run ``jobs`` with at most ``processes`` at a time; return the wall seconds."""
+    pending = list(reversed(jobs))
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not pending or errors:
+                    return
+                job = pending.pop()
+            try:
+                job()
+            except BaseException as err:  # noqa: BLE001 - re-raised below
+                errors.append(err)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(max(1, processes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - started
+
+
+def decode_rate(ffmpeg: str, chunks: list[Path], frames: int, processes: int,
+                threads: int) -> float:
+    """Frames/s decoding ``chunks`` (``frames`` in all) to RGB as the job does, ``processes``
+    FFmpeg processes at a time with ``threads`` threads each, output discarded."""
+
+    def decode(chunk: Path) -> Callable[[], None]:
+        def run() -> None:
+            argv = decode_argv(ffmpeg, chunk, threads)
+            proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  stdin=subprocess.DEVNULL)
+            if proc.returncode:
+                raise FFmpegError(f"decode failed: {' '.join(argv)}", proc.stderr.decode())
+        return run
+
+    return frames / _concurrently([decode(c) for c in chunks], processes)
+
+
+def encode_rate(ffmpeg: str, sample: np.ndarray, width: int, height: int, crf: int, preset: str,
+                processes: int, threads: int, frames: int, workdir: Path) -> float:
+    """Frames/s of ``processes`` encoders at once, each fed ``frames`` frames through a pipe
+    (``sample``, YUV 4:2:0 rows, repeated) with the job's command line.
+
+    ``threads`` 0 leaves the thread count to x264 (1.5 per core). The outputs go to files in
+    ``workdir``, deleted afterwards (FFmpeg will not overwrite /dev/null without ``-y``, which
+    the job's command line does not have).
+    """
+
+    def encode(target: Path) -> Callable[[], None]:
+        def run() -> None:
+            with FrameWriter(ffmpeg, target, width, height, crf, preset, threads) as writer:
+                written = 0
+                while written < frames:
+                    count = min(len(sample), frames - written)
+                    writer.write(sample[:count])
+                    written += count
+                writer.close()
+            target.unlink()
+        return run
+
+    targets = [workdir / f"rate-{preset}-{n}.mkv" for n in range(processes)]
+    return processes * frames / _concurrently([encode(t) for t in targets], processes)
+
+
+def encode_quality(ffmpeg: str, sample: np.ndarray, width: int, height: int, crf: int,
+                   preset: str, workdir: Path) -> tuple[float, float]:
+    """``sample`` encoded as the job encodes it, compared with itself.
+
+    Returns:
+        The mean PSNR in dB (FFmpeg's average over Y, U and V) and the encoded bytes per frame.
+    """
+    raw, encoded = workdir / f"sample-{width}x{height}.yuv", workdir / f"sample-{preset}.mkv"
+    raw.write_bytes(np.ascontiguousarray(sample).data)
+    with FrameWriter(ffmpeg, encoded, width, height, crf, preset) as writer:
+        writer.write(sample)
+        writer.close()
+    argv = [ffmpeg, "-hide_banner", "-nostdin", "-f", "rawvideo", "-pix_fmt", "yuv420p",
+            "-video_size", f"{width}x{height}", *COLOUR_TAGS, "-i", str(raw),
+            "-i", str(encoded), "-lavfi", "[1:v][0:v]psnr", "-f", "null", "-"]
+    proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    found = re.search(r"PSNR .*average:(\S+)", proc.stderr)
+    bytes_per_frame = encoded.stat().st_size / len(sample)
+    encoded.unlink()
+    raw.unlink()
+    if proc.returncode or not found:
+        raise FFmpegError(f"PSNR measurement failed: {' '.join(argv)}", proc.stderr)
+    return float(found.group(1)), bytes_per_frame

@@ -1,0 +1,122 @@
+"""The throughput benchmarks in their CPU smoke modes: their JSON, and that they measure the
+real thing (chunks cut as the CPU side cuts them, PSNR of identical computations)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import imageio_ffmpeg
+import pytest
+import torch
+
+from bench import codec_rates, model_fps
+from tasks import media
+
+REPO = Path(__file__).resolve().parent.parent
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def positive(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_model_fps_smoke_measures_every_variant(tiny_model_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model_fps.json"
+    args = model_fps.get_args_parser().parse_args(
+        ["--device", "cpu", "--smoke", "--model", str(tiny_model_path), "--out", str(out)])
+    report = model_fps.main(args)
+    assert json.loads(out.read_text()) == report
+    assert report["device"] == "cpu" and report["torch"] == torch.__version__
+    results = report["results"]
+    assert [r["variant"] for r in results] == ["fp32-eager", "bf16-eager"]
+    for r in results:
+        assert (r["model"], r["arch"], r["size"], r["batch"]) == ("tiny", "stylenet", "96x54", 2)
+        assert all(positive(r[k]) for k in ("fps", "ms_per_batch", "first_call_seconds")), r
+        assert r["fps"] == pytest.approx(2 / (r["ms_per_batch"] / 1000), rel=0.01)
+    psnr = {r["variant"]: r["psnr_db"] for r in results}
+    # The fp32 variant is a second, separate run of the reference computation: identical.
+    assert psnr["fp32-eager"] == 100.0
+    assert 20 < psnr["bf16-eager"] < 100
+    assert [b["variant"] for b in report["best"]] in (["fp32-eager"], ["bf16-eager"])
+    assert report["goal"]["size"] == "1920x1080" and report["goal"]["met_by"] == []
+
+
+def test_model_specs_are_files_or_seeded_architectures(tiny_model_path: Path) -> None:
+    (tiny_label, tiny), (johnson_label, johnson) = model_fps.load_models(
+        [str(tiny_model_path), "johnson"], seed=0)
+    assert (tiny_label, johnson_label) == ("tiny", "johnson (seeded)")
+    assert not tiny.training and not johnson.training
+    again = model_fps.load_models(["johnson"], seed=0)[0][1]
+    assert all(torch.equal(a, b) for a, b in zip(johnson.state_dict().values(),
+                                                 again.state_dict().values(), strict=True))
+
+
+def test_synthetic_frames_look_like_video() -> None:
+    frames = model_fps.natural_frames(3, 64, 36, seed=0)
+    assert frames.shape == (3, 3, 36, 64) and frames.min() >= 0 and frames.max() <= 1
+    assert torch.equal(frames, (frames * 255).round() / 255), "not 8-bit values"
+    assert frames.std() > 0.1, "too flat"
+    assert (frames[1] - frames[0]).abs().mean() > 0.005, "does not move"
+    assert torch.equal(frames, model_fps.natural_frames(3, 64, 36, seed=0))
+    same = torch.zeros(4, 4, dtype=torch.uint8)
+    assert model_fps.psnr_db(same, same) == model_fps.MAX_PSNR_DB
+    assert model_fps.psnr_db(same, same + 1) == pytest.approx(20 * math.log10(255))
+
+
+def test_chunks_are_cut_as_the_cpu_side_cuts_them() -> None:
+    source, pattern = Path("/in/clip.mp4"), Path("/out/%05d.mkv")
+    for starts in ([60, 120, 180], []):
+        ours = codec_rates.split_argv(media.ffmpeg_exe(), source, "mov", 0, starts, pattern)
+        assert ours == media.build_split_argv(source, "mov", 0, starts, pattern)
+    assert codec_rates.chunk_starts(823, 60) == media.chunk_starts(823, 60)
+
+
+def test_stylize_job_smoke_reports_rates_and_the_target(tiny_model_path: Path,
+                                                        tmp_path: Path) -> None:
+    fps_json = tmp_path / "model_fps.json"
+    fps_json.write_text(json.dumps({"results": [
+        {"model": "tiny", "arch": "stylenet", "size": "96x54", "batch": 4,
+         "variant": "fp32-eager", "fps": 5.0}]}))
+    out = tmp_path / "stylize_job.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.stylize_job", "--device", "cpu", "--smoke",
+         "--model", str(tiny_model_path), "--batch-size", "4", "--encoders", "2",
+         "--compare-presets", "ultrafast", "--rate-frames", "30",
+         "--model-fps-json", str(fps_json), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert json.loads(out.read_text()) == report
+    assert report["device"] == "cpu" and positive(report["host_cores"])
+    assert [c["clip"] for c in report["clips"]] == ["1080p", "square720"]
+    for clip in report["clips"]:
+        assert "error" not in clip, clip["error"]
+        assert clip["frames"] == clip["source"]["frames"] and clip["chunks"] >= 3
+        assert clip["source"]["audio"] == (clip["clip"] == "square720")
+        host = clip["host"]
+        assert positive(host["decode_fps"]) and host["decode_processes"] == 2
+        assert set(host["encode"]) == {"veryfast", "ultrafast"}
+        for rates in host["encode"].values():
+            assert all(positive(rates[k]) for k in ("one_process_fps", "parallel_fps", "fps",
+                                                    "psnr_db", "kbit_per_frame")), rates
+            assert rates["fps"] == max(rates["one_process_fps"], rates["parallel_fps"])
+        job = clip["job"]
+        assert job["encoders_per_rank"] == [2] and job["compile"] == "none"
+        assert all(positive(job[k]) for k in ("fps", "wall_fps", "run_seconds")), job
+        assert 0 < job["device_busy_fraction"] <= 1
+        for stage in job["stages"].values():
+            assert positive(stage["seconds"]) and positive(stage["fps_per_worker"])
+        assert clip["gpu_busy_fraction"] is None  # no GPU here
+        assert clip["encode_fps"] == host["encode"]["veryfast"]["fps"]
+        if clip["size"] == "96x54":
+            assert clip["model_fps"] == 5.0
+            assert clip["target_fps"] == pytest.approx(0.9 * 5.0, abs=0.01)
+            assert clip["met"] == (job["fps"] >= clip["target_fps"])
+        else:
+            assert clip["model_fps"] is None and "no stylenet" in clip["model_fps_source"]
+            assert clip["target_fps"] == pytest.approx(0.9 * clip["encode_fps"], abs=0.01)
