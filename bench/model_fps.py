@@ -72,8 +72,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-seconds", type=float, default=1.0,
                         help="time each variant for at least this long after warm-up")
     parser.add_argument("--budget-seconds", type=float, default=None,
-                        help="start no new measurement after this long; the rest are listed as "
-                             "skipped (a compile already running is not interrupted)")
+                        help="per model: start no new measurement of it after this long; the "
+                             "rest are listed as skipped (a compile already running is not "
+                             "interrupted). Variants run in the order given, so put the ones "
+                             "that matter most first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None,
                         help="also write the JSON here, rewritten after every measurement")
@@ -278,21 +280,24 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     results: list[dict[str, Any]] = report["results"]
     johnson = str(JOHNSON_BASELINE) if JOHNSON_BASELINE.is_file() else "johnson"
     for label, model in load_models(args.model or [str(SHIPPED_MODEL), johnson], args.seed):
-        # Batch-major: under a --budget-seconds the first batch size is measured at every size.
-        for batch in batch_sizes:
-            for size in sizes:
-                width, height = parse_size(size)
-                frames = natural_frames(batch, width, height, args.seed)
-                reference = None
-                for variant in variants:
+        model_started = time.perf_counter()
+        inputs: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        # Variant-major, in the order given: a --budget-seconds cuts the last variants first.
+        for variant in variants:
+            for batch in batch_sizes:
+                for size in sizes:
+                    width, height = parse_size(size)
                     entry: dict[str, Any] = {"model": label, "arch": arch_name(model),
                                              "size": f"{width}x{height}", "batch": batch,
                                              "variant": variant}
-                    if args.budget_seconds and time.perf_counter() - started > args.budget_seconds:
+                    spent = time.perf_counter() - model_started
+                    if args.budget_seconds and spent > args.budget_seconds:
                         entry["skipped"] = "budget"
                     else:
-                        if reference is None:
-                            reference = reference_output(model, frames, device)
+                        if (batch, size) not in inputs:
+                            frames = natural_frames(batch, width, height, args.seed)
+                            inputs[batch, size] = frames, reference_output(model, frames, device)
+                        frames, reference = inputs[batch, size]
                         try:
                             entry |= measure(make_forward(model, variant, device), frames,
                                              reference, device, min_seconds)
