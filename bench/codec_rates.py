@@ -84,16 +84,21 @@ def split_argv(ffmpeg: str, source: Path, demuxer: str, stream_index: int,
 
 
 def count_frames_argv(ffmpeg: str, path: Path) -> list[str]:
-    """Count the packets of the first video stream (stream copy, nothing decoded)."""
+    """List the packets of the first video stream (stream copy, nothing decoded), one per line.
+
+    ``framecrc`` rather than ``-progress``'s ``frame=``: FFmpeg 7.0 reports no frame count for a
+    stream copy there (seen with imageio-ffmpeg 0.6.0's 7.0.2 on the H200 machine).
+    """
     return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
-            "-map", "0:v:0", "-c", "copy", "-f", "null", "-progress", "pipe:1", "-"]
+            "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"]
 
 
 def count_frames(ffmpeg: str, path: Path) -> int:
-    counts = re.findall(rb"^frame=(\d+)", run_ffmpeg(count_frames_argv(ffmpeg, path)), re.M)
-    if not counts:
-        raise FFmpegError(f"no frame count for {path}")
-    return int(counts[-1])
+    packets = [line for line in run_ffmpeg(count_frames_argv(ffmpeg, path)).splitlines()
+               if line.strip() and not line.startswith(b"#")]
+    if not packets:
+        raise FFmpegError(f"no video packet in {path}")
+    return len(packets)
 
 
 def probe(ffmpeg: str, path: Path) -> VideoInfo:
