@@ -381,7 +381,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stylize-bench-"))
     report = describe_host(ffmpeg, device) | {
         "settings": {"ranks": args.ranks, "encoders": args.encoders or "default",
-                     "compile": resolve_compile_mode(args.compile, device),
+                     "compile": resolve_compile_mode(args.compile),
                      "batch_size": args.batch_size or "default", "crf": args.crf,
                      "preset": args.preset,
                      "chunk_seconds": args.chunk_seconds or "default"},

@@ -252,10 +252,8 @@ def test_summaries_written_before_and_after_the_new_fields_both_read(tmp_path: P
 
 
 def test_compile_and_encoder_defaults() -> None:
-    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    assert resolve_compile_mode("auto", cpu) == "none"
-    assert resolve_compile_mode("auto", cuda) == "default"
-    assert resolve_compile_mode("max-autotune", cpu) == "max-autotune"
+    assert resolve_compile_mode("auto") == "none"  # codec-bound on the H200: see its docstring
+    assert resolve_compile_mode("max-autotune") == "max-autotune"
     assert [default_encoders(t) for t in (1, 2, 4, 8, 16)] == [1, 1, 1, 2, 4]
 
 
