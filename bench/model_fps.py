@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gpu.jobdir import atomic_write_json
 from gpu.model import ARCHITECTURES, arch_name, build_model, load_style_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -313,7 +314,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     report["goal"] = goal(results)
                     report["seconds"] = round(time.perf_counter() - started, 1)
                     if args.out:
-                        args.out.write_text(json.dumps(report, indent=2) + "\n")
+                        atomic_write_json(args.out, report)
     return report
 
 if __name__ == "__main__":

@@ -396,13 +396,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 report["clips"].append({"clip": name, "error": f"{type(err).__name__}: {err}",
                                         "met": False})
             if args.out:
-                args.out.write_text(json.dumps(report, indent=2) + "\n")
+                jobdir.atomic_write_json(args.out, report)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     report["met"] = all(c["met"] for c in report["clips"])
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        jobdir.atomic_write_json(args.out, report)
     return report
 
 

@@ -18,7 +18,7 @@ any failure redoes only the chunks without a report. When every rank is through,
 ``summary.json``.
 
 Before it claims any chunk, each rank warms the network up on a batch of the job's shape: under
-``--compile`` (``torch.compile``, the default on CUDA) that is when compilation happens, and on
+``--compile`` (``torch.compile``; eager by default) that is when compilation happens, and on
 CUDA when cuDNN picks its algorithms. The summary reports the warm-up apart from the steady-state
 rate, and the share of the run each device spent on the rank's batches (timed with CUDA events).
 
