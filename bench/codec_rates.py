@@ -1,8 +1,8 @@
 """The host's side of the GPU job's workload: clips, chunks, and timed FFmpeg decode and encode.
 
-Benchmark clips are cut into chunks exactly as the CPU side cuts an upload
-(:func:`split_argv` repeats ``tasks.media.build_split_argv``, which ``bench`` cannot import on
-a GPU host without the CPU side's dependencies; a test checks that the two agree). Decode and
+Benchmark clips are cut into chunks by the CPU side's own command
+(:func:`tasks.split_command.build_split_argv`, which needs nothing beyond the standard library,
+so it runs on a GPU host too). Decode and
 encode rates are measured with the command lines ``gpu.stylize`` itself runs
 (:func:`gpu.video_io.decode_argv`, :class:`gpu.video_io.FrameWriter`), so they are the host's
 capacity for this job's work, not FFmpeg's in general.
@@ -14,17 +14,13 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gpu.video_io import COLOUR_TAGS, FFmpegError, FrameWriter, decode_argv, run_ffmpeg
-
-# The CPU side's allowlists (tasks.media), repeated so the argv matches it word for word.
-FORMAT_WHITELIST = "mov,matroska,avi,mpegts,mpeg,flv,ogg,asf,nut"
-CLI_PROTOCOLS = "file,pipe"
 
 
 @dataclass(frozen=True)
@@ -56,31 +52,6 @@ def source_clip_argv(ffmpeg: str, target: Path, width: int, height: int, fps: in
             "-map", "0:v:0", "-frames:v", str(frames), "-c:v", "libx264", "-preset", "veryfast",
             "-crf", "18", "-pix_fmt", "yuv420p", *audio_out, "-movflags", "+faststart",
             str(target)]
-
-
-def chunk_starts(frame_count: int, chunk_frames: int) -> list[int]:
-    """First frame number of every chunk but the first (as ``tasks.media.chunk_starts``)."""
-    if chunk_frames < 1:
-        raise ValueError("chunk_frames must be at least 1")
-    return list(range(chunk_frames, frame_count, chunk_frames))
-
-
-def split_argv(ffmpeg: str, source: Path, demuxer: str, stream_index: int,
-               starts: Sequence[int], pattern: Path) -> list[str]:
-    """Cut a video into lossless Ut Video RGB chunks: ``tasks.media.build_split_argv``'s argv."""
-    argv = [
-        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-protocol_whitelist", CLI_PROTOCOLS, "-format_whitelist", FORMAT_WHITELIST,
-        "-f", demuxer, "-i", str(source),
-        "-map", f"0:{stream_index}", "-map_metadata", "-1", "-map_chapters", "-1",
-        "-fps_mode", "passthrough", "-pix_fmt", "gbrp", "-c:v", "utvideo", "-pred", "median",
-        "-f", "segment", "-segment_format", "matroska", "-reset_timestamps", "1",
-    ]  # fmt: skip
-    if starts:
-        argv += ["-segment_frames", ",".join(str(n) for n in starts)]
-    else:
-        argv += ["-segment_time", "1000000"]
-    return [*argv, str(pattern)]
 
 
 def count_frames_argv(ffmpeg: str, path: Path) -> list[str]:

@@ -50,6 +50,7 @@ from gpu.stylize import (
     resolve_compile_mode,
 )
 from gpu.video_io import FrameReader, even_size, find_ffmpeg, run_ffmpeg, yuv420_frame_bytes
+from tasks.split_command import build_split_argv, chunk_starts
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_MODEL = REPO / "gpu/styles/starry_night.safetensors"
@@ -132,9 +133,8 @@ def split_clip(source: Path, info: codec_rates.VideoInfo, input_dir: Path, chunk
     """A job folder holding ``source`` cut as the CPU side cuts it (manifest included)."""
     chunks_dir = input_dir / jobdir.CHUNKS_DIR
     chunks_dir.mkdir(parents=True)
-    run_ffmpeg(codec_rates.split_argv(ffmpeg, source, info.demuxer, info.stream_index,
-                                      codec_rates.chunk_starts(info.frames, chunk_frames),
-                                      chunks_dir / "%05d.mkv"))
+    run_ffmpeg(build_split_argv(ffmpeg, source, info.demuxer, info.stream_index,
+                                chunk_starts(info.frames, chunk_frames), chunks_dir / "%05d.mkv"))
     chunks, first_frame = [], 0
     for index, path in enumerate(sorted(chunks_dir.glob("*.mkv"))):
         frames = codec_rates.count_frames(ffmpeg, path)

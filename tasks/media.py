@@ -36,22 +36,24 @@ import imageio_ffmpeg
 
 from gpu.jobdir import CHUNKS_DIR, ChunkSpec, EncodeSettings, JobManifest, write_manifest
 from tasks.settings import LimitSettings
+from tasks.split_command import (
+    ALLOWED_DEMUXERS,
+    FORMAT_WHITELIST,
+    InvalidMediaError,
+    base_argv,
+    build_split_argv,
+    chunk_starts,
+    input_argv,
+)
 
-# Demuxers of plain media containers. Anything else (hls, concat, image2, tee, data, ...) can
-# reference other files or URLs, or is not a video container at all.
-ALLOWED_DEMUXERS = ("mov", "matroska", "avi", "mpegts", "mpeg", "flv", "ogg", "asf", "nut")
-FORMAT_WHITELIST = ",".join(ALLOWED_DEMUXERS)
-# Protocols PyAV may open (the upload is a local file) and the FFmpeg CLI may use.
+# Protocols PyAV may open (the upload is a local file).
 PYAV_PROTOCOLS = "file"
-CLI_PROTOCOLS = "file,pipe"
 # AVCOL_SPC_UNSPECIFIED: the stream does not say which YCbCr matrix it uses.
 UNSPECIFIED_COLORSPACE = 2
 # Audio codecs that play from an MP4 everywhere; anything else is transcoded to AAC.
 MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
 AAC_BITRATE = "192k"
 STDERR_TAIL_CHARS = 4000
-# Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN); stay well below.
-MAX_ARG_CHARS = 100_000
 # (offset, bytes) that mark a file as an MP4/MOV, Matroska/WebM, AVI, FLV or Ogg container: a
 # file that starts like one but does not open is damaged rather than of an unknown kind.
 CONTAINER_MAGIC = (
@@ -70,10 +72,6 @@ class FFmpegError(RuntimeError):
         super().__init__(
             f"ffmpeg exited with status {returncode}: {self.stderr.strip() or '(no stderr)'}"
         )
-
-
-class InvalidMediaError(ValueError):
-    """The input is not a video this pipeline accepts; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -182,23 +180,7 @@ def ffmpeg_exe() -> str:
 
 
 def _base_argv() -> list[str]:
-    return [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
-
-
-def input_argv(src: Path, demuxer: str) -> list[str]:
-    """Options that open untrusted ``src`` with exactly ``demuxer`` over local files only.
-
-    Forcing ``-f`` stops FFmpeg from re-probing the file into a playlist demuxer, and the
-    whitelists refuse any other demuxer or protocol a nested reference might ask for.
-    """
-    if demuxer not in ALLOWED_DEMUXERS:
-        raise InvalidMediaError(f"demuxer {demuxer!r} is not allowed")
-    return [
-        "-protocol_whitelist", CLI_PROTOCOLS,
-        "-format_whitelist", FORMAT_WHITELIST,
-        "-f", demuxer,
-        "-i", str(src),
-    ]  # fmt: skip
+    return base_argv(ffmpeg_exe())
 
 
 def build_extract_audio_argv(
@@ -225,63 +207,6 @@ def build_extract_audio_argv(
         "-f", "matroska",
         str(out),
     ]  # fmt: skip
-
-
-def build_split_argv(
-    src: Path,
-    demuxer: str,
-    stream_index: int,
-    chunk_starts: Sequence[int],
-    pattern: Path,
-    assumed_matrix: str | None = None,
-) -> list[str]:
-    """Cut video stream ``stream_index`` of ``src`` into lossless RGB Matroska chunks.
-
-    Every decoded frame is kept (``-fps_mode passthrough``) and rotation is applied (FFmpeg
-    autorotates by default). The codec is Ut Video on planar RGB (``gbrp``): lossless and
-    intra-only, so the segment muxer can start a new chunk exactly at each frame number in
-    ``chunk_starts``, and several times faster to encode and decode than FFV1 (which matters
-    because the GPU job decodes the chunks on its CPU).
-
-    Args:
-        src: Source video.
-        demuxer: Allowlisted demuxer of ``src``.
-        stream_index: Absolute index of the video stream.
-        chunk_starts: First frame number of every chunk after the first.
-        pattern: Output pattern such as ``dir/%05d.mkv``.
-        assumed_matrix: YCbCr matrix to convert an untagged source with (see
-            :attr:`VideoStreamInfo.assumed_matrix`); None lets FFmpeg follow the tags.
-    """
-    convert = [] if assumed_matrix is None else [
-        "-vf", f"scale=in_color_matrix={assumed_matrix}:flags=accurate_rnd+full_chroma_int",
-    ]
-    argv = [
-        *_base_argv(),
-        *input_argv(src, demuxer),
-        "-map", f"0:{stream_index}",
-        "-map_metadata", "-1",
-        "-map_chapters", "-1",
-        "-fps_mode", "passthrough",
-        *convert,
-        "-pix_fmt", "gbrp",
-        "-c:v", "utvideo",
-        "-pred", "median",
-        "-f", "segment",
-        "-segment_format", "matroska",
-        "-reset_timestamps", "1",
-    ]  # fmt: skip
-    if chunk_starts:
-        frames = ",".join(str(n) for n in chunk_starts)
-        if len(frames) > MAX_ARG_CHARS:
-            raise ValueError(
-                f"{len(chunk_starts) + 1} chunks do not fit on one FFmpeg command line; "
-                "use longer chunks"
-            )
-        argv += ["-segment_frames", frames]
-    else:
-        # One chunk: a segment length longer than any accepted input.
-        argv += ["-segment_time", "1000000"]
-    return [*argv, str(pattern)]
 
 
 def build_mux_argv(
@@ -661,13 +586,6 @@ def extract_audio(src: Path, probe: MediaProbe, out_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- split
 
 
-def chunk_starts(frame_count: int, chunk_frames: int) -> list[int]:
-    """First frame number of every chunk but the first."""
-    if chunk_frames < 1:
-        raise ValueError("chunk_frames must be at least 1")
-    return list(range(chunk_frames, frame_count, chunk_frames))
-
-
 def count_video_packets(path: Path) -> tuple[int, int, int]:
     """Packets of the first video stream of a file we wrote, and its width and height."""
     with av.open(str(path), options={"protocol_whitelist": PYAV_PROTOCOLS}) as container:
@@ -704,7 +622,7 @@ def split_video(
     final_dir = input_dir / CHUNKS_DIR
     work_dir = Path(tempfile.mkdtemp(prefix=".chunks-", dir=input_dir))
     try:
-        run_ffmpeg(build_split_argv(src, probe.demuxer, video.index,
+        run_ffmpeg(build_split_argv(ffmpeg_exe(), src, probe.demuxer, video.index,
                                     chunk_starts(video.frame_count, chunk_frames),
                                     work_dir / "%05d.mkv", video.assumed_matrix))
         chunks = []

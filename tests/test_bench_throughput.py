@@ -14,8 +14,7 @@ import imageio_ffmpeg
 import pytest
 import torch
 
-from bench import codec_rates, model_fps
-from tasks import media
+from bench import model_fps
 
 REPO = Path(__file__).resolve().parent.parent
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -66,14 +65,6 @@ def test_synthetic_frames_look_like_video() -> None:
     same = torch.zeros(4, 4, dtype=torch.uint8)
     assert model_fps.psnr_db(same, same) == model_fps.MAX_PSNR_DB
     assert model_fps.psnr_db(same, same + 1) == pytest.approx(20 * math.log10(255))
-
-
-def test_chunks_are_cut_as_the_cpu_side_cuts_them() -> None:
-    source, pattern = Path("/in/clip.mp4"), Path("/out/%05d.mkv")
-    for starts in ([60, 120, 180], []):
-        ours = codec_rates.split_argv(media.ffmpeg_exe(), source, "mov", 0, starts, pattern)
-        assert ours == media.build_split_argv(source, "mov", 0, starts, pattern)
-    assert codec_rates.chunk_starts(823, 60) == media.chunk_starts(823, 60)
 
 
 def test_stylize_job_smoke_reports_rates_and_the_target(tiny_model_path: Path,

@@ -131,7 +131,8 @@ def test_input_options_force_the_demuxer_and_local_protocols() -> None:
 
 
 def test_split_command() -> None:
-    argv = media.build_split_argv(Path("/in/a.mkv"), "matroska", 0, [7, 14], Path("/c/%05d.mkv"))
+    ffmpeg, src, pattern = media.ffmpeg_exe(), Path("/in/a.mkv"), Path("/c/%05d.mkv")
+    argv = media.build_split_argv(ffmpeg, src, "matroska", 0, [7, 14], pattern)
     assert argv[0] == media.ffmpeg_exe()
     assert argv[argv.index("-i") - 2:argv.index("-i") + 2] == ["-f", "matroska", "-i", "/in/a.mkv"]
     pairs = dict(zip(argv[argv.index("-i") + 2::2], argv[argv.index("-i") + 3::2], strict=False))
@@ -142,13 +143,11 @@ def test_split_command() -> None:
     assert pairs["-segment_frames"] == "7,14"
     assert argv[-1] == "/c/%05d.mkv"
     assert "-vf" not in argv  # tagged sources: FFmpeg follows the tags
-    single = media.build_split_argv(Path("/in/a.mkv"), "matroska", 0, [], Path("/c/%05d.mkv"),
-                                    "bt709")
+    single = media.build_split_argv(ffmpeg, src, "matroska", 0, [], pattern, "bt709")
     assert "-segment_frames" not in single
     assert single[single.index("-vf") + 1].startswith("scale=in_color_matrix=bt709:")
     with pytest.raises(ValueError, match="use longer chunks"):
-        media.build_split_argv(Path("/in/a.mkv"), "matroska", 0, range(1, 50_000),
-                               Path("/c/%05d.mkv"))
+        media.build_split_argv(ffmpeg, src, "matroska", 0, range(1, 50_000), pattern)
 
 
 def test_extract_audio_and_frame_commands() -> None:
@@ -369,7 +368,8 @@ def test_rejects_hls_playlist_pointing_at_a_local_file(
         media.probe(playlist, LIMITS)
     # The CLI, told the format, cannot be talked into the playlist either.
     with pytest.raises(FFmpegError):
-        media.run_ffmpeg(media.build_split_argv(playlist, "mov", 0, [], tmp_path / "%05d.mkv"))
+        media.run_ffmpeg(media.build_split_argv(media.ffmpeg_exe(), playlist, "mov", 0, [],
+                                                tmp_path / "%05d.mkv"))
     assert not list(tmp_path.glob("*.mkv"))
 
 
