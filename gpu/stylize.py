@@ -85,8 +85,9 @@ CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
 """Modes that replay CUDA graphs: they record during the first calls, so warm up with three."""
 
 DEFAULT_BATCH_SIZES = {"cuda": 8, "cpu": 2}
-"""Frames per forward pass by device type. On a CPU, batches of 1 or 2 frames run about 40%
-faster than 8 (measured at 640x360 on 2 cores: activations of small batches stay in cache)."""
+"""Frames per forward pass by device type. On a 2-core CPU at 640x360 the whole job ran 24%
+faster with batches of 2 than of 8 (docs/stylize_job_cpu_demo*.json); the network alone, 8%
+(docs/model_fps_cpu.json): the activations of small batches stay in cache."""
 
 CORES_PER_ENCODER = 4
 """Default chunks in flight per rank: one per this many of its cores. One x264 process cannot
