@@ -44,9 +44,13 @@ VARIANTS: dict[str, tuple[torch.dtype, str]] = {
     "bf16-reduce-overhead": (torch.bfloat16, "reduce-overhead"),
     "bf16-max-autotune-no-cudagraphs": (torch.bfloat16, "max-autotune-no-cudagraphs"),
     "bf16-max-autotune": (torch.bfloat16, "max-autotune"),
+    "bf16-default-frozen": (torch.bfloat16, "default"),
 }
 """Variant name -> (compute dtype, torch.compile mode or 'none'). bf16 variants run the way
 ``gpu.stylize`` does: channels_last weights and inputs, fp32 inputs under bf16 autocast."""
+FROZEN = frozenset({"bf16-default-frozen"})
+"""Variants compiled with Inductor's ``freezing``: the weights become constants, so their
+layout conversions and the folding of constant arithmetic happen once at compile time."""
 
 REFERENCE = "fp32-eager"
 CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
@@ -62,9 +66,11 @@ SMOKE_SIZES = ["96x54"]
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Benchmark the style networks alone")
     parser.add_argument("--model", action="append", default=None,
-                        help="an architecture name (seeded random weights) or a .safetensors "
-                             "file; repeat for several (default: the shipped starry_night "
-                             "StyleNet and its Johnson baseline, seeded if that file is absent)")
+                        help="an architecture name, optionally with JSON hyper-parameters "
+                             "('stylenet:{\"head\": \"subpixel\"}'), for seeded random "
+                             "weights, or a .safetensors file; repeat for several (default: "
+                             "the shipped starry_night StyleNet and its Johnson baseline, "
+                             "seeded if that file is absent)")
     parser.add_argument("--sizes", default="1280x720,1920x1080", help="WxH list, comma-separated")
     parser.add_argument("--batch-sizes", default="8", help="comma-separated")
     parser.add_argument("--variants", default=",".join(VARIANTS),
@@ -121,9 +127,11 @@ def load_models(specs: list[str], seed: int) -> list[tuple[str, nn.Module]]:
     """(label, fp32 eval network) for each ``--model`` spec."""
     models = []
     for spec in specs:
-        if spec in ARCHITECTURES:
+        arch, _, hparams = spec.partition(":")
+        if arch in ARCHITECTURES:
             torch.manual_seed(seed)
-            models.append((f"{spec} (seeded)", build_model(spec).eval()))
+            models.append((f"{spec} (seeded)",
+                           build_model(arch, **json.loads(hparams or "{}")).eval()))
         else:
             path = Path(spec)
             models.append((path.stem, load_style_model(path)))
@@ -145,7 +153,8 @@ def make_forward(model: nn.Module, variant: str,
 
     if mode == "none":
         return forward
-    compiled = torch.compile(forward, mode=mode, dynamic=False)
+    options = {"freezing": True} if variant in FROZEN else None
+    compiled = torch.compile(forward, mode=mode, dynamic=False, options=options)
     if mode not in CUDA_GRAPH_MODES or device.type != "cuda":
         return compiled
 

@@ -37,17 +37,27 @@ class StyleNet(nn.Module):
     A ``PixelUnshuffle(4)`` stem replaces the 9x9 convolution on 3 channels, the residual body
     runs at a quarter resolution, and two ``PixelShuffle(2)`` steps bring it back.
 
-    Defaults: 0.49 M parameters (0.98 MB fp16), 143 GFLOP per 1920x1080 frame (Johnson's
-    TransformerNet: 1.68 M, 638 GFLOP). Measured on one H200, bf16, batches of 8 1080p frames:
-    about 300 frames/s eager, where instance norm and the reshuffles are memory-bound, and about
-    970 frames/s under ``torch.compile``, which fuses them.
+    Two heads (``head``):
+
+    * ``"full_res"``: the second shuffle leaves ``head_width // 2`` channels at full resolution
+      and a last 3x3 convolution maps them to RGB. 0.49 M parameters, 143 GFLOP per 1920x1080
+      frame (Johnson's TransformerNet: 1.68 M, 638 GFLOP). On one H200, bf16, batches of 8
+      1080p frames: about 270 frames/s eager and 970 under ``torch.compile``.
+    * ``"subpixel"``: the last convolution runs at half resolution and its 12 channels are
+      shuffled straight into RGB (sub-pixel convolution, as in ESPCN), so no tensor wider than
+      3 channels is ever written at full resolution. Those wide full-resolution tensors, not the
+      arithmetic, are what bound the full-resolution head: they are most of its memory traffic.
     """
 
     stride = 4
+    HEADS = ("full_res", "subpixel")
 
-    def __init__(self, width: int = 64, blocks: int = 5, head_width: int = 32) -> None:
+    def __init__(self, width: int = 64, blocks: int = 5, head_width: int = 32,
+                 head: str = "full_res") -> None:
         super().__init__()
-        self.hparams = {"width": width, "blocks": blocks, "head_width": head_width}
+        if head not in self.HEADS:
+            raise ValueError(f"unknown StyleNet head {head!r}; known: {list(self.HEADS)}")
+        self.hparams = {"width": width, "blocks": blocks, "head_width": head_width, "head": head}
         self.stem = nn.Sequential(
             nn.PixelUnshuffle(4),
             nn.Conv2d(48, width, 3, padding=1, padding_mode="reflect"),
@@ -55,16 +65,27 @@ class StyleNet(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.body = nn.Sequential(*[ResidualBlock(width) for _ in range(blocks)])
-        self.head = nn.Sequential(
+        upsample = [
             nn.Conv2d(width, head_width * 4, 3, padding=1, padding_mode="reflect"),
             nn.PixelShuffle(2),
             nn.InstanceNorm2d(head_width, affine=True),
             nn.ReLU(inplace=True),
-            nn.Conv2d(head_width, (head_width // 2) * 4, 3, padding=1, padding_mode="reflect"),
-            nn.PixelShuffle(2),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(head_width // 2, 3, 3, padding=1, padding_mode="reflect"),
-        )
+        ]
+        if head == "full_res":
+            self.head = nn.Sequential(
+                *upsample,
+                nn.Conv2d(head_width, (head_width // 2) * 4, 3, padding=1,
+                          padding_mode="reflect"),
+                nn.PixelShuffle(2),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(head_width // 2, 3, 3, padding=1, padding_mode="reflect"),
+            )
+        else:
+            self.head = nn.Sequential(
+                *upsample,
+                nn.Conv2d(head_width, 3 * 4, 3, padding=1, padding_mode="reflect"),
+                nn.PixelShuffle(2),
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
@@ -125,7 +146,7 @@ class TransformerNet(nn.Module):
 ARCHITECTURES: dict[str, type[nn.Module]] = {"stylenet": StyleNet, "johnson": TransformerNet}
 
 
-def build_model(arch: str = "stylenet", **hparams: int) -> nn.Module:
+def build_model(arch: str = "stylenet", **hparams: int | str) -> nn.Module:
     """A freshly initialised network of architecture ``arch``."""
     try:
         return ARCHITECTURES[arch](**hparams)
