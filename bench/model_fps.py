@@ -44,7 +44,7 @@ VARIANTS: dict[str, tuple[torch.dtype, str]] = {
     "bf16-reduce-overhead": (torch.bfloat16, "reduce-overhead"),
     "bf16-max-autotune-no-cudagraphs": (torch.bfloat16, "max-autotune-no-cudagraphs"),
     "bf16-max-autotune": (torch.bfloat16, "max-autotune"),
-    "bf16-default-frozen": (torch.bfloat16, "default"),
+    "bf16-default-frozen": (torch.bfloat16, "default"),  # plus Inductor's freezing
 }
 """Variant name -> (compute dtype, torch.compile mode or 'none'). bf16 variants run the way
 ``gpu.stylize`` does: channels_last weights and inputs, fp32 inputs under bf16 autocast."""
@@ -153,8 +153,9 @@ def make_forward(model: nn.Module, variant: str,
 
     if mode == "none":
         return forward
-    options = {"freezing": True} if variant in FROZEN else None
-    compiled = torch.compile(forward, mode=mode, dynamic=False, options=options)
+    # torch.compile takes a mode or an options dict, not both; "default" is no options at all.
+    how = {"options": {"freezing": True}} if variant in FROZEN else {"mode": mode}
+    compiled = torch.compile(forward, dynamic=False, **how)
     if mode not in CUDA_GRAPH_MODES or device.type != "cuda":
         return compiled
 

@@ -39,21 +39,26 @@ class StyleNet(nn.Module):
 
     Two heads (``head``):
 
-    * ``"full_res"``: the second shuffle leaves ``head_width // 2`` channels at full resolution
-      and a last 3x3 convolution maps them to RGB. 0.49 M parameters, 143 GFLOP per 1920x1080
-      frame (Johnson's TransformerNet: 1.68 M, 638 GFLOP). On one H200, bf16, batches of 8
-      1080p frames: about 270 frames/s eager and 970 under ``torch.compile``.
-    * ``"subpixel"``: the last convolution runs at half resolution and its 12 channels are
-      shuffled straight into RGB (sub-pixel convolution, as in ESPCN), so no tensor wider than
-      3 channels is ever written at full resolution. Those wide full-resolution tensors, not the
-      arithmetic, are what bound the full-resolution head: they are most of its memory traffic.
+    * ``"subpixel"`` (the default, and the shipped styles'): the last convolution runs at half
+      resolution and its 12 channels are shuffled straight into RGB (sub-pixel convolution, as
+      in ESPCN), so no tensor wider than 3 channels is ever written at full resolution.
+      0.48 M parameters, 125 GFLOP per 1920x1080 frame. On one H200, bf16, batches of 8 1080p
+      frames, untrained weights: 350 frames/s eager and 1289 under ``torch.compile``
+      (docs/arch_candidates.json).
+    * ``"full_res"``, the first shipped set's: the second shuffle leaves ``head_width // 2``
+      channels at full resolution and a last 3x3 convolution maps them to RGB. 0.49 M
+      parameters, 143 GFLOP; 269 frames/s eager and 983 compiled in the same run. Its wide
+      full-resolution tensors, not its arithmetic, bound it: they are most of its memory
+      traffic.
+
+    Johnson's TransformerNet, for comparison: 1.68 M parameters, 638 GFLOP.
     """
 
     stride = 4
     HEADS = ("full_res", "subpixel")
 
     def __init__(self, width: int = 64, blocks: int = 5, head_width: int = 32,
-                 head: str = "full_res") -> None:
+                 head: str = "subpixel") -> None:
         super().__init__()
         if head not in self.HEADS:
             raise ValueError(f"unknown StyleNet head {head!r}; known: {list(self.HEADS)}")
@@ -184,7 +189,11 @@ def load_style_model(path: Path, device: str | torch.device = "cpu") -> nn.Modul
     meta = read_metadata(path)
     if "arch" not in meta:
         raise ValueError(f"{path}: not a restyle model (no 'arch' in its metadata)")
-    model = build_model(meta["arch"], **json.loads(meta.get("hparams", "{}")))
+    hparams = json.loads(meta.get("hparams", "{}"))
+    if meta["arch"] == "stylenet":
+        # Files written before StyleNet had a choice of heads have the full-resolution one.
+        hparams.setdefault("head", "full_res")
+    model = build_model(meta["arch"], **hparams)
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     model.load_state_dict(state)
     return model.eval().to(device)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from gpu import train, train_data
-from gpu.model import build_model, load_style_model, read_metadata, save_weights
+from gpu.model import StyleNet, build_model, load_style_model, read_metadata, save_weights
 from gpu.vgg import (
     VGG_MEAN_BGR,
     find_vgg_weights,
@@ -125,19 +125,53 @@ def count_conv_macs(model: torch.nn.Module, height: int, width: int) -> int:
     return macs
 
 
-def test_stylenet_fits_its_budget(tmp_path: Path) -> None:
-    model = build_model("stylenet")
+@pytest.mark.parametrize("head", StyleNet.HEADS)
+def test_stylenet_fits_its_budget(head: str, tmp_path: Path) -> None:
+    model = build_model("stylenet", head=head)
     assert sum(p.numel() for p in model.parameters()) <= 2_000_000
     save_weights(model, tmp_path / "m.safetensors")
     assert (tmp_path / "m.safetensors").stat().st_size <= 4 * 2**20
     assert 2 * count_conv_macs(model, 1080, 1920) <= 250e9
 
 
-@pytest.mark.parametrize("arch", ["stylenet", "johnson"])
-def test_any_frame_size_round_trips(arch: str) -> None:
-    model = build_model(arch, **({"width": 8} if arch == "johnson" else {})).eval()
+def test_subpixel_head_costs_less_than_the_full_resolution_one() -> None:
+    flops = {head: 2 * count_conv_macs(build_model("stylenet", head=head), 1080, 1920)
+             for head in StyleNet.HEADS}
+    assert flops["subpixel"] < 0.9 * flops["full_res"]
+    assert build_model("stylenet").hparams["head"] == "subpixel"
+
+
+def test_unknown_stylenet_head_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown StyleNet head 'huge'"):
+        build_model("stylenet", head="huge")
+
+
+@pytest.mark.parametrize(("arch", "hparams"), [
+    ("stylenet", {"head": "subpixel"}),
+    ("stylenet", {"head": "full_res"}),
+    ("johnson", {"width": 8}),
+])
+def test_any_frame_size_round_trips(arch: str, hparams: dict) -> None:
+    model = build_model(arch, **hparams).eval()
     out = model(torch.rand(1, 3, 33, 47))
     assert out.shape == (1, 3, 33, 47) and out.min() >= 0 and out.max() <= 1
+
+
+def test_weights_saved_before_heads_existed_load_the_full_resolution_head(
+        tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    model = build_model("stylenet", width=8, blocks=1, head_width=8, head="full_res").eval()
+    path = tmp_path / "old.safetensors"
+    save_weights(model, path)
+    # Rewrite the metadata as the first shipped set has it: no "head" key.
+    tensors = load_file(str(path))
+    old_hparams = {"width": 8, "blocks": 1, "head_width": 8}
+    save_file(tensors, str(path), metadata={"arch": "stylenet",
+                                             "hparams": json.dumps(old_hparams)})
+    loaded = load_style_model(path)
+    assert loaded.hparams["head"] == "full_res"
+    x = torch.rand(1, 3, 16, 16)
+    torch.testing.assert_close(loaded(x), model.half().float()(x), atol=1e-3, rtol=0)
 
 
 @pytest.mark.parametrize("arch", ["stylenet", "johnson"])
