@@ -2,9 +2,10 @@
 
 Benchmark clips are cut into chunks by the CPU side's own command
 (:func:`tasks.split_command.build_split_argv`, which needs nothing beyond the standard library,
-so it runs on a GPU host too). Decode and
-encode rates are measured with the command lines ``gpu.stylize`` itself runs
-(:func:`gpu.video_io.decode_argv`, :class:`gpu.video_io.FrameWriter`), so they are the host's
+so it runs on a GPU host too), in the pixel format the CPU side would choose for them
+(:attr:`VideoInfo.chunk_format`). Decode and encode rates are measured with the command lines
+``gpu.stylize`` itself runs (:func:`gpu.video_io.decode_argv` to the chunks' own planar format,
+:class:`gpu.video_io.FrameWriter`), so they are the host's
 capacity for this job's work, not FFmpeg's in general.
 """
 
@@ -21,11 +22,20 @@ from pathlib import Path
 import numpy as np
 
 from gpu.video_io import COLOUR_TAGS, FFmpegError, FrameWriter, decode_argv, run_ffmpeg
+from tasks.split_command import ChunkFormat, choose_chunk_format
+
+RGB_PIX_FMT_PREFIXES = ("gbr", "rgb", "bgr", "argb", "abgr", "0rgb", "0bgr", "x2rgb", "x2bgr")
+YUV_PIX_FMT_PREFIXES = ("yuv", "nv", "p010", "p016", "p210", "p216", "p410", "p416")
+RANGE_NAMES = {"tv": False, "pc": True}
 
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What the benchmark needs to know about a source clip."""
+    """What the benchmark needs to know about a source clip.
+
+    ``pix_fmt``, ``colorspace`` (FFmpeg's tag, None when untagged) and ``full_range`` describe
+    its pixels as FFmpeg reports them, which is what the chunk format depends on.
+    """
 
     width: int
     height: int
@@ -34,6 +44,21 @@ class VideoInfo:
     stream_index: int
     demuxer: str
     audio: bool
+    pix_fmt: str = "yuv420p"
+    colorspace: str | None = None
+    full_range: bool = False
+
+    @property
+    def pixel_family(self) -> str:
+        if self.pix_fmt.startswith(RGB_PIX_FMT_PREFIXES):
+            return "rgb"
+        return "yuv" if self.pix_fmt.startswith(YUV_PIX_FMT_PREFIXES) else "other"
+
+    @property
+    def chunk_format(self) -> ChunkFormat:
+        """The chunks' pixel format, as the CPU side would choose it for this clip."""
+        return choose_chunk_format(self.pixel_family, self.width, self.height, self.colorspace,
+                                   self.full_range)
 
 
 def source_clip_argv(ffmpeg: str, target: Path, width: int, height: int, fps: int, frames: int,
@@ -72,21 +97,50 @@ def count_frames(ffmpeg: str, path: Path) -> int:
     return len(packets)
 
 
+VIDEO_STREAM = re.compile(
+    r"Stream #0:(?P<index>\d+)\S*: Video: [^,]*, (?P<pix_fmt>\w+)(?:\((?P<details>[^)]*)\))?, "
+    r"(?P<width>\d+)x(?P<height>\d+)[ ,].*?(?P<fps>[\d.]+) fps")
+"""FFmpeg's line for a video stream, such as ``Stream #0:0[0x1](und): Video: h264 (High) (avc1 /
+0x31637661), yuv420p(tv, bt709, progressive), 1920x1080 [SAR 1:1 DAR 16:9], ..., 30 fps``."""
+
+
+def colour_details(details: str | None) -> tuple[str | None, bool]:
+    """The colorspace tag (None when unknown) and full range of a pixel format's details.
+
+    FFmpeg writes the range (``tv``/``pc``) when known, then the colorspace, primaries and
+    transfer as one name when they agree or as ``space/primaries/transfer`` when not, then the
+    field order.
+    """
+    colorspace, full_range = None, False
+    for item in (details or "").split(", "):
+        if item in RANGE_NAMES:
+            full_range = RANGE_NAMES[item]
+        elif "/" in item:
+            colorspace = item.split("/")[0]
+        elif item in ("bt709", "bt470bg", "smpte170m", "smpte240m", "bt2020nc", "fcc"):
+            colorspace = item
+    return (None if colorspace in (None, "unknown") else colorspace), full_range
+
+
 def probe(ffmpeg: str, path: Path) -> VideoInfo:
-    """Size, rate, frame count, video stream and demuxer of ``path``, from FFmpeg's own report."""
+    """Size, rate, frame count, pixels, video stream and demuxer of ``path``, from FFmpeg's own
+    report."""
     proc = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    video = re.search(r"Stream #0:(\d+)\S*: Video: .*?, (\d+)x(\d+)[ ,].*?([\d.]+) fps",
-                      proc.stderr)
+    video = VIDEO_STREAM.search(proc.stderr)
     container = re.search(r"Input #0, ([\w,]+), from", proc.stderr)
     if not video or not container:
         raise FFmpegError(f"cannot read the video stream of {path}", proc.stderr)
     names = container.group(1).split(",")
     demuxer = "mov" if "mov" in names else "matroska" if "matroska" in names else names[0]
-    return VideoInfo(width=int(video.group(2)), height=int(video.group(3)),
-                     fps=float(video.group(4)), frames=count_frames(ffmpeg, path),
-                     stream_index=int(video.group(1)), demuxer=demuxer,
-                     audio=bool(re.search(r"Stream #0:\d+\S*: Audio:", proc.stderr)))
+    colorspace, full_range = colour_details(video["details"])
+    pix_fmt = video["pix_fmt"]
+    return VideoInfo(width=int(video["width"]), height=int(video["height"]),
+                     fps=float(video["fps"]), frames=count_frames(ffmpeg, path),
+                     stream_index=int(video["index"]), demuxer=demuxer,
+                     audio=bool(re.search(r"Stream #0:\d+\S*: Audio:", proc.stderr)),
+                     pix_fmt=pix_fmt, colorspace=colorspace,
+                     full_range=full_range or pix_fmt.startswith("yuvj"))
 
 
 def _concurrently(jobs: list[Callable[[], None]], processes: int) -> float:
@@ -118,13 +172,14 @@ def _concurrently(jobs: list[Callable[[], None]], processes: int) -> float:
 
 
 def decode_rate(ffmpeg: str, chunks: list[Path], frames: int, processes: int,
-                threads: int) -> float:
-    """Frames/s decoding ``chunks`` (``frames`` in all) to RGB as the job does, ``processes``
-    FFmpeg processes at a time with ``threads`` threads each, output discarded."""
+                threads: int, pix_fmt: str) -> float:
+    """Frames/s decoding ``chunks`` (``frames`` in all) to raw ``pix_fmt`` as the job does (the
+    chunks' own planar format: no conversion), ``processes`` FFmpeg processes at a time with
+    ``threads`` decoder threads each, output discarded."""
 
     def decode(chunk: Path) -> Callable[[], None]:
         def run() -> None:
-            argv = decode_argv(ffmpeg, chunk, threads)
+            argv = decode_argv(ffmpeg, chunk, pix_fmt, threads)
             proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   stdin=subprocess.DEVNULL)
             if proc.returncode:

@@ -4,11 +4,13 @@ For each clip (by default the issue's two: 1920x1080 at 30 frames/s for 30 s, an
 30 frames/s, 823 frames, with an audio track), this
 
 1. builds it from an FFmpeg test pattern, encoded like an upload (H.264 and AAC in MP4), or
-   takes a given file, and cuts it into Ut Video RGB chunks exactly as the CPU side does;
-2. measures the host: decoding the chunks with the job's decoder command, as many at once as
-   the job runs, and x264 encoding at the job's CRF and preset with the job's encoder command,
-   on frames the model stylized, both as one process using every core and as many processes
-   at once as the job runs encoders (the better of the two is the host's encode rate);
+   takes a given file, and cuts it into Ut Video chunks exactly as the CPU side does (YUV 4:2:0
+   for the built clips, see :func:`tasks.split_command.choose_chunk_format`);
+2. measures the host: decoding the chunks with the job's decoder command (to their own planar
+   format), as many at once as the job runs, and x264 encoding at the job's CRF and preset
+   with the job's encoder command, on frames the model stylized, both as one process using
+   every core and as many processes at once as the job runs encoders (the better of the two is
+   the host's encode rate);
 3. runs ``gpu.stylize`` with the shipped model (under ``mpiexec`` for ``--ranks`` above 1) and
    reads its summary: steady-state frames/s after warm-up (compilation) and the warm-up
    itself, per-stage seconds and rates, and the share of the run the GPU was busy;
@@ -45,6 +47,7 @@ from gpu.jobdir import ChunkSpec, EncodeSettings, JobManifest, JobSummary
 from gpu.model import load_style_model, read_metadata
 from gpu.stylize import (
     COMPILE_MODES,
+    FrameLayout,
     Stylizer,
     default_encoders,
     resolve_compile_mode,
@@ -133,8 +136,10 @@ def split_clip(source: Path, info: codec_rates.VideoInfo, input_dir: Path, chunk
     """A job folder holding ``source`` cut as the CPU side cuts it (manifest included)."""
     chunks_dir = input_dir / jobdir.CHUNKS_DIR
     chunks_dir.mkdir(parents=True)
+    chunk_format = info.chunk_format
     run_ffmpeg(build_split_argv(ffmpeg, source, info.demuxer, info.stream_index,
-                                chunk_starts(info.frames, chunk_frames), chunks_dir / "%05d.mkv"))
+                                chunk_starts(info.frames, chunk_frames), chunks_dir / "%05d.mkv",
+                                chunk_format))
     chunks, first_frame = [], 0
     for index, path in enumerate(sorted(chunks_dir.glob("*.mkv"))):
         frames = codec_rates.count_frames(ffmpeg, path)
@@ -145,19 +150,25 @@ def split_clip(source: Path, info: codec_rates.VideoInfo, input_dir: Path, chunk
         raise RuntimeError(f"{source}: chunks hold {first_frame} frames, the source {info.frames}")
     # The chunks are in display orientation: their size, not the source stream's, is the job's.
     chunk_info = codec_rates.probe(ffmpeg, input_dir / chunks[0].file)
+    if chunk_info.pix_fmt != chunk_format.pix_fmt:
+        raise RuntimeError(f"{source}: chunks are {chunk_info.pix_fmt}, not "
+                           f"{chunk_format.pix_fmt}")
     manifest = JobManifest(width=chunk_info.width, height=chunk_info.height,
-                           total_frames=first_frame, chunks=chunks, encode=encode)
+                           total_frames=first_frame, chunks=chunks, encode=encode,
+                           input_format=chunk_format.input_format)
     jobdir.write_manifest(input_dir, manifest)
     return manifest
 
 
-def stylized_sample(model_path: Path, chunk: Path, width: int, height: int,
+def stylized_sample(model_path: Path, chunk: Path, manifest: JobManifest,
                     device: torch.device, ffmpeg: str) -> np.ndarray:
     """The first frames of ``chunk`` stylized as the job does it, as YUV 4:2:0 rows."""
-    frames = np.empty((SAMPLE_FRAMES[device.type], height, width, 3), np.uint8)
-    with FrameReader(ffmpeg, chunk, width, height) as reader:
+    layout = FrameLayout.of(manifest)
+    width, height = layout.width, layout.height
+    frames = np.empty((SAMPLE_FRAMES[device.type], layout.frame_bytes), np.uint8)
+    with FrameReader(ffmpeg, chunk, width, height, layout.pix_fmt) as reader:
         count = reader.read_into(frames)
-    stylizer = Stylizer(load_style_model(model_path), device)
+    stylizer = Stylizer(load_style_model(model_path), device, layout)
     out = torch.empty((len(frames), yuv420_frame_bytes(*even_size(width, height))),
                       dtype=torch.uint8)
     stylizer(torch.from_numpy(frames), out, count)
@@ -233,7 +244,7 @@ def measure_host(args: argparse.Namespace, manifest: JobManifest, input_dir: Pat
     lanes = encoders * args.ranks
     chunk_paths = [input_dir / c.file for c in manifest.chunks]
     decode_fps = codec_rates.decode_rate(ffmpeg, chunk_paths, manifest.total_frames, lanes,
-                                         threads)
+                                         threads, manifest.input_format.pix_fmt)
     width, height = even_size(manifest.width, manifest.height)
     presets = [args.preset] + [p for p in args.compare_presets.split(",")
                                if p and p != args.preset]
@@ -258,7 +269,7 @@ def measure_host(args: argparse.Namespace, manifest: JobManifest, input_dir: Pat
             "kbit_per_frame": round(bytes_per_frame * 8 / 1000, 2),
         }
     return {"decode_fps": round(decode_fps, 2), "decode_processes": lanes,
-            "crf": args.crf, "encode": encode}
+            "decode_pix_fmt": manifest.input_format.pix_fmt, "crf": args.crf, "encode": encode}
 
 
 def run_job(args: argparse.Namespace, input_dir: Path, output_dir: Path,
@@ -289,10 +300,11 @@ def bench_clip(args: argparse.Namespace, name: str, workdir: Path, ffmpeg: str,
                           EncodeSettings(crf=args.crf, preset=args.preset), ffmpeg)
     prepare_seconds = time.perf_counter() - started
     log(f"{name}: {info.frames} frames at {manifest.width}x{manifest.height}, "
-        f"{len(manifest.chunks)} chunks, prepared in {prepare_seconds:.1f} s")
+        f"{len(manifest.chunks)} chunks ({info.chunk_format.reason}), prepared in "
+        f"{prepare_seconds:.1f} s")
 
-    sample = stylized_sample(args.model, input_dir / manifest.chunks[0].file, manifest.width,
-                             manifest.height, device, ffmpeg)
+    sample = stylized_sample(args.model, input_dir / manifest.chunks[0].file, manifest, device,
+                             ffmpeg)
     host = measure_host(args, manifest, input_dir, sample, folder, ffmpeg)
     log(f"{name}: host {json.dumps(host)}")
     summary, launch_seconds = run_job(args, input_dir, output_dir, ffmpeg)
@@ -309,9 +321,12 @@ def bench_clip(args: argparse.Namespace, name: str, workdir: Path, ffmpeg: str,
     return {
         "clip": name,
         "source": {"file": source.name, "width": info.width, "height": info.height,
-                   "fps": info.fps, "frames": info.frames, "audio": info.audio},
+                   "fps": info.fps, "frames": info.frames, "audio": info.audio,
+                   "pix_fmt": info.pix_fmt, "colorspace": info.colorspace},
         "frames": manifest.total_frames,
         "size": f"{manifest.width}x{manifest.height}",
+        "input_format": {"pix_fmt": manifest.input_format.pix_fmt,
+                         "matrix": manifest.input_format.matrix},
         "chunks": len(manifest.chunks),
         "chunk_frames": chunk_frames,
         "prepare_seconds": round(prepare_seconds, 2),

@@ -8,7 +8,8 @@ Input folder::
 
     job.json                 JobManifest below
     model.safetensors        the style network's weights
-    chunks/00000.mkv ...     frame-exact pieces of the source video (lossless)
+    chunks/00000.mkv ...     frame-exact pieces of the source video (lossless Ut Video, in the
+                             manifest's ``input_format``: YUV 4:2:0 or planar RGB)
 
 Output folder::
 
@@ -37,7 +38,24 @@ MODEL_NAME = "model.safetensors"
 CHUNKS_DIR = "chunks"
 DONE_DIR = "done"
 SUMMARY_NAME = "summary.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+"""Version 2 added ``input_format``: chunks are no longer always planar RGB."""
+
+CHUNK_PIX_FMTS = ("yuv420p", "gbrp")
+"""FFmpeg pixel formats of input chunks. ``yuv420p``: limited-range YCbCr 4:2:0 in the
+manifest's matrix, chroma sited as H.264 places it by default (on even columns, between row
+pairs); ``gbrp``: planar RGB, planes in G, B, R order."""
+
+YCBCR_MATRICES: dict[str, tuple[float, float]] = {
+    "bt709": (0.2126, 0.0722),
+    "bt601": (0.299, 0.114),
+    "bt2020nc": (0.2627, 0.0593),
+    "fcc": (0.30, 0.11),
+    "smpte240m": (0.212, 0.087),
+}
+"""The YCbCr matrices a ``yuv420p`` chunk may use, as their luma weights ``(Kr, Kb)``
+(ITU-R BT.709, BT.601 (= SMPTE 170M = BT.470 BG), BT.2020 non-constant luminance, FCC 73.682,
+SMPTE 240M). Names are FFmpeg's, but for bt601, which stands for both of its tags."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,34 @@ class EncodeSettings:
 
 
 @dataclass(frozen=True)
+class InputFormat:
+    """How the input chunks store their pixels (decoded as is, converted to RGB on the device).
+
+    Attributes:
+        pix_fmt: One of :data:`CHUNK_PIX_FMTS`.
+        matrix: For ``yuv420p``, the YCbCr matrix, a key of :data:`YCBCR_MATRICES`; None for
+            ``gbrp``.
+
+    Raises:
+        ValueError: The pixel format or matrix is unknown, or they do not go together.
+    """
+
+    pix_fmt: str = "gbrp"
+    matrix: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.pix_fmt not in CHUNK_PIX_FMTS:
+            raise ValueError(f"job manifest: input_format.pix_fmt {self.pix_fmt!r} is not one "
+                             f"of {', '.join(CHUNK_PIX_FMTS)}")
+        if self.pix_fmt == "yuv420p" and self.matrix not in YCBCR_MATRICES:
+            raise ValueError(f"job manifest: input_format.matrix {self.matrix!r} is not one of "
+                             f"{', '.join(YCBCR_MATRICES)}, which yuv420p chunks need")
+        if self.pix_fmt == "gbrp" and self.matrix is not None:
+            raise ValueError(f"job manifest: input_format.matrix must be null for gbrp chunks, "
+                             f"got {self.matrix!r}")
+
+
+@dataclass(frozen=True)
 class JobManifest:
     """Everything the GPU job needs to know about its input folder.
 
@@ -72,6 +118,7 @@ class JobManifest:
         total_frames: Sum of all chunks' frames; equals the source's decoded frame count.
         chunks: The chunks in presentation order.
         encode: Encoder settings for the stylized chunks.
+        input_format: Pixel format (and YCbCr matrix) of the input chunks.
     """
 
     width: int
@@ -79,6 +126,7 @@ class JobManifest:
     total_frames: int
     chunks: list[ChunkSpec]
     encode: EncodeSettings = field(default_factory=EncodeSettings)
+    input_format: InputFormat = field(default_factory=InputFormat)
     version: int = MANIFEST_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -86,17 +134,30 @@ class JobManifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobManifest:
+        """The manifest in ``data``, as :meth:`to_json` writes it.
+
+        Raises:
+            ValueError: Another version, or values that do not fit (the message says which).
+            KeyError: A required key is missing.
+            TypeError: An object has keys its dataclass does not know.
+        """
         if data.get("version") != MANIFEST_VERSION:
-            raise ValueError(f"unsupported job manifest version {data.get('version')!r}")
+            raise ValueError(f"unsupported job manifest version {data.get('version')!r} "
+                             f"(this job reads version {MANIFEST_VERSION})")
         chunks = [ChunkSpec(**c) for c in data["chunks"]]
         if sum(c.frames for c in chunks) != data["total_frames"]:
             raise ValueError("job manifest: chunk frame counts do not add up to total_frames")
+        input_format = data["input_format"]
+        if not isinstance(input_format, dict):
+            raise ValueError(f"job manifest: input_format must be an object, got "
+                             f"{input_format!r}")
         return cls(
             width=data["width"],
             height=data["height"],
             total_frames=data["total_frames"],
             chunks=chunks,
             encode=EncodeSettings(**data.get("encode", {})),
+            input_format=InputFormat(**input_format),
         )
 
 
@@ -183,6 +244,8 @@ class JobSummary:
         steady_fps: ``frames_processed / run_seconds``.
         device_busy_fraction: Mean over the devices used of the share of ``run_seconds`` each
             spent on the job's batches (see :attr:`RankSummary.device_seconds`).
+        input_pix_fmt: The input chunks' pixel format (:attr:`InputFormat.pix_fmt`).
+        input_matrix: Their YCbCr matrix (:attr:`InputFormat.matrix`), None for RGB chunks.
     """
 
     total_frames: int
@@ -198,6 +261,8 @@ class JobSummary:
     run_seconds: float = 0.0
     steady_fps: float = 0.0
     device_busy_fraction: float = 0.0
+    input_pix_fmt: str = ""
+    input_matrix: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobSummary:

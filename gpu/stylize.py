@@ -17,6 +17,14 @@ device. A chunk's output is renamed into place and then its report is written, s
 any failure redoes only the chunks without a report. When every rank is through, rank 0 writes
 ``summary.json``.
 
+Input chunks are lossless Ut Video in the manifest's ``input_format``: ``yuv420p`` (limited
+range, in the YCbCr matrix the manifest names) for most sources, ``gbrp`` (planar RGB) for the
+rest (see :mod:`tasks.split_command`). FFmpeg decodes them to their own planar format on the
+pipe, converting and packing nothing, since decoding is the host's other big cost beside x264;
+the raw planes go to the device as they are, and the conversion to RGB (chroma upsampling and
+the matrix at limited range, or reordering G, B, R planes) runs there, inside the compiled step
+under ``--compile``.
+
 Before it claims any chunk, each rank warms the network up on a batch of the job's shape: under
 ``--compile`` (``torch.compile``; eager by default) that is when compilation happens, and on
 CUDA when cuDNN picks its algorithms. The summary reports the warm-up apart from the steady-state
@@ -28,9 +36,9 @@ default mpiexec pins each rank, and the FFmpeg processes it starts, to a single 
 
 Stylized chunks are H.264 (``-bf 0``, the manifest's CRF and preset, x264 settings fixed so every
 chunk has the same SPS and PPS) in Matroska, converted to BT.709 limited-range YUV 4:2:0 on the
-device. Their coded size is the manifest's rounded up to even, padded at the right and bottom,
-and their timestamps are a nominal 25 frames/s: the CPU side crops and retimes. Decoding needs
-FFmpeg 5.1 or later (``-fps_mode``).
+device, whatever the input's matrix. Their coded size is the manifest's rounded up to even,
+padded at the right and bottom, and their timestamps are a nominal 25 frames/s: the CPU side
+crops and retimes. Decoding needs FFmpeg 5.1 or later (``-fps_mode``).
 
 A rank that fails makes the whole job fail: errors in the input that every rank knows about end
 every rank with status 2; anything unexpected prints its traceback and aborts ``MPI_COMM_WORLD``.
@@ -62,9 +70,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from gpu import jobdir
-from gpu.jobdir import ChunkReport, ChunkSpec, JobManifest, JobSummary, RankSummary
+from gpu.jobdir import (
+    YCBCR_MATRICES,
+    ChunkReport,
+    ChunkSpec,
+    InputFormat,
+    JobManifest,
+    JobSummary,
+    RankSummary,
+)
 from gpu.model import load_style_model
-from gpu.video_io import FrameReader, FrameWriter, even_size, find_ffmpeg, yuv420_frame_bytes
+from gpu.video_io import (
+    FrameReader,
+    FrameWriter,
+    even_size,
+    find_ffmpeg,
+    frame_bytes,
+    yuv420_frame_bytes,
+)
 
 if TYPE_CHECKING:
     from mpi4py import MPI
@@ -271,6 +294,10 @@ def read_valid_manifest(input_dir: Path) -> JobManifest:
     problems = []
     if manifest.width < 1 or manifest.height < 1:
         problems.append(f"frame size {manifest.width}x{manifest.height} is not positive")
+    elif manifest.input_format.pix_fmt == "yuv420p" and (manifest.width % 2 or
+                                                         manifest.height % 2):
+        problems.append(f"yuv420p chunks need an even frame size, not "
+                        f"{manifest.width}x{manifest.height}")
     if not manifest.chunks:
         problems.append("it lists no chunks")
     for position, chunk in enumerate(manifest.chunks):
@@ -319,22 +346,46 @@ class WorkCounter:
         self._win.Free()
 
 
-class Stylizer:
-    """Runs the network on uint8 frame batches: bf16 autocast on CUDA, fp32 on the CPU.
+@dataclass(frozen=True)
+class FrameLayout:
+    """What one decoded frame looks like in a host buffer: its size and raw pixel format."""
 
-    Under a ``torch.compile`` mode the whole step from uint8 RGB to YUV 4:2:0 bytes is compiled,
-    so the conversions on either side fuse with the network's first and last layers.
+    width: int
+    height: int
+    input_format: InputFormat = field(default_factory=InputFormat)
+
+    @classmethod
+    def of(cls, manifest: JobManifest) -> FrameLayout:
+        return cls(manifest.width, manifest.height, manifest.input_format)
+
+    @property
+    def pix_fmt(self) -> str:
+        return self.input_format.pix_fmt
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one frame (one row of a decoded batch)."""
+        return frame_bytes(self.pix_fmt, self.width, self.height)
+
+
+class Stylizer:
+    """Runs the network on batches of raw decoded frames: bf16 autocast on CUDA, fp32 on the CPU.
+
+    Under a ``torch.compile`` mode the whole step from the raw planes to YUV 4:2:0 bytes is
+    compiled, so the conversions on either side fuse with the network's first and last layers.
     """
 
-    def __init__(self, model: nn.Module, device: torch.device, compile_mode: str = "none") -> None:
+    def __init__(self, model: nn.Module, device: torch.device, layout: FrameLayout,
+                 compile_mode: str = "none") -> None:
         self.device = device
+        self.layout = layout
         self.cuda = device.type == "cuda"
         self.compile_mode = compile_mode
         self.model = model.to(device, memory_format=torch.channels_last) if self.cuda else model
-        self._convert: Callable[[torch.Tensor], torch.Tensor] = self._to_yuv420
+        self._convert: Callable[[torch.Tensor], torch.Tensor] = self._step
         if compile_mode != "none":
             # One batch shape per job (a short last batch runs padded), so no dynamic shapes.
-            self._convert = torch.compile(self._to_yuv420, mode=compile_mode, dynamic=False)
+            self._convert = torch.compile(self._step, mode=compile_mode, dynamic=False)
         # Compiled code, and the algorithms cuDNN picks, hold for one shape: on CUDA or when
         # compiled a short last batch runs at full size all the same (frames are independent).
         self.full_batches = self.cuda or compile_mode != "none"
@@ -344,7 +395,7 @@ class Stylizer:
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor, out: torch.Tensor, count: int) -> float:
-        """Stylize the first ``count`` of ``(N, H, W, 3)`` uint8 host RGB frames into ``out``.
+        """Stylize the first ``count`` of ``(N, layout.frame_bytes)`` raw host frames into ``out``.
 
         ``out`` is ``(N, yuv420_frame_bytes(W', H'))`` uint8 planar YUV 4:2:0, ``H'`` and ``W'``
         being ``H`` and ``W`` rounded up to even; the extra row or column repeats the last one,
@@ -373,13 +424,13 @@ class Stylizer:
         self._finished.synchronize()
         return self._started.elapsed_time(self._finished) / 1000
 
-    def _to_yuv420(self, frames: torch.Tensor) -> torch.Tensor:
-        """YUV 4:2:0 rows (see :func:`rgb_to_yuv420`) of ``(N, H, W, 3)`` uint8 device frames."""
-        # NHWC bytes seen as NCHW are already channels_last, the layout tensor cores want.
-        x = frames.permute(0, 3, 1, 2).float().div_(255)
+    def _step(self, frames: torch.Tensor) -> torch.Tensor:
+        """YUV 4:2:0 rows (see :func:`rgb_to_yuv420`) of stylized raw device frames."""
+        # RGB comes out channels_last (NHWC in memory), the layout tensor cores want.
+        x = raw_to_rgb(frames, self.layout)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
             y = self.model(x)
-        height, width = frames.shape[1:3]
+        width, height = self.layout.width, self.layout.height
         even_width, even_height = even_size(width, height)
         # Round through 8-bit RGB first, as if the frames had left the device as RGB24.
         y = y.float().clamp_(0, 1).mul_(255).round_().div_(255)
@@ -387,7 +438,7 @@ class Stylizer:
             y = F.pad(y, (0, even_width - width, 0, even_height - height), mode="replicate")
         return rgb_to_yuv420(y)
 
-    def warm_up(self, batch_size: int, width: int, height: int) -> float:
+    def warm_up(self, batch_size: int) -> float:
         """Run the first batches of the job's shape, which compile and autotune; time them.
 
         Returns:
@@ -400,7 +451,8 @@ class Stylizer:
             return 0.0
         # CUDA graphs need three calls: a plain run, the recording, a first replay.
         calls = 3 if self.compile_mode in CUDA_GRAPH_MODES and self.cuda else 1
-        frames = torch.zeros((batch_size, height, width, 3), dtype=torch.uint8)
+        width, height = self.layout.width, self.layout.height
+        frames = torch.zeros((batch_size, self.layout.frame_bytes), dtype=torch.uint8)
         out = torch.empty((batch_size, yuv420_frame_bytes(*even_size(width, height))),
                           dtype=torch.uint8)
         started = time.perf_counter()
@@ -412,14 +464,15 @@ class Stylizer:
                 raise
             raise CompileError(
                 f"torch.compile(mode={self.compile_mode!r}) failed on the warm-up batch "
-                f"({batch_size}x{height}x{width}): {type(err).__name__}: {err}\n"
+                f"({batch_size}x{height}x{width} {self.layout.pix_fmt}): "
+                f"{type(err).__name__}: {err}\n"
                 "Rerun with --compile none to run the network uncompiled."
             ) from err
         return time.perf_counter() - started
 
 
 # BT.709 luma weights; Cb and Cr divide B - Y and R - Y by these to span [-0.5, 0.5].
-KR, KB = 0.2126, 0.0722
+KR, KB = YCBCR_MATRICES["bt709"]
 CB_SCALE, CR_SCALE = 2 * (1 - KB), 2 * (1 - KR)
 
 
@@ -442,6 +495,77 @@ def rgb_to_yuv420(rgb: torch.Tensor) -> torch.Tensor:
     sited = padded[..., 0:-2:2] / 4 + padded[..., 1:-1:2] / 2 + padded[..., 2::2] / 4
     planes = [(16 + 219 * luma).flatten(1), (128 + 224 * sited).flatten(1)]
     return torch.cat(planes, 1).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def raw_to_rgb(frames: torch.Tensor, layout: FrameLayout) -> torch.Tensor:
+    """RGB of raw decoded frames, computed where ``frames`` lives.
+
+    Args:
+        frames: ``(N, layout.frame_bytes)`` uint8 rows as FFmpeg writes ``layout.pix_fmt``.
+        layout: Their size and format.
+
+    Returns:
+        ``(N, 3, H, W)`` floats in [0, 1], channels_last in memory.
+    """
+    if layout.pix_fmt == "yuv420p":
+        matrix = layout.input_format.matrix
+        assert matrix is not None  # InputFormat guarantees it
+        return yuv420_to_rgb(frames, layout.width, layout.height, matrix)
+    return gbrp_to_rgb(frames, layout.width, layout.height)
+
+
+def gbrp_to_rgb(frames: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """``(N, 3, H, W)`` floats in [0, 1] (channels_last) of ``(N, 3*H*W)`` uint8 ``gbrp`` rows.
+
+    FFmpeg's planar RGB stores the planes in G, B, R order.
+    """
+    green, blue, red = frames.reshape(len(frames), 3, height, width).unbind(1)
+    return torch.stack([red, green, blue], -1).float().div_(255).permute(0, 3, 1, 2)
+
+
+def yuv420_to_rgb(frames: torch.Tensor, width: int, height: int, matrix: str) -> torch.Tensor:
+    """``(N, 3, H, W)`` floats in [0, 1] (channels_last) of limited-range ``yuv420p`` rows.
+
+    The inverse of :func:`rgb_to_yuv420` for any matrix of :data:`gpu.jobdir.YCBCR_MATRICES`:
+    chroma sits on even columns between row pairs (H.264's default "left" siting) and is
+    interpolated linearly to every pixel (see :func:`upsample_chroma`); Y spans 16-235 and Cb
+    and Cr 16-240 around 128. Values outside the RGB cube are clipped.
+
+    Args:
+        frames: ``(N, H*W + 2*(H/2)*(W/2))`` uint8: the Y plane, then the U and V planes.
+        width: Frame width, even.
+        height: Frame height, even.
+        matrix: Key of :data:`gpu.jobdir.YCBCR_MATRICES`.
+    """
+    kr, kb = YCBCR_MATRICES[matrix]
+    count, luma_bytes = len(frames), width * height
+    x = frames.float()
+    luma = (x[:, :luma_bytes].reshape(count, height, width) - 16) / 219
+    chroma = (x[:, luma_bytes:].reshape(count, 2, height // 2, width // 2) - 128) / 224
+    cb, cr = upsample_chroma(chroma).unbind(1)
+    red = luma + 2 * (1 - kr) * cr
+    blue = luma + 2 * (1 - kb) * cb
+    green = (luma - kr * red - kb * blue) / (1 - kr - kb)
+    return torch.stack([red, green, blue], -1).clamp_(0, 1).permute(0, 3, 1, 2)
+
+
+def upsample_chroma(chroma: torch.Tensor) -> torch.Tensor:
+    """4:2:0 chroma planes ``(N, C, H/2, W/2)`` interpolated to ``(N, C, H, W)``, left-sited.
+
+    Chroma sample ``(i, j)`` sits at luma column ``2j`` and halfway between luma rows ``2i``
+    and ``2i + 1`` (what :func:`rgb_to_yuv420` produces and H.264 assumes by default). Luma row
+    ``2i`` is a quarter of a chroma row from sample row ``i``, so it takes 3/4 of it and 1/4 of
+    row ``i - 1``; even columns take their sample, odd ones the mean of their two neighbours.
+    Edges repeat the last sample.
+    """
+    count, planes, rows, columns = chroma.shape
+    padded = F.pad(chroma, (0, 0, 1, 1), mode="replicate")
+    upper = 0.75 * chroma + 0.25 * padded[..., :-2, :]
+    lower = 0.75 * chroma + 0.25 * padded[..., 2:, :]
+    tall = torch.stack([upper, lower], -2).reshape(count, planes, 2 * rows, columns)
+    right = F.pad(tall, (0, 1, 0, 0), mode="replicate")[..., 1:]
+    wide = torch.stack([tall, (tall + right) / 2], -1)
+    return wide.reshape(count, planes, 2 * rows, 2 * columns)
 
 
 class BufferPool:
@@ -483,7 +607,7 @@ class Buffers:
         count = QUEUE_DEPTH + 2
         even_width, even_height = even_size(manifest.width, manifest.height)
         return cls(
-            decoded=BufferPool(count, (batch_size, manifest.height, manifest.width, 3), pinned),
+            decoded=BufferPool(count, (batch_size, FrameLayout.of(manifest).frame_bytes), pinned),
             stylized=BufferPool(count, (batch_size, yuv420_frame_bytes(even_width, even_height)),
                                 pinned),
         )
@@ -614,7 +738,7 @@ def stylize_chunk(chunk: ChunkSpec, job: JobContext,
     def decode() -> None:
         nonlocal frames_read
         with FrameReader(job.ffmpeg, job.input_dir / chunk.file, width, height,
-                         job.placement.threads) as reader:
+                         manifest.input_format.pix_fmt, job.placement.threads) as reader:
             while (frames := buffers.decoded.take(stop)) is not None:
                 if (out := buffers.stylized.take(stop)) is None:
                     return
@@ -800,20 +924,22 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     except Exception as err:
         raise JobInputError(f"cannot load model {model_path}: {err}") from err
     compile_mode = resolve_compile_mode(args.compile)
-    stylizer = Stylizer(model, placement.device, compile_mode)
+    stylizer = Stylizer(model, placement.device, FrameLayout.of(manifest), compile_mode)
     batch_size = args.batch_size or DEFAULT_BATCH_SIZES[placement.device.type]
     encoders = args.encoders or default_encoders(placement.threads)
     lane_buffers = [Buffers.for_job(manifest, batch_size, pinned=stylizer.cuda)
                     for _ in range(encoders)]
     if rank == 0:
+        matrix = manifest.input_format.matrix
         log(placement, f"{len(plan.pending)} of {len(manifest.chunks)} chunks to do, "
-                       f"{manifest.width}x{manifest.height}, {placement.size} ranks")
+                       f"{manifest.width}x{manifest.height} {manifest.input_format.pix_fmt}"
+                       f"{f' ({matrix})' if matrix else ''}, {placement.size} ranks")
     log(placement, f"on {placement.host} {placement.device} ({placement.device_name}), "
                    f"{placement.threads} threads, {encoders} chunks in flight, "
                    f"batches of {batch_size}, compile {compile_mode}")
 
     counter = WorkCounter(comm)
-    warmup_seconds = stylizer.warm_up(batch_size, manifest.width, manifest.height)
+    warmup_seconds = stylizer.warm_up(batch_size)
     if warmup_seconds:
         log(placement, f"warm-up, compile {compile_mode}: {warmup_seconds:.1f} s")
     comm.Barrier()  # every rank starts claiming at once: the steady-state window is common
@@ -899,6 +1025,8 @@ def write_summary(output_dir: Path, manifest: JobManifest, plan: Plan, ranks: li
         run_seconds=round(run_seconds, 3),
         steady_fps=round(frames / run_seconds, 2) if run_seconds > 0 else 0.0,
         device_busy_fraction=round(device_busy_fraction(ranks, run_seconds), 4),
+        input_pix_fmt=manifest.input_format.pix_fmt,
+        input_matrix=manifest.input_format.matrix,
     )
     if summary.total_frames != manifest.total_frames:
         raise RuntimeError(f"chunk reports add up to {summary.total_frames} frames, "

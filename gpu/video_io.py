@@ -1,9 +1,11 @@
-"""FFmpeg pipes for the GPU job: raw RGB frames in from a lossless chunk, H.264 out.
+"""FFmpeg pipes for the GPU job: raw planar frames in from a lossless chunk, H.264 out.
 
 Command lines are built by pure functions (tested as lists); :class:`FrameReader` and
 :class:`FrameWriter` run them as child processes and raise :class:`FFmpegError`, carrying
-FFmpeg's stderr, when one fails. Frames come in as ``uint8`` RGB arrays shaped
-``(N, H, W, 3)`` and go out as planar YUV 4:2:0 rows shaped ``(N, yuv420_frame_bytes)``.
+FFmpeg's stderr, when one fails. Frames come in as ``uint8`` rows shaped ``(N, frame_bytes)``
+in the chunk's own planar pixel format (``yuv420p`` or ``gbrp``: FFmpeg only decodes, it
+neither converts nor packs; the GPU job converts to RGB on its device) and go out as planar
+YUV 4:2:0 rows shaped ``(N, yuv420_frame_bytes)``.
 
 Stylized chunks are encoded with settings fixed here, independent of the machine, so that every
 chunk of a job has byte-identical SPS and PPS and the CPU side can join them by stream copy.
@@ -71,15 +73,44 @@ def even_size(width: int, height: int) -> tuple[int, int]:
     return width + width % 2, height + height % 2
 
 
-def decode_argv(ffmpeg: str, source: Path, threads: int = 0) -> list[str]:
-    """Decode the first video stream of ``source`` to packed RGB24 frames on stdout.
+RAW_PIX_FMTS = ("yuv420p", "gbrp", "rgb24")
+"""Pixel formats :func:`decode_argv` writes: the GPU job's two chunk formats, and packed RGB for
+tests and tools that want to look at pictures."""
 
-    ``passthrough`` keeps every decoded frame exactly once: no frame is dropped or duplicated
-    to fit a rate.
+
+def frame_bytes(pix_fmt: str, width: int, height: int) -> int:
+    """Bytes of one raw frame of ``pix_fmt`` (one of :data:`RAW_PIX_FMTS`).
+
+    Raises:
+        ValueError: An unknown format, or ``yuv420p`` at an odd size.
     """
+    if pix_fmt == "yuv420p":
+        if width % 2 or height % 2:
+            raise ValueError(f"yuv420p frames need even dimensions, got {width}x{height}")
+        return yuv420_frame_bytes(width, height)
+    if pix_fmt in ("gbrp", "rgb24"):
+        return 3 * width * height
+    raise ValueError(f"unknown raw pixel format {pix_fmt!r}; expected one of {RAW_PIX_FMTS}")
+
+
+def decode_argv(ffmpeg: str, source: Path, pix_fmt: str, threads: int = 0) -> list[str]:
+    """Decode the first video stream of ``source`` to raw ``pix_fmt`` frames on stdout.
+
+    For a chunk already in ``pix_fmt`` FFmpeg only copies the decoded planes out: no
+    conversion, no packing. ``passthrough`` keeps every decoded frame exactly once: no frame is
+    dropped or duplicated to fit a rate.
+
+    Args:
+        ffmpeg: The FFmpeg binary.
+        source: The video.
+        pix_fmt: One of :data:`RAW_PIX_FMTS`.
+        threads: Decoder threads, 0 for FFmpeg's choice (one per core).
+    """
+    if pix_fmt not in RAW_PIX_FMTS:
+        raise ValueError(f"unknown raw pixel format {pix_fmt!r}; expected one of {RAW_PIX_FMTS}")
     return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", str(threads),
             "-i", str(source), "-map", "0:v:0", "-fps_mode", "passthrough",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+            "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]
 
 
 def encode_argv(ffmpeg: str, target: Path, width: int, height: int, crf: int, preset: str,
@@ -144,16 +175,17 @@ class _FFmpegChild:
 
 
 class FrameReader(_FFmpegChild):
-    """Reads ``(N, H, W, 3)`` uint8 batches from a video through an FFmpeg pipe.
+    """Reads batches of raw ``pix_fmt`` frames from a video through an FFmpeg pipe.
 
     Use as a context manager; call :meth:`read_into` until it returns fewer frames than
     asked for.
     """
 
-    def __init__(self, ffmpeg: str, source: Path, width: int, height: int,
+    def __init__(self, ffmpeg: str, source: Path, width: int, height: int, pix_fmt: str,
                  threads: int = 0) -> None:
-        super().__init__(decode_argv(ffmpeg, source, threads), stdout=subprocess.PIPE)
-        self.width, self.height = width, height
+        self.frame_bytes = frame_bytes(pix_fmt, width, height)
+        super().__init__(decode_argv(ffmpeg, source, pix_fmt, threads), stdout=subprocess.PIPE)
+        self.width, self.height, self.pix_fmt = width, height, pix_fmt
         self.frames_read = 0
 
     def __enter__(self) -> FrameReader:
@@ -163,10 +195,12 @@ class FrameReader(_FFmpegChild):
         self._stop()
 
     def read_into(self, frames: np.ndarray) -> int:
-        """Fill ``frames``, a writable uint8 array shaped ``(N, H, W, 3)``, from the stream.
+        """Fill ``frames``, a writable C-contiguous uint8 array of ``N`` frames, from the stream.
 
-        Reading into buffers the caller reuses (pinned memory, under CUDA) avoids allocating
-        and zero-filling a new batch each time.
+        Each frame's part of ``frames`` (``frames[i]``) holds :attr:`frame_bytes` bytes: shape
+        ``(N, frame_bytes)`` for the planar formats, ``(N, H, W, 3)`` suits ``rgb24``. Reading
+        into buffers the caller reuses (pinned memory, under CUDA) avoids allocating and
+        zero-filling a new batch each time.
 
         Returns:
             How many frames were read: ``N``, fewer at the end of the stream, 0 after it.
@@ -175,22 +209,24 @@ class FrameReader(_FFmpegChild):
             FFmpegError: FFmpeg failed, or the stream ended inside a frame (which means the
                 video's frame size is not the expected ``width`` x ``height``).
         """
-        if frames.shape[1:] != (self.height, self.width, 3) or frames.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 buffer shaped (N, {self.height}, {self.width}, "
-                             f"3), got {frames.dtype} {frames.shape}")
+        per_frame = frames[0].size if frames.ndim and len(frames) else 0
+        if (frames.dtype != np.uint8 or per_frame != self.frame_bytes
+                or not frames.flags.c_contiguous):
+            raise ValueError(f"expected a C-contiguous uint8 buffer of {self.frame_bytes} bytes "
+                             f"per frame ({self.pix_fmt} {self.width}x{self.height}), got "
+                             f"{frames.dtype} {frames.shape}")
         view = memoryview(frames).cast("B")
         filled = 0
         assert self._proc.stdout is not None
         while filled < len(view) and (got := self._proc.stdout.readinto(view[filled:])):
             filled += got
-        frame_bytes = self.width * self.height * 3
-        if filled % frame_bytes:
+        if filled % self.frame_bytes:
             raise self._error(f"decoded stream ended inside a frame: the video is not "
                               f"{self.width}x{self.height} as the manifest says")
         if filled < len(view) and self._proc.wait() != 0:
             raise self._error(f"ffmpeg decode failed (exit {self._proc.returncode})")
-        self.frames_read += filled // frame_bytes
-        return filled // frame_bytes
+        self.frames_read += filled // self.frame_bytes
+        return filled // self.frame_bytes
 
 
 def yuv420_frame_bytes(width: int, height: int) -> int:

@@ -4,7 +4,9 @@ The CPU side of the pipeline:
 
 * :func:`probe` validates an untrusted upload and records its exact frame timing.
 * :func:`extract_audio` copies every audio stream out untouched.
-* :func:`split_video` cuts the video into frame-exact lossless RGB chunks for the GPU job.
+* :func:`split_video` cuts the video into frame-exact lossless chunks for the GPU job: YUV 4:2:0
+  when the GPU can convert the source's YUV itself, else planar RGB (see
+  :mod:`tasks.split_command`).
 * :func:`reassemble` joins the stylized H.264 chunks without re-encoding, restamps every
   frame with the source's own timestamp and muxes the audio back.
 
@@ -39,9 +41,12 @@ from tasks.settings import LimitSettings
 from tasks.split_command import (
     ALLOWED_DEMUXERS,
     FORMAT_WHITELIST,
+    ChunkFormat,
     InvalidMediaError,
+    assumed_matrix,
     base_argv,
     build_split_argv,
+    choose_chunk_format,
     chunk_starts,
     input_argv,
 )
@@ -50,6 +55,14 @@ from tasks.split_command import (
 PYAV_PROTOCOLS = "file"
 # AVCOL_SPC_UNSPECIFIED: the stream does not say which YCbCr matrix it uses.
 UNSPECIFIED_COLORSPACE = 2
+# FFmpeg's names (av_color_space_name) of the AVColorSpace values a frame may carry.
+COLORSPACE_NAMES = {
+    0: "gbr", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "ycgco",
+    9: "bt2020nc", 10: "bt2020c", 11: "smpte2085", 12: "chroma-derived-nc",
+    13: "chroma-derived-c", 14: "ictcp", 15: "ipt-c2", 16: "ycgco-re", 17: "ycgco-ro",
+}
+# AVCOL_RANGE_JPEG: full-range ("pc") samples.
+FULL_RANGE = 2
 # Audio codecs that play from an MP4 everywhere; anything else is transcoded to AAC.
 MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
 AAC_BITRATE = "192k"
@@ -108,9 +121,14 @@ class VideoStreamInfo:
         display_width: Width as shown, after rotation.
         display_height: Height as shown, after rotation.
         sample_aspect_ratio: Pixel aspect ratio in display orientation (1 for square pixels).
-        assumed_matrix: YCbCr matrix to decode with when the source does not tag one: bt709
+        pixel_format: FFmpeg's name of the decoded pixel format (``yuv420p``, ``gbrp``, ...).
+        pixel_family: ``yuv``, ``rgb`` or ``other`` (grey, palette, Bayer, XYZ ...).
+        tagged_matrix: The YCbCr matrix the stream tags, by FFmpeg's name (``bt709``,
+            ``smpte170m``, ...); None when it tags none.
+        full_range: The stream is tagged full range ("pc"; ``yuvj*`` formats are).
+        assumed_matrix: YCbCr matrix to decode with when a YUV source does not tag one: bt709
             from 720 lines up, else bt601, as players assume (FFmpeg alone would always take
-            bt601); None when the source tags its own.
+            bt601); None when the source tags its own, or is not YUV.
         time_base: Time base of ``pts``.
         frame_count: Number of frames.
         pts: Sorted presentation timestamp of every frame, in ``time_base`` units.
@@ -127,6 +145,10 @@ class VideoStreamInfo:
     display_width: int
     display_height: int
     sample_aspect_ratio: Fraction
+    pixel_format: str
+    pixel_family: str
+    tagged_matrix: str | None
+    full_range: bool
     assumed_matrix: str | None
     time_base: Fraction
     frame_count: int
@@ -138,6 +160,12 @@ class VideoStreamInfo:
     def seconds(self, ticks: int) -> float:
         """``ticks`` of this stream's time base, in seconds."""
         return float(ticks * self.time_base)
+
+    @property
+    def chunk_format(self) -> ChunkFormat:
+        """How :func:`split_video` stores this stream's pixels for the GPU job."""
+        return choose_chunk_format(self.pixel_family, self.display_width, self.display_height,
+                                   self.tagged_matrix, self.full_range)
 
 
 @dataclass(frozen=True)
@@ -353,10 +381,26 @@ def _rotation_of(frame: av.VideoFrame) -> int:
     return rotation
 
 
-def _assumed_matrix(frame: av.VideoFrame) -> str | None:
-    if frame.colorspace != UNSPECIFIED_COLORSPACE or not frame.format.name.startswith("yuv"):
+def _pixel_family(frame: av.VideoFrame) -> str:
+    """``rgb``, ``yuv`` (three or more components that are not RGB), or ``other``."""
+    fmt = frame.format
+    if fmt.is_rgb:
+        return "rgb"
+    if fmt.has_palette or fmt.is_bayer or len(fmt.components) < 3 or fmt.name.startswith("xyz"):
+        return "other"
+    return "yuv"
+
+
+def _tagged_matrix(frame: av.VideoFrame) -> str | None:
+    if frame.colorspace == UNSPECIFIED_COLORSPACE:
         return None
-    return "bt709" if min(frame.width, frame.height) >= 720 else "bt601"
+    return COLORSPACE_NAMES.get(frame.colorspace, f"colorspace {frame.colorspace}")
+
+
+def _assumed_matrix(frame: av.VideoFrame) -> str | None:
+    if frame.colorspace != UNSPECIFIED_COLORSPACE or _pixel_family(frame) != "yuv":
+        return None
+    return assumed_matrix(frame.width, frame.height)
 
 
 @dataclass
@@ -537,6 +581,10 @@ def _build_probe(
             display_width=frame.height if swapped else frame.width,
             display_height=frame.width if swapped else frame.height,
             sample_aspect_ratio=1 / sar if swapped else sar,
+            pixel_format=frame.format.name,
+            pixel_family=_pixel_family(frame),
+            tagged_matrix=_tagged_matrix(frame),
+            full_range=frame.color_range == FULL_RANGE or frame.format.name.startswith("yuvj"),
             assumed_matrix=_assumed_matrix(frame),
             time_base=time_base,
             frame_count=len(pts),
@@ -586,12 +634,13 @@ def extract_audio(src: Path, probe: MediaProbe, out_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- split
 
 
-def count_video_packets(path: Path) -> tuple[int, int, int]:
-    """Packets of the first video stream of a file we wrote, and its width and height."""
+def count_video_packets(path: Path) -> tuple[int, int, int, str]:
+    """Packets of the first video stream of a file we wrote, its width, height and pixel format."""
     with av.open(str(path), options={"protocol_whitelist": PYAV_PROTOCOLS}) as container:
         stream = container.streams.video[0]
         packets = sum(1 for p in container.demux(stream) if p.size)
-        return packets, stream.codec_context.width, stream.codec_context.height
+        ctx = stream.codec_context
+        return packets, ctx.width, ctx.height, ctx.format.name if ctx.format else ""
 
 
 def split_video(
@@ -599,9 +648,12 @@ def split_video(
 ) -> JobManifest:
     """Cut ``src`` into frame-exact lossless chunks and write the GPU job's manifest.
 
-    Chunks are Ut Video ``gbrp`` (lossless RGB, intra-only) in display orientation, written to
-    a temporary folder and moved to ``input_dir/chunks`` only once their frame counts add up
-    to the probe's.
+    Chunks are Ut Video (lossless, intra-only) in display orientation, written to a temporary
+    folder and moved to ``input_dir/chunks`` only once their frame counts add up to the probe's.
+    Their pixel format is :attr:`VideoStreamInfo.chunk_format`: ``yuv420p`` at limited range in
+    the source's own YCbCr matrix when the GPU job knows that matrix and the size is even, else
+    ``gbrp`` (planar RGB converted here). The manifest's ``input_format`` records which, and the
+    matrix, so the GPU job converts to RGB itself.
 
     Args:
         src: The probed source.
@@ -618,24 +670,28 @@ def split_video(
         RuntimeError: The chunks do not hold exactly the source's frames.
     """
     video = probe.video
+    chunk_format = video.chunk_format
     input_dir.mkdir(parents=True, exist_ok=True)
     final_dir = input_dir / CHUNKS_DIR
     work_dir = Path(tempfile.mkdtemp(prefix=".chunks-", dir=input_dir))
     try:
         run_ffmpeg(build_split_argv(ffmpeg_exe(), src, probe.demuxer, video.index,
                                     chunk_starts(video.frame_count, chunk_frames),
-                                    work_dir / "%05d.mkv", video.assumed_matrix))
+                                    work_dir / "%05d.mkv", chunk_format))
         chunks = []
         first_frame = 0
         for index, path in enumerate(sorted(work_dir.glob("*.mkv"))):
             if path.name != f"{index:05d}.mkv":
                 raise RuntimeError(f"unexpected chunk file {path.name}")
-            frames, width, height = count_video_packets(path)
+            frames, width, height, pix_fmt = count_video_packets(path)
             if (width, height) != (video.display_width, video.display_height):
                 raise RuntimeError(
                     f"chunk {path.name} is {width}x{height}, expected "
                     f"{video.display_width}x{video.display_height}"
                 )
+            if pix_fmt != chunk_format.pix_fmt:
+                raise RuntimeError(f"chunk {path.name} is {pix_fmt}, expected "
+                                   f"{chunk_format.pix_fmt}")
             chunks.append(ChunkSpec(index=index, file=f"{CHUNKS_DIR}/{path.name}",
                                     frames=frames, first_frame=first_frame))
             first_frame += frames
@@ -651,7 +707,8 @@ def split_video(
         if work_dir.exists():
             _remove_tree(work_dir)
     manifest = JobManifest(width=video.display_width, height=video.display_height,
-                           total_frames=video.frame_count, chunks=chunks, encode=encode)
+                           total_frames=video.frame_count, chunks=chunks, encode=encode,
+                           input_format=chunk_format.input_format)
     write_manifest(input_dir, manifest)
     return manifest
 

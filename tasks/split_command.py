@@ -1,14 +1,32 @@
 """The FFmpeg command that cuts a video into the GPU job's chunks, and the input allowlists.
 
-Standard library only: the CPU side (:mod:`tasks.media`) cuts uploads with it, and the GPU
-benchmarks (:mod:`bench.stylize_job`) cut their clips with the very same command on a GPU host
-that has none of the CPU side's packages (PyAV, pydantic, Prefect).
+Standard library only (and :mod:`gpu.jobdir`, which is too): the CPU side (:mod:`tasks.media`)
+cuts uploads with it, and the GPU benchmarks (:mod:`bench.stylize_job`) cut their clips with the
+very same command on a GPU host that has none of the CPU side's packages (PyAV, pydantic,
+Prefect).
+
+Chunks are Ut Video, in one of two pixel formats chosen per source by
+:func:`choose_chunk_format`:
+
+* ``yuv420p`` for YUV sources of even size whose YCbCr matrix the GPU job knows: the source's
+  own samples at limited range, so the split converts nothing but range (and subsampling of
+  4:2:2 or 4:4:4 sources), the GPU host decodes about 3.5 times faster than the planar RGB
+  chunks of old, and the files are smaller. The GPU converts to RGB with the matrix the
+  manifest records.
+* ``gbrp`` (planar RGB, converted here) for everything else: RGB sources, odd sizes (Ut Video
+  4:2:0 needs even ones), and matrices the GPU job does not know.
+
+Both use Ut Video's ``left`` prediction, which decodes about twice as fast as ``median`` (planar
+RGB at 1080p: 1.1 against 2.0 CPU seconds per 90 frames) for about a tenth more bytes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from gpu.jobdir import YCBCR_MATRICES, InputFormat
 
 # Demuxers of plain media containers. Anything else (hls, concat, image2, tee, data, ...) can
 # reference other files or URLs, or is not a video container at all.
@@ -20,8 +38,91 @@ CLI_PROTOCOLS = "file,pipe"
 MAX_ARG_CHARS = 100_000
 
 
+# FFmpeg's colorspace tags (``av_color_space_name``) of the matrices the GPU job knows, by the
+# name the job manifest gives them: BT.601 has two tags for one matrix.
+MATRIX_OF_TAG = {
+    "bt709": "bt709",
+    "bt470bg": "bt601",
+    "smpte170m": "bt601",
+    "bt601": "bt601",  # not a tag, but the name assumed_matrix gives untagged SD video
+    "bt2020nc": "bt2020nc",
+    "fcc": "fcc",
+    "smpte240m": "smpte240m",
+}
+PIXEL_FAMILIES = ("yuv", "rgb", "other")
+# Lines from which an untagged YUV source counts as HD, so BT.709.
+HD_LINES = 720
+
+
 class InvalidMediaError(ValueError):
     """The input is not a video this pipeline accepts; the message says why."""
+
+
+def assumed_matrix(width: int, height: int) -> str:
+    """The YCbCr matrix players assume for untagged YUV video: bt709 from 720 lines, else bt601.
+
+    FFmpeg alone would always take bt601. Lines are the shorter side, so portrait video counts
+    like its landscape twin.
+    """
+    return "bt709" if min(width, height) >= HD_LINES else "bt601"
+
+
+@dataclass(frozen=True)
+class ChunkFormat:
+    """How :func:`build_split_argv` stores a source's pixels, and why.
+
+    Attributes:
+        pix_fmt: ``yuv420p`` or ``gbrp`` (see :data:`gpu.jobdir.CHUNK_PIX_FMTS`).
+        matrix: ``yuv420p``: the YCbCr matrix of the chunks (the source's, a key of
+            :data:`gpu.jobdir.YCBCR_MATRICES`), which the manifest records; None for ``gbrp``.
+        full_range_source: ``yuv420p`` from a source tagged full range: the split converts it
+            to limited range, which is all the GPU job reads.
+        rgb_matrix: ``gbrp`` from an untagged YUV source: the matrix FFmpeg converts it with
+            (FFmpeg follows the tags of tagged sources); None otherwise.
+        reason: Why this format, in words, for logs.
+    """
+
+    pix_fmt: str
+    matrix: str | None = None
+    full_range_source: bool = False
+    rgb_matrix: str | None = None
+    reason: str = ""
+
+    @property
+    def input_format(self) -> InputFormat:
+        """What the job manifest records about these chunks."""
+        return InputFormat(pix_fmt=self.pix_fmt, matrix=self.matrix)
+
+
+def choose_chunk_format(family: str, width: int, height: int, tagged_matrix: str | None,
+                        full_range: bool) -> ChunkFormat:
+    """The chunk format for a source: ``yuv420p`` when the GPU job can take its YUV, else ``gbrp``.
+
+    Args:
+        family: The source's decoded pixel format family, one of :data:`PIXEL_FAMILIES`.
+        width: Display width (after rotation; Ut Video 4:2:0 needs it even).
+        height: Display height.
+        tagged_matrix: The source's colorspace tag as FFmpeg names it (``bt709``,
+            ``smpte170m``, ...), None when it has none (then :func:`assumed_matrix` holds).
+        full_range: The source is tagged full ("pc", "jpeg") range.
+    """
+    if family not in PIXEL_FAMILIES:
+        raise ValueError(f"pixel format family {family!r} is not one of {PIXEL_FAMILIES}")
+    untagged_yuv = family == "yuv" and tagged_matrix is None
+    rgb = ChunkFormat("gbrp", rgb_matrix=assumed_matrix(width, height) if untagged_yuv else None)
+    if family != "yuv":
+        return replace(rgb, reason=f"gbrp: the source's pixels are {family}, not YUV")
+    if width % 2 or height % 2:
+        return replace(rgb, reason=f"gbrp: Ut Video 4:2:0 needs an even size, not "
+                                   f"{width}x{height}")
+    matrix = MATRIX_OF_TAG.get(tagged_matrix or assumed_matrix(width, height))
+    if matrix not in YCBCR_MATRICES:
+        return replace(rgb, reason=f"gbrp: the GPU job does not know the {tagged_matrix} "
+                                   "matrix")
+    origin = "tagged" if tagged_matrix else "assumed, untagged"
+    return ChunkFormat("yuv420p", matrix=matrix, full_range_source=full_range,
+                       reason=f"yuv420p: YUV source, {matrix} matrix ({origin}), "
+                              f"{'full range made limited' if full_range else 'limited range'}")
 
 
 def base_argv(ffmpeg: str) -> list[str]:
@@ -52,15 +153,20 @@ def build_split_argv(
     stream_index: int,
     chunk_starts: Sequence[int],
     pattern: Path,
-    assumed_matrix: str | None = None,
+    chunk_format: ChunkFormat,
 ) -> list[str]:
-    """Cut video stream ``stream_index`` of ``src`` into lossless RGB Matroska chunks.
+    """Cut video stream ``stream_index`` of ``src`` into lossless Ut Video Matroska chunks.
 
     Every decoded frame is kept (``-fps_mode passthrough``) and rotation is applied (FFmpeg
-    autorotates by default). The codec is Ut Video on planar RGB (``gbrp``): lossless and
-    intra-only, so the segment muxer can start a new chunk exactly at each frame number in
-    ``chunk_starts``, and several times faster to encode and decode than FFV1 (which matters
-    because the GPU job decodes the chunks on its CPU).
+    autorotates by default). Ut Video is lossless and intra-only, so the segment muxer can start
+    a new chunk exactly at each frame number in ``chunk_starts``, and several times faster to
+    encode and decode than FFV1 (which matters because the GPU job decodes the chunks on its
+    CPU).
+
+    ``yuv420p`` chunks keep the source's samples and matrix (FFmpeg's scaler does not convert
+    between YCbCr matrices anyway); only full-range sources are converted, to limited range,
+    and 4:2:2 or 4:4:4 ones subsampled. 4:2:0 chroma stays where the source sited it. ``gbrp``
+    chunks are converted to RGB here, untagged YUV sources with ``chunk_format.rgb_matrix``.
 
     Args:
         ffmpeg: The FFmpeg binary.
@@ -69,12 +175,18 @@ def build_split_argv(
         stream_index: Absolute index of the video stream.
         chunk_starts: First frame number of every chunk after the first.
         pattern: Output pattern such as ``dir/%05d.mkv``.
-        assumed_matrix: YCbCr matrix to convert an untagged source with (see
-            :attr:`tasks.media.VideoStreamInfo.assumed_matrix`); None lets FFmpeg follow the tags.
+        chunk_format: The chunks' pixel format, from :func:`choose_chunk_format`.
     """
-    convert = [] if assumed_matrix is None else [
-        "-vf", f"scale=in_color_matrix={assumed_matrix}:flags=accurate_rnd+full_chroma_int",
-    ]
+    if chunk_format.pix_fmt == "yuv420p":
+        in_range = "in_range=pc:" if chunk_format.full_range_source else ""
+        convert = ["-vf", f"scale={in_range}out_range=tv:flags=accurate_rnd"]
+    elif chunk_format.pix_fmt == "gbrp":
+        convert = [] if chunk_format.rgb_matrix is None else [
+            "-vf", f"scale=in_color_matrix={chunk_format.rgb_matrix}"
+                   ":flags=accurate_rnd+full_chroma_int",
+        ]
+    else:
+        raise ValueError(f"unknown chunk pixel format {chunk_format.pix_fmt!r}")
     argv = [
         *base_argv(ffmpeg),
         *input_argv(src, demuxer),
@@ -83,9 +195,10 @@ def build_split_argv(
         "-map_chapters", "-1",
         "-fps_mode", "passthrough",
         *convert,
-        "-pix_fmt", "gbrp",
+        "-pix_fmt", chunk_format.pix_fmt,
         "-c:v", "utvideo",
-        "-pred", "median",
+        # Left prediction decodes about twice as fast as median (see the module docstring).
+        "-pred", "left",
         "-f", "segment",
         "-segment_format", "matroska",
         "-reset_timestamps", "1",

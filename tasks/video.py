@@ -39,7 +39,8 @@ def split_video(src: Path, probe: MediaProbe, input_dir: Path, compute: ComputeS
     """Cut the video into frame-exact chunks for the GPU job."""
     fps = probe.video.average_fps or 30.0
     chunk_frames = max(1, round(compute.chunk_seconds * fps))
-    get_run_logger().info("splitting into chunks of %d frames", chunk_frames)
+    get_run_logger().info("splitting into chunks of %d frames, %s", chunk_frames,
+                          probe.video.chunk_format.reason)
     encode = EncodeSettings(crf=compute.crf, preset=compute.preset)
     return media.split_video(src, probe, input_dir, chunk_frames, encode)
 

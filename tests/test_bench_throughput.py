@@ -14,7 +14,7 @@ import imageio_ffmpeg
 import pytest
 import torch
 
-from bench import model_fps
+from bench import codec_rates, model_fps
 
 REPO = Path(__file__).resolve().parent.parent
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -89,8 +89,12 @@ def test_stylize_job_smoke_reports_rates_and_the_target(tiny_model_path: Path,
         assert "error" not in clip, clip["error"]
         assert clip["frames"] == clip["source"]["frames"] and clip["chunks"] >= 3
         assert clip["source"]["audio"] == (clip["clip"] == "square720")
+        # The built clips are even-sized, untagged SD H.264: cut as BT.601 4:2:0 chunks, which
+        # the host decodes as the job does, to their own planar format.
+        assert clip["input_format"] == {"pix_fmt": "yuv420p", "matrix": "bt601"}
         host = clip["host"]
         assert positive(host["decode_fps"]) and host["decode_processes"] == 2
+        assert host["decode_pix_fmt"] == "yuv420p"
         assert set(host["encode"]) == {"veryfast", "ultrafast"}
         for rates in host["encode"].values():
             assert all(positive(rates[k]) for k in ("one_process_fps", "parallel_fps", "fps",
@@ -111,3 +115,36 @@ def test_stylize_job_smoke_reports_rates_and_the_target(tiny_model_path: Path,
         else:
             assert clip["model_fps"] is None and "no stylenet" in clip["model_fps_source"]
             assert clip["target_fps"] == pytest.approx(0.9 * clip["encode_fps"], abs=0.01)
+
+
+def test_codec_rates_reads_the_pixels_from_ffmpegs_report() -> None:
+    lines = {
+        "Stream #0:0[0x1](und): Video: h264 (High) (avc1 / 0x31637661), yuv420p(progressive), "
+        "1920x1080 [SAR 1:1 DAR 16:9], 8699 kb/s, 30 fps, 30 tbr, 15360 tbn (default)":
+            ("yuv420p", None, False, ("yuv420p", "bt709")),
+        "Stream #0:0[0x1](und): Video: h264 (High) (avc1 / 0x31637661), yuvj420p(pc, "
+        "progressive), 64x48 [SAR 1:1 DAR 4:3], 64 kb/s, 25 fps, 25 tbr, 12800 tbn (default)":
+            ("yuvj420p", None, True, ("yuv420p", "bt601")),
+        "Stream #0:0: Video: h264 (High 10), yuv420p10le(tv, bt2020nc/bt2020/smpte2084, "
+        "progressive), 3840x2160, 25 fps, 25 tbr, 1k tbn":
+            ("yuv420p10le", "bt2020nc", False, ("yuv420p", "bt2020nc")),
+        "Stream #0:1: Video: h264, yuv420p(tv, bt709, progressive), 1280x720, 25 fps":
+            ("yuv420p", "bt709", False, ("yuv420p", "bt709")),
+        "Stream #0:0: Video: ffv1, bgr0(pc, gbr/unknown/unknown, progressive), 64x48, SAR 1:1 "
+        "DAR 4:3, 25 fps, 25 tbr, 1k tbn": ("bgr0", "gbr", True, ("gbrp", None)),
+        "Stream #0:0: Video: h264, yuv444p(tv, unknown/bt709/bt709, progressive), 65x48, 25 fps":
+            ("yuv444p", None, False, ("gbrp", None)),
+    }
+    for line, (pix_fmt, colorspace, full_range, chunks) in lines.items():
+        found = codec_rates.VIDEO_STREAM.search(line)
+        assert found is not None, line
+        assert found["pix_fmt"] == pix_fmt
+        info = codec_rates.VideoInfo(
+            width=int(found["width"]), height=int(found["height"]), fps=float(found["fps"]),
+            frames=1, stream_index=int(found["index"]), demuxer="mov", audio=False,
+            pix_fmt=pix_fmt, **dict(zip(("colorspace", "full_range"),
+                                        codec_rates.colour_details(found["details"]),
+                                        strict=True)))
+        assert (info.colorspace, info.full_range or pix_fmt.startswith("yuvj")) == \
+            (colorspace, full_range), line
+        assert (info.chunk_format.pix_fmt, info.chunk_format.matrix) == chunks, line

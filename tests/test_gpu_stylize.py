@@ -19,10 +19,11 @@ import pytest
 import torch
 
 from gpu import jobdir
-from gpu.jobdir import ChunkSpec, EncodeSettings, JobManifest
+from gpu.jobdir import ChunkSpec, EncodeSettings, InputFormat, JobManifest
 from gpu.model import build_model, load_style_model, save_weights
 from gpu.stylize import (
     CompileError,
+    FrameLayout,
     JobInputError,
     Stylizer,
     default_encoders,
@@ -46,24 +47,33 @@ REPO = Path(__file__).resolve().parent.parent
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 LAUNCH_TIMEOUT = 180
+RGB_CHUNKS = InputFormat()
 
 
 def make_job(folder: Path, width: int, height: int, chunk_frames: list[int],
-             model_path: Path) -> JobManifest:
-    """A job folder like the CPU side writes: FFV1 RGB chunks cut from one lavfi test clip."""
+             model_path: Path, input_format: InputFormat = RGB_CHUNKS) -> JobManifest:
+    """A job folder like the CPU side writes, cut from one lavfi test clip: FFV1 planar RGB
+    chunks, or Ut Video YUV 4:2:0 ones in ``input_format.matrix`` at limited range."""
     chunks, first = [], 0
+    if input_format.pix_fmt == "gbrp":
+        codec = ["-c:v", "ffv1", "-pix_fmt", "gbrp"]
+    else:
+        matrix = {"bt601": "smpte170m"}.get(input_format.matrix, input_format.matrix)
+        codec = ["-vf", f"scale=out_color_matrix={matrix}:out_range=tv:flags=accurate_rnd",
+                 "-c:v", "utvideo", "-pred", "left", "-pix_fmt", "yuv420p"]
     for index, frames in enumerate(chunk_frames):
         chunk = ChunkSpec(index=index, file=f"chunks/{index:05d}.mkv", frames=frames,
                           first_frame=first)
         (folder / "chunks").mkdir(parents=True, exist_ok=True)
         source = (f"testsrc=size={width}x{height}:rate=25,"
                   f"trim=start_frame={first}:end_frame={first + frames},setpts=PTS-STARTPTS")
-        run_ffmpeg([FFMPEG, "-v", "error", "-f", "lavfi", "-i", source, "-c:v", "ffv1",
-                    "-pix_fmt", "gbrp", "-f", "matroska", str(folder / chunk.file)])
+        run_ffmpeg([FFMPEG, "-v", "error", "-f", "lavfi", "-i", source, *codec,
+                    "-f", "matroska", str(folder / chunk.file)])
         chunks.append(chunk)
         first += frames
     manifest = JobManifest(width=width, height=height, total_frames=first, chunks=chunks,
-                           encode=EncodeSettings(crf=18, preset="ultrafast"))
+                           encode=EncodeSettings(crf=18, preset="ultrafast"),
+                           input_format=input_format)
     jobdir.write_manifest(folder, manifest)
     (folder / jobdir.MODEL_NAME).write_bytes(model_path.read_bytes())
     return manifest
@@ -93,7 +103,7 @@ def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
 
 def decode(path: Path, width: int, height: int) -> np.ndarray:
     """All frames of ``path`` as (N, height, width, 3) uint8."""
-    data = run_ffmpeg(decode_argv(FFMPEG, path))
+    data = run_ffmpeg(decode_argv(FFMPEG, path, "rgb24"))
     assert len(data) % (width * height * 3) == 0, f"{path} is not {width}x{height}"
     return np.frombuffer(data, np.uint8).reshape(-1, height, width, 3)
 
@@ -220,6 +230,49 @@ def test_chunks_in_flight_change_neither_frames_nor_pictures(
         assert not list((output_dir / jobdir.CHUNKS_DIR).glob(".*")), "temporary files left"
 
 
+def rgb_twin(yuv_dir: Path, folder: Path, manifest: JobManifest) -> JobManifest:
+    """A copy of a job of 4:2:0 chunks whose chunks FFmpeg converted to planar RGB, as the job
+    itself converts them: bilinear chroma with H.264's siting, careful rounding."""
+    matrix = manifest.input_format.matrix
+    for chunk in manifest.chunks:
+        (folder / chunk.file).parent.mkdir(parents=True, exist_ok=True)
+        run_ffmpeg([FFMPEG, "-v", "error", "-i", str(yuv_dir / chunk.file),
+                    "-vf", f"scale=in_color_matrix={matrix}:in_range=tv:in_chroma_loc=left"
+                           ":flags=accurate_rnd+full_chroma_int+bilinear",
+                    "-c:v", "ffv1", "-pix_fmt", "gbrp", "-f", "matroska", str(folder / chunk.file)])
+    twin = replace(manifest, input_format=RGB_CHUNKS)
+    jobdir.write_manifest(folder, twin)
+    (folder / jobdir.MODEL_NAME).write_bytes((yuv_dir / jobdir.MODEL_NAME).read_bytes())
+    return twin
+
+
+def test_yuv420p_chunks_stylize_like_their_rgb_conversion(tmp_path: Path,
+                                                          model_file: Path) -> None:
+    """BT.709 4:2:0 chunks, converted to RGB by the job itself, stylize to what the same
+    chunks converted by FFmpeg and handed over as planar RGB do.
+
+    Nearly lossless x264 (CRF 4) keeps encoding noise out of the comparison: the two inputs
+    differ by 0.1 levels (rounding), the outputs by about 0.3; with the BT.601 matrix instead
+    the job's outputs are 1.7 off."""
+    yuv_dir, rgb_dir = tmp_path / "yuv", tmp_path / "rgb"
+    manifest = replace(make_job(yuv_dir, 66, 50, [4, 3, 5], model_file,
+                                InputFormat("yuv420p", "bt709")),
+                       encode=EncodeSettings(crf=4, preset="ultrafast"))
+    jobdir.write_manifest(yuv_dir, manifest)
+    twin = rgb_twin(yuv_dir, rgb_dir, manifest)
+    ok(launch(rgb_dir, tmp_path / "rgb_out", None))
+    ok(launch(yuv_dir, tmp_path / "yuv_out", None, "--encoders", "2"))
+    summary = jobdir.read_summary(tmp_path / "yuv_out")
+    assert (summary.input_pix_fmt, summary.input_matrix) == ("yuv420p", "bt709")
+    assert summary.total_frames == manifest.total_frames
+    for chunk in manifest.chunks:
+        from_rgb = decode_output(tmp_path / "rgb_out", twin, chunk).astype(int)
+        from_yuv = decode_output(tmp_path / "yuv_out", manifest, chunk).astype(int)
+        assert len(from_yuv) == chunk.frames
+        gap = np.abs(from_yuv - from_rgb).mean()
+        assert gap < 0.7, f"chunk {chunk.index}: {gap:.2f} from the RGB chunks' output"
+
+
 def test_summary_reports_warm_up_steady_rate_and_device_busy(
     runs_by_ranks: dict[int, Path]
 ) -> None:
@@ -228,6 +281,7 @@ def test_summary_reports_warm_up_steady_rate_and_device_busy(
     assert 0 < summary.run_seconds < summary.wall_seconds
     assert summary.steady_fps >= summary.fps > 0
     assert 0 < summary.device_busy_fraction <= 1
+    assert (summary.input_pix_fmt, summary.input_matrix) == ("gbrp", None)
     for rank in summary.ranks:
         assert (rank.device_id, rank.threads, rank.encoders, rank.compile) == ("cpu", 1, 1, "none")
         assert 0 < rank.run_seconds <= summary.run_seconds
@@ -259,7 +313,8 @@ def test_compile_and_encoder_defaults() -> None:
 
 def test_failed_compile_is_a_clear_error(model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Compiling for real takes a minute on this CPU; what matters here is the message."""
-    stylizer = Stylizer(load_style_model(model_file), torch.device("cpu"), "default")
+    stylizer = Stylizer(load_style_model(model_file), torch.device("cpu"), FrameLayout(66, 50),
+                        "default")
     assert stylizer.full_batches, "compiled code is for one shape: short batches must be padded"
 
     def broken_compile(frames: torch.Tensor) -> torch.Tensor:
@@ -267,9 +322,9 @@ def test_failed_compile_is_a_clear_error(model_file: Path, monkeypatch: pytest.M
 
     monkeypatch.setattr(stylizer, "_convert", broken_compile)
     with pytest.raises(CompileError, match=r"torch.compile\(mode='default'\) failed on the "
-                                           r"warm-up batch \(3x50x66\): RuntimeError: "
+                                           r"warm-up batch \(3x50x66 gbrp\): RuntimeError: "
                                            r"InvalidCxx(.|\n)*--compile none"):
-        stylizer.warm_up(3, 66, 50)
+        stylizer.warm_up(3)
 
 
 def test_chunks_share_parameter_sets_and_carry_bt709_tags(
@@ -392,12 +447,51 @@ def test_plan_rejects_bad_folders_and_manifests(even_job: tuple[Path, JobManifes
     jobdir.write_manifest(broken, replace(manifest, width=0))
     with pytest.raises(JobInputError, match="frame size 0x50 is not positive"):
         read_valid_manifest(broken)
+    jobdir.write_manifest(broken, replace(manifest, width=65,
+                                          input_format=InputFormat("yuv420p", "bt601")))
+    with pytest.raises(JobInputError, match="yuv420p chunks need an even frame size, not 65x50"):
+        read_valid_manifest(broken)
+    wrong_format = {**manifest.to_json(), "input_format": {"pix_fmt": "rgb24", "matrix": None}}
+    (broken / jobdir.MANIFEST_NAME).write_text(json.dumps(wrong_format))
+    with pytest.raises(JobInputError, match="input_format.pix_fmt 'rgb24' is not one of "
+                                            "yuv420p, gbrp"):
+        read_valid_manifest(broken)
 
     plan = plan_job(input_dir, tmp_path / "fresh_out", model)
     assert plan.error is None and plan.pending == [c.index for c in manifest.chunks]
     missing_chunk = tmp_path / "missing_chunk"
     jobdir.write_manifest(missing_chunk, manifest)
     assert "input chunk 0 not found" in plan_job(missing_chunk, tmp_path, model).error
+
+
+def test_manifest_records_the_input_format_strictly() -> None:
+    chunks = [ChunkSpec(0, "chunks/00000.mkv", 5, 0)]
+    for input_format in (InputFormat("yuv420p", "bt709"), InputFormat("yuv420p", "bt601"),
+                         InputFormat("yuv420p", "bt2020nc"), InputFormat("gbrp")):
+        manifest = JobManifest(64, 48, 5, chunks, input_format=input_format)
+        data = json.loads(json.dumps(manifest.to_json()))
+        assert data["version"] == 2
+        assert data["input_format"] == {"pix_fmt": input_format.pix_fmt,
+                                        "matrix": input_format.matrix}
+        assert JobManifest.from_json(data) == manifest
+    good = JobManifest(64, 48, 5, chunks, input_format=InputFormat("yuv420p", "bt709")).to_json()
+    bad = {
+        "'rgb24' is not one of yuv420p, gbrp": {"pix_fmt": "rgb24", "matrix": None},
+        "matrix 'bt2020c' is not one of bt709, bt601, bt2020nc, fcc, smpte240m":
+            {"pix_fmt": "yuv420p", "matrix": "bt2020c"},
+        "matrix None is not one of": {"pix_fmt": "yuv420p", "matrix": None},
+        "matrix must be null for gbrp chunks, got 'bt709'": {"pix_fmt": "gbrp", "matrix": "bt709"},
+        "input_format must be an object": "yuv420p",
+    }
+    for message, value in bad.items():
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            JobManifest.from_json({**good, "input_format": value})
+    with pytest.raises(TypeError, match="range"):
+        JobManifest.from_json({**good, "input_format": {**good["input_format"], "range": "pc"}})
+    with pytest.raises(KeyError, match="input_format"):
+        JobManifest.from_json({k: v for k, v in good.items() if k != "input_format"})
+    with pytest.raises(ValueError, match="unsupported job manifest version 1"):
+        JobManifest.from_json({**good, "version": 1})  # RGB-only manifests are refused
 
 
 def test_ffmpeg_command_lines() -> None:
@@ -414,9 +508,14 @@ def test_ffmpeg_command_lines() -> None:
     with pytest.raises(ValueError, match="even dimensions"):
         encode_argv("ff", Path("x"), 65, 50, crf=20, preset="fast")
 
-    argv = decode_argv("ff", Path("in.mkv"))
-    assert argv[-5:] == ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-    assert "passthrough" in argv and "-nostdin" in argv
+    # Chunks decode to their own planar format: FFmpeg neither converts nor packs.
+    for pix_fmt in ("yuv420p", "gbrp"):
+        argv = decode_argv("ff", Path("in.mkv"), pix_fmt, threads=2)
+        assert argv[-5:] == ["-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]
+        assert argv[argv.index("-threads") + 1] == "2" and argv.index("-threads") < argv.index("-i")
+        assert "passthrough" in argv and "-nostdin" in argv and "-vf" not in argv
+    with pytest.raises(ValueError, match="unknown raw pixel format 'nv12'"):
+        decode_argv("ff", Path("in.mkv"), "nv12")
     assert even_size(65, 49) == (66, 50) and even_size(66, 50) == (66, 50)
 
 
@@ -459,7 +558,7 @@ def test_find_ffmpeg_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 def test_run_ffmpeg_error_carries_stderr(tmp_path: Path) -> None:
     with pytest.raises(FFmpegError, match="No such file") as caught:
-        run_ffmpeg(decode_argv(FFMPEG, tmp_path / "absent.mkv"))
+        run_ffmpeg(decode_argv(FFMPEG, tmp_path / "absent.mkv", "gbrp"))
     assert "absent.mkv" in caught.value.stderr
 
 

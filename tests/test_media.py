@@ -10,11 +10,15 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
-from gpu.jobdir import EncodeSettings, read_manifest
+from gpu.jobdir import EncodeSettings, InputFormat, read_manifest
+from gpu.stylize import FrameLayout, raw_to_rgb
+from gpu.video_io import FrameReader
 from tasks import media
 from tasks.media import FFmpegError, InvalidMediaError, MediaProbe
 from tasks.settings import LimitSettings
+from tasks.split_command import ChunkFormat
 from tests.clips import (
     AUDIO_FREQUENCIES,
     counter_value,
@@ -130,24 +134,46 @@ def test_input_options_force_the_demuxer_and_local_protocols() -> None:
         media.input_argv(Path("/in/a.mp4"), "hls")
 
 
+def split_options(argv: list[str]) -> dict[str, str]:
+    """The output options of a split command, as option -> value."""
+    start = argv.index("-i") + 2
+    return dict(zip(argv[start::2], argv[start + 1::2], strict=False))
+
+
 def test_split_command() -> None:
     ffmpeg, src, pattern = media.ffmpeg_exe(), Path("/in/a.mkv"), Path("/c/%05d.mkv")
-    argv = media.build_split_argv(ffmpeg, src, "matroska", 0, [7, 14], pattern)
+    yuv = ChunkFormat("yuv420p", matrix="bt709")
+    argv = media.build_split_argv(ffmpeg, src, "matroska", 0, [7, 14], pattern, yuv)
     assert argv[0] == media.ffmpeg_exe()
     assert argv[argv.index("-i") - 2:argv.index("-i") + 2] == ["-f", "matroska", "-i", "/in/a.mkv"]
-    pairs = dict(zip(argv[argv.index("-i") + 2::2], argv[argv.index("-i") + 3::2], strict=False))
+    pairs = split_options(argv)
     assert pairs["-map"] == "0:0"
     assert pairs["-fps_mode"] == "passthrough"
-    assert pairs["-pix_fmt"] == "gbrp"
+    assert pairs["-pix_fmt"] == "yuv420p"
     assert pairs["-c:v"] == "utvideo"  # lossless and intra-only: any frame can start a chunk
+    assert pairs["-pred"] == "left"  # decodes about twice as fast as median
     assert pairs["-segment_frames"] == "7,14"
     assert argv[-1] == "/c/%05d.mkv"
-    assert "-vf" not in argv  # tagged sources: FFmpeg follows the tags
-    single = media.build_split_argv(ffmpeg, src, "matroska", 0, [], pattern, "bt709")
+    # YUV keeps the source's samples and matrix; only the range is forced to limited.
+    assert pairs["-vf"] == "scale=out_range=tv:flags=accurate_rnd"
+    full = media.build_split_argv(ffmpeg, src, "matroska", 0, [7], pattern,
+                                  ChunkFormat("yuv420p", "bt601", full_range_source=True))
+    assert split_options(full)["-vf"] == "scale=in_range=pc:out_range=tv:flags=accurate_rnd"
+
+    tagged_rgb = split_options(media.build_split_argv(ffmpeg, src, "matroska", 0, [7], pattern,
+                                                      ChunkFormat("gbrp")))
+    assert (tagged_rgb["-pix_fmt"], tagged_rgb["-c:v"], tagged_rgb["-pred"]) == \
+        ("gbrp", "utvideo", "left")
+    assert "-vf" not in tagged_rgb  # tagged sources: FFmpeg follows the tags
+    single = media.build_split_argv(ffmpeg, src, "matroska", 0, [], pattern,
+                                    ChunkFormat("gbrp", rgb_matrix="bt709"))
     assert "-segment_frames" not in single
     assert single[single.index("-vf") + 1].startswith("scale=in_color_matrix=bt709:")
+    assert split_options(single)["-pix_fmt"] == "gbrp"
     with pytest.raises(ValueError, match="use longer chunks"):
-        media.build_split_argv(ffmpeg, src, "matroska", 0, range(1, 50_000), pattern)
+        media.build_split_argv(ffmpeg, src, "matroska", 0, range(1, 50_000), pattern, yuv)
+    with pytest.raises(ValueError, match="unknown chunk pixel format 'nv12'"):
+        media.build_split_argv(ffmpeg, src, "matroska", 0, [], pattern, ChunkFormat("nv12"))
 
 
 def test_extract_audio_and_frame_commands() -> None:
@@ -369,7 +395,7 @@ def test_rejects_hls_playlist_pointing_at_a_local_file(
     # The CLI, told the format, cannot be talked into the playlist either.
     with pytest.raises(FFmpegError):
         media.run_ffmpeg(media.build_split_argv(media.ffmpeg_exe(), playlist, "mov", 0, [],
-                                                tmp_path / "%05d.mkv"))
+                                                tmp_path / "%05d.mkv", ChunkFormat("gbrp")))
     assert not list(tmp_path.glob("*.mkv"))
 
 
@@ -429,16 +455,17 @@ def test_extract_audio_decodes_what_matroska_cannot_hold(clips: Path, tmp_path: 
 
 
 @pytest.mark.parametrize(
-    ("name", "options", "size"),
+    ("name", "options", "size", "pix_fmt"),
     [
-        ("cfr.mp4", {}, (64, 48)),
-        ("vfr.mkv", {"vfr": True}, (64, 48)),
-        ("rotated.mp4", {"rotate": 90}, (48, 64)),
-        ("odd.mp4", {"width": 65, "height": 49}, (65, 49)),
+        ("cfr.mp4", {}, (64, 48), "yuv420p"),
+        ("vfr.mkv", {"vfr": True}, (64, 48), "yuv420p"),
+        ("rotated.mp4", {"rotate": 90}, (48, 64), "yuv420p"),
+        # Ut Video 4:2:0 needs even sizes: odd ones are cut as planar RGB.
+        ("odd.mp4", {"width": 65, "height": 49}, (65, 49), "gbrp"),
     ],
 )
 def test_split_is_frame_exact(
-    clips: Path, tmp_path: Path, name: str, options: dict, size: tuple[int, int]
+    clips: Path, tmp_path: Path, name: str, options: dict, size: tuple[int, int], pix_fmt: str
 ) -> None:
     src = make_clip(clips / f"split-{name}", seconds=1.5, pattern="counter", **options)
     probe = media.probe(src, LIMITS)
@@ -446,6 +473,8 @@ def test_split_is_frame_exact(
     assert read_manifest(tmp_path) == manifest
     assert json.loads((tmp_path / "job.json").read_text())["encode"]["crf"] == 20
     assert (manifest.width, manifest.height) == size
+    # Untagged and under 720 lines: BT.601, as players assume.
+    assert manifest.input_format == InputFormat(pix_fmt, "bt601" if pix_fmt == "yuv420p" else None)
     assert manifest.total_frames == probe.video.frame_count
     assert [c.frames for c in manifest.chunks[:-1]] == [CHUNK_FRAMES] * (len(manifest.chunks) - 1)
     assert 1 <= manifest.chunks[-1].frames <= CHUNK_FRAMES
@@ -456,9 +485,9 @@ def test_split_is_frame_exact(
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             assert stream.codec_context.name == "utvideo"
-            assert stream.codec_context.format.name == "gbrp"
+            assert stream.codec_context.format.name == pix_fmt
             assert (stream.codec_context.width, stream.codec_context.height) == size
-        chunk_numbers = rgb_frame_numbers(path)
+        chunk_numbers = rgb_frame_numbers(path) if pix_fmt == "gbrp" else yuv_frame_numbers(path)
         assert len(chunk_numbers) == chunk.frames
         assert chunk_numbers[0] == chunk.first_frame
         numbers += chunk_numbers
@@ -467,29 +496,47 @@ def test_split_is_frame_exact(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chunks", "job.json"]
 
 
-def test_split_decodes_untagged_hd_with_the_bt709_matrix(tmp_path: Path) -> None:
+def gpu_rgb(input_dir: Path, chunk_file: str, layout: FrameLayout) -> np.ndarray:
+    """A chunk's frames as the GPU job sees them: ``(N, H, W, 3)`` RGB floats in 0-255."""
+    frames = np.empty((64, layout.frame_bytes), np.uint8)
+    with FrameReader(media.ffmpeg_exe(), input_dir / chunk_file, layout.width, layout.height,
+                     layout.pix_fmt) as reader:
+        count = reader.read_into(frames)
+    return raw_to_rgb(torch.from_numpy(frames[:count]), layout).permute(0, 2, 3, 1).numpy() * 255
+
+
+@pytest.mark.parametrize(("size", "pix_fmt"), [("1280x720", "yuv420p"), ("1279x720", "gbrp")])
+def test_split_decodes_untagged_hd_with_the_bt709_matrix(tmp_path: Path, size: str,
+                                                         pix_fmt: str) -> None:
+    """Either the GPU converts with BT.709 (YUV chunks) or the split does (RGB chunks)."""
     colour = (0xC0, 0x20, 0x40)
     src = tmp_path / "untagged-hd.mp4"
-    ffmpeg("-f", "lavfi", "-i", "color=c=0xC02040:size=1280x720:d=0.12",
-           "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p,"
+    subsampling = "420" if pix_fmt == "yuv420p" else "444"  # x264 4:2:0 needs even sizes too
+    ffmpeg("-f", "lavfi", "-i", f"color=c=0xC02040:size={size}:d=0.12",
+           "-vf", f"scale=out_color_matrix=bt709:out_range=tv,format=yuv{subsampling}p,"
            "setparams=colorspace=unknown:color_primaries=unknown:color_trc=unknown",
            "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", str(src))
     probe = media.probe(src, LIMITS)
-    assert probe.video.assumed_matrix == "bt709"
+    assert probe.video.assumed_matrix == "bt709" and probe.video.tagged_matrix is None
     manifest = media.split_video(src, probe, tmp_path / "in", 10, EncodeSettings())
-    with av.open(str(tmp_path / "in" / manifest.chunks[0].file)) as container:
-        pixel = next(container.decode(video=0)).to_ndarray(format="rgb24")[360, 640]
+    assert manifest.input_format == InputFormat(pix_fmt, "bt709" if pix_fmt == "yuv420p" else None)
+    pixel = gpu_rgb(tmp_path / "in", manifest.chunks[0].file, FrameLayout.of(manifest))[0, 360, 640]
     # FFmpeg left alone decodes untagged video as BT.601: (176, 10, 59) for this colour.
-    assert np.abs(pixel.astype(int) - colour).max() <= 4
+    assert np.abs(pixel - colour).max() <= 4
 
 
 def test_assumed_matrix_follows_size_and_tags(clips: Path) -> None:
-    small = media.probe(make_clip(clips / "untagged-sd.mp4"), LIMITS)
-    assert small.video.assumed_matrix == "bt601"
+    small = media.probe(make_clip(clips / "untagged-sd.mp4"), LIMITS).video
+    assert small.assumed_matrix == "bt601" and small.tagged_matrix is None
+    assert (small.pixel_format, small.pixel_family, small.full_range) == ("yuv420p", "yuv", False)
+    assert small.chunk_format.input_format == InputFormat("yuv420p", "bt601")
     tagged = clips / "tagged.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:d=0.2", "-c:v", "libx264",
            "-colorspace", "bt709", "-pix_fmt", "yuv420p", str(tagged))
-    assert media.probe(tagged, LIMITS).video.assumed_matrix is None
+    video = media.probe(tagged, LIMITS).video
+    assert video.assumed_matrix is None and video.tagged_matrix == "bt709"
+    # The tag wins over the size: SD tagged BT.709 stays BT.709.
+    assert video.chunk_format.input_format == InputFormat("yuv420p", "bt709")
 
 
 def test_split_refuses_a_frame_count_mismatch(cfr_clip: Path, tmp_path: Path) -> None:
