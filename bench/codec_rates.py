@@ -4,8 +4,8 @@ Benchmark clips are cut into chunks by the CPU side's own command
 (:func:`tasks.split_command.build_split_argv`, which needs nothing beyond the standard library,
 so it runs on a GPU host too), in the pixel format the CPU side would choose for them
 (:attr:`VideoInfo.chunk_format`). Decode and encode rates are measured with the command lines
-``gpu.stylize`` itself runs (:func:`gpu.video_io.decode_argv` to the chunks' own planar format,
-:class:`gpu.video_io.FrameWriter`), so they are the host's
+``gpu.stylize`` itself runs (:func:`gpu.video_io.decode_argv` to the chunks' own planar format
+with the job's decoder threads, :class:`gpu.video_io.FrameWriter`), so they are the host's
 capacity for this job's work, not FFmpeg's in general.
 """
 
@@ -194,7 +194,7 @@ def encode_rate(ffmpeg: str, sample: np.ndarray, width: int, height: int, crf: i
     """Frames/s of ``processes`` encoders at once, each fed ``frames`` frames through a pipe
     (``sample``, YUV 4:2:0 rows, repeated) with the job's command line.
 
-    ``threads`` 0 leaves the thread count to x264 (1.5 per core). The outputs go to files in
+    ``threads`` is each encoder's, 0 leaving it to x264 (1.5 per core). The outputs go to files in
     ``workdir``, deleted afterwards (FFmpeg will not overwrite /dev/null without ``-y``, which
     the job's command line does not have).
     """

@@ -7,10 +7,11 @@ For each clip (by default the issue's two: 1920x1080 at 30 frames/s for 30 s, an
    takes a given file, and cuts it into Ut Video chunks exactly as the CPU side does (YUV 4:2:0
    for the built clips, see :func:`tasks.split_command.choose_chunk_format`);
 2. measures the host: decoding the chunks with the job's decoder command (to their own planar
-   format), as many at once as the job runs, and x264 encoding at the job's CRF and preset
-   with the job's encoder command, on frames the model stylized, both as one process using
-   every core and as many processes at once as the job runs encoders (the better of the two is
-   the host's encode rate);
+   format, with the job's decoder threads), as many at once as the job runs, and x264
+   encoding at the job's CRF and preset with the job's encoder command, on frames the model
+   stylized, as many processes at once as the job runs encoders, each once with every core's
+   worth of threads and once with the cores shared out among them (the faster of the two is
+   the host's encode rate, so the reference is the host's best, not the job's own layout);
 3. runs ``gpu.stylize`` with the shipped model (under ``mpiexec`` for ``--ranks`` above 1) and
    reads its summary: steady-state frames/s after warm-up (compilation) and the warm-up
    itself, per-stage seconds and rates, and the share of the run the GPU was busy;
@@ -49,6 +50,7 @@ from gpu.stylize import (
     COMPILE_MODES,
     FrameLayout,
     Stylizer,
+    default_decoder_threads,
     default_encoders,
     resolve_compile_mode,
 )
@@ -103,6 +105,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="gpu.stylize --batch-size (0: its default)")
     parser.add_argument("--threads", type=int, default=0,
                         help="gpu.stylize --threads (0: its default, the cores over the ranks)")
+    parser.add_argument("--encoder-threads", type=int, default=0,
+                        help="gpu.stylize --encoder-threads (0: its default, the rank's threads "
+                             "over its chunks in flight)")
     parser.add_argument("--crf", type=int, default=EncodeSettings().crf)
     parser.add_argument("--preset", default=EncodeSettings().preset)
     parser.add_argument("--compare-presets", default="",
@@ -186,6 +191,8 @@ def job_argv(args: argparse.Namespace, input_dir: Path, output_dir: Path,
             "--batch-size", str(args.batch_size), "--encoders", str(args.encoders)]
     if args.threads:
         argv += ["--threads", str(args.threads)]
+    if args.encoder_threads:
+        argv += ["--encoder-threads", str(args.encoder_threads)]
     if args.ranks == 1:
         return argv
     beside_python = Path(sys.executable).parent / "mpiexec"
@@ -237,39 +244,49 @@ def job_variant(device: torch.device, compile_mode: str) -> str:
 
 def measure_host(args: argparse.Namespace, manifest: JobManifest, input_dir: Path,
                  sample: np.ndarray, workdir: Path, ffmpeg: str) -> dict[str, Any]:
-    """Decode and encode rates of this host for the job's chunks, laid out as the job runs."""
+    """Decode and encode rates of this host for the job's chunks, laid out as the job runs.
+
+    Decoding: as many decoders at once as the job has chunks in flight, each with the job's
+    decoder threads, to the chunks' own planar format. Encoding: as many x264 processes at once,
+    each once with every core's worth of threads (``all_cores``) and once with the cores shared
+    out among them (``shared``, what the job gives its encoders by default); the reference
+    ``fps`` is the faster of the two.
+    """
     cores = len(os.sched_getaffinity(0))
     threads = args.threads or max(1, cores // args.ranks)
     encoders = args.encoders or default_encoders(threads)
     lanes = encoders * args.ranks
     chunk_paths = [input_dir / c.file for c in manifest.chunks]
+    decoder_threads = default_decoder_threads(threads)
     decode_fps = codec_rates.decode_rate(ffmpeg, chunk_paths, manifest.total_frames, lanes,
-                                         threads, manifest.input_format.pix_fmt)
+                                         decoder_threads, manifest.input_format.pix_fmt)
     width, height = even_size(manifest.width, manifest.height)
     presets = [args.preset] + [p for p in args.compare_presets.split(",")
                                if p and p != args.preset]
+    layouts = {"all_cores": cores, "shared": max(1, cores // lanes)}
     encode = {}
     for preset in presets:
-        one = codec_rates.encode_rate(ffmpeg, sample, width, height, args.crf, preset,
-                                      processes=1, threads=0, frames=args.rate_frames,
-                                      workdir=workdir)
-        parallel = codec_rates.encode_rate(ffmpeg, sample, width, height, args.crf, preset,
-                                           processes=lanes, threads=threads,
-                                           frames=max(len(sample), args.rate_frames // lanes),
-                                           workdir=workdir)
+        rates = {
+            name: codec_rates.encode_rate(ffmpeg, sample, width, height, args.crf, preset,
+                                          processes=lanes, threads=threads_each,
+                                          frames=max(len(sample), args.rate_frames // lanes),
+                                          workdir=workdir)
+            for name, threads_each in layouts.items()
+        }
         psnr, bytes_per_frame = codec_rates.encode_quality(ffmpeg, sample, width, height,
                                                            args.crf, preset, workdir)
         encode[preset] = {
-            "one_process_fps": round(one, 2),
-            "parallel_fps": round(parallel, 2),
             "parallel_processes": lanes,
-            "threads_each": threads,
-            "fps": round(max(one, parallel), 2),
+            **{f"{name}_fps": round(rate, 2) for name, rate in rates.items()},
+            **{f"{name}_threads_each": layouts[name] for name in rates},
+            "fps": round(max(rates.values()), 2),
+            "fps_from": max(rates, key=lambda name: rates[name]),
             "psnr_db": round(psnr, 2),
             "kbit_per_frame": round(bytes_per_frame * 8 / 1000, 2),
         }
     return {"decode_fps": round(decode_fps, 2), "decode_processes": lanes,
-            "decode_pix_fmt": manifest.input_format.pix_fmt, "crf": args.crf, "encode": encode}
+            "decode_pix_fmt": manifest.input_format.pix_fmt,
+            "decoder_threads_each": decoder_threads, "crf": args.crf, "encode": encode}
 
 
 def run_job(args: argparse.Namespace, input_dir: Path, output_dir: Path,
@@ -335,6 +352,8 @@ def bench_clip(args: argparse.Namespace, name: str, workdir: Path, ffmpeg: str,
             "ranks": len(summary.ranks),
             "encoders_per_rank": [r.encoders for r in summary.ranks],
             "threads_per_rank": [r.threads for r in summary.ranks],
+            "encoder_threads_per_rank": [r.encoder_threads for r in summary.ranks],
+            "decoder_threads_per_rank": [r.decoder_threads for r in summary.ranks],
             "batch_size": batch_size,
             "compile": compile_mode,
             "fps": summary.steady_fps,
@@ -397,6 +416,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     report = describe_host(ffmpeg, device) | {
         "settings": {"ranks": args.ranks, "encoders": args.encoders or "default",
                      "compile": resolve_compile_mode(args.compile),
+                     "encoder_threads": args.encoder_threads or "default",
                      "batch_size": args.batch_size or "default", "crf": args.crf,
                      "preset": args.preset,
                      "chunk_seconds": args.chunk_seconds or "default"},

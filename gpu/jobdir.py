@@ -185,8 +185,11 @@ class RankSummary:
 
     Attributes:
         device_id: ``cuda:N`` or ``cpu``.
-        threads: CPU threads the rank used for torch and FFmpeg.
+        threads: CPU threads of the rank (its share of the host's cores): torch's, and those
+            its FFmpeg processes share.
         encoders: Chunks it kept in flight, each with its own FFmpeg decoder and encoder.
+        encoder_threads: Threads of each of its x264 encoders.
+        decoder_threads: Threads of each of its chunk decoders.
         batch_size: Frames per forward pass.
         compile: The ``torch.compile`` mode of its network, ``none`` for eager.
         warmup_seconds: Its first batches, before it claimed any chunk: compilation and cuDNN
@@ -209,6 +212,8 @@ class RankSummary:
     device_id: str = ""
     threads: int = 0
     encoders: int = 0
+    encoder_threads: int = 0
+    decoder_threads: int = 0
     batch_size: int = 0
     compile: str = "none"
     warmup_seconds: float = 0.0

@@ -13,9 +13,11 @@ window on rank 0, so a slow rank never holds up the rest. Each rank keeps severa
 flight (``--encoders``, by default one per four of its cores): every chunk has its own decoder
 and encoder threads, each driving an FFmpeg process, while the rank's main thread runs the
 network for all of them in turn, so the host's cores all encode while one thread feeds the
-device. A chunk's output is renamed into place and then its report is written, so a rerun after
-any failure redoes only the chunks without a report. When every rank is through, rank 0 writes
-``summary.json``.
+device. Each chunk's x264 gets its share of the rank's threads (``--encoder-threads``, by
+default the rank's threads over its chunks in flight) and each decoder a small fixed count
+(:data:`DECODER_THREADS`), so the codecs do not oversubscribe the cores. A chunk's output is
+renamed into place and then its report is written, so a rerun after any failure redoes only the
+chunks without a report. When every rank is through, rank 0 writes ``summary.json``.
 
 Input chunks are lossless Ut Video in the manifest's ``input_format``: ``yuv420p`` (limited
 range, in the YCbCr matrix the manifest names) for most sources, ``gbrp`` (planar RGB) for the
@@ -115,9 +117,18 @@ faster with batches of 2 than of 8 (docs/stylize_job_cpu_demo*.json); the networ
 CORES_PER_ENCODER = 4
 """Default chunks in flight per rank: one per this many of its cores. One x264 process cannot
 keep many cores busy: its frame threads wait on one another's reference rows, and it idles
-while its chunk starts and ends. Each FFmpeg process may still use every core of the rank, so
-that when some lanes are between chunks, or only the job's last chunks are left, the others
-take up the idle cores; while all are busy the OS shares the cores out among them."""
+while its chunk starts and ends. Each chunk's x264 gets the rank's threads over its chunks in
+flight (see :func:`default_encoder_threads`)."""
+
+DECODER_THREADS = 2
+"""Threads of each chunk decoder (at most the rank's threads). Decoding is cheap next to x264:
+on one thread FFmpeg decodes 1080p Ut Video 4:2:0 chunks at about 160 frames/s and planar RGB
+ones at about 80 (2-core test machine), above what one of four chunks in flight needs at the
+H200 host's x264 rate (245 frames/s in all), so one thread nearly does. A second, on which
+FFmpeg decodes the next frame, lets a decoder catch up after the network drained its queue
+for little more CPU (the same 0.55 CPU seconds per 90 frames of 4:2:0). More would only add
+threads competing with the encoders for the cores: FFmpeg's default is one per core, for every
+decoder, which is what the job ran before."""
 
 
 class JobInputError(Exception):
@@ -182,10 +193,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="chunks in flight per rank, each with its own FFmpeg decoder and "
                              f"encoder (default: one per {CORES_PER_ENCODER} of the rank's "
                              "threads, at least one)")
+    parser.add_argument("--encoder-threads", type=int, default=0,
+                        help="x264 threads of each chunk in flight (default: the rank's "
+                             "threads over its chunks in flight, at least one)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads per rank for torch and for each of its FFmpeg "
-                             "processes (default: the cores mpiexec bound the rank to, else "
-                             "the node's cores over its ranks)")
+                        help="CPU threads per rank: torch's, and those its FFmpeg processes "
+                             "share (default: the cores mpiexec bound the rank to, else the "
+                             "node's cores over its ranks)")
     parser.add_argument("--ffmpeg", default=None,
                         help="FFmpeg binary (default: $RESTYLE_FFMPEG, else the imageio-ffmpeg "
                              "binary, else ffmpeg on PATH)")
@@ -221,6 +235,22 @@ def default_threads(local_size: int) -> int:
 def default_encoders(threads: int) -> int:
     """Chunks a rank keeps in flight when ``--encoders`` is not given."""
     return max(1, threads // CORES_PER_ENCODER)
+
+
+def default_encoder_threads(threads: int, encoders: int) -> int:
+    """x264 threads of each chunk in flight when ``--encoder-threads`` is not given.
+
+    The rank's threads shared out among its chunks in flight. Giving every encoder all of them
+    (as the job once did) ran ``encoders`` times as many x264 threads as cores, plus a decoder
+    with as many again per chunk: x264 threads are frame threads that wait on one another's
+    rows, and oversubscribed they wait on threads the OS has parked.
+    """
+    return max(1, threads // max(1, encoders))
+
+
+def default_decoder_threads(threads: int) -> int:
+    """Threads of each chunk decoder: :data:`DECODER_THREADS`, at most the rank's threads."""
+    return max(1, min(DECODER_THREADS, threads))
 
 
 def resolve_compile_mode(requested: str) -> str:
@@ -704,6 +734,8 @@ class JobContext:
     ffmpeg: str
     requests: _Pipe
     stop: threading.Event
+    encoder_threads: int = 1
+    decoder_threads: int = 1
 
 
 def stylize_chunk(chunk: ChunkSpec, job: JobContext,
@@ -738,7 +770,7 @@ def stylize_chunk(chunk: ChunkSpec, job: JobContext,
     def decode() -> None:
         nonlocal frames_read
         with FrameReader(job.ffmpeg, job.input_dir / chunk.file, width, height,
-                         manifest.input_format.pix_fmt, job.placement.threads) as reader:
+                         manifest.input_format.pix_fmt, job.decoder_threads) as reader:
             while (frames := buffers.decoded.take(stop)) is not None:
                 if (out := buffers.stylized.take(stop)) is None:
                     return
@@ -760,7 +792,7 @@ def stylize_chunk(chunk: ChunkSpec, job: JobContext,
         try:
             even_width, even_height = even_size(width, height)
             with FrameWriter(job.ffmpeg, partial, even_width, even_height, manifest.encode.crf,
-                             manifest.encode.preset, job.placement.threads) as writer:
+                             manifest.encode.preset, job.encoder_threads) as writer:
                 while (item := stylized.get()) is not _END:
                     out, count = item
                     started = time.perf_counter()
@@ -908,6 +940,9 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     if args.encoders < 0:
         raise JobInputError(f"--encoders must be at least 1 (or 0 for the default), got "
                             f"{args.encoders}", on_every_rank=True)
+    if args.encoder_threads < 0:
+        raise JobInputError(f"--encoder-threads must be at least 1 (or 0 for the default), got "
+                            f"{args.encoder_threads}", on_every_rank=True)
     plan = plan_job(input_dir, output_dir, model_path) if rank == 0 else None
     plan = comm.bcast(plan, root=0)
     if plan.error is not None:
@@ -927,6 +962,9 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     stylizer = Stylizer(model, placement.device, FrameLayout.of(manifest), compile_mode)
     batch_size = args.batch_size or DEFAULT_BATCH_SIZES[placement.device.type]
     encoders = args.encoders or default_encoders(placement.threads)
+    encoder_threads = (args.encoder_threads
+                       or default_encoder_threads(placement.threads, encoders))
+    decoder_threads = default_decoder_threads(placement.threads)
     lane_buffers = [Buffers.for_job(manifest, batch_size, pinned=stylizer.cuda)
                     for _ in range(encoders)]
     if rank == 0:
@@ -935,7 +973,8 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
                        f"{manifest.width}x{manifest.height} {manifest.input_format.pix_fmt}"
                        f"{f' ({matrix})' if matrix else ''}, {placement.size} ranks")
     log(placement, f"on {placement.host} {placement.device} ({placement.device_name}), "
-                   f"{placement.threads} threads, {encoders} chunks in flight, "
+                   f"{placement.threads} threads, {encoders} chunks in flight with "
+                   f"{encoder_threads} x264 and {decoder_threads} decoder threads each, "
                    f"batches of {batch_size}, compile {compile_mode}")
 
     counter = WorkCounter(comm)
@@ -949,7 +988,8 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     stop = threading.Event()
     errors: list[BaseException] = []
     job = JobContext(manifest=manifest, input_dir=input_dir, output_dir=output_dir,
-                     placement=placement, ffmpeg=ffmpeg, requests=_Pipe(stop), stop=stop)
+                     placement=placement, ffmpeg=ffmpeg, requests=_Pipe(stop), stop=stop,
+                     encoder_threads=encoder_threads, decoder_threads=decoder_threads)
     lanes = [_run_stage(f"lane {n}", functools.partial(run_lane, job, buffers), stop, errors)
              for n, buffers in enumerate(lane_buffers)]
     try:
@@ -970,7 +1010,8 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
         rank=rank, host=placement.host, device=placement.device_name,
         chunks=len(reports), frames=sum(r.frames for r in reports),
         device_id=str(placement.device), threads=placement.threads, encoders=encoders,
-        batch_size=batch_size, compile=compile_mode, warmup_seconds=round(warmup_seconds, 3),
+        encoder_threads=encoder_threads, decoder_threads=decoder_threads, batch_size=batch_size,
+        compile=compile_mode, warmup_seconds=round(warmup_seconds, 3),
         run_seconds=round(run_seconds, 3),
         decode_seconds=round(sum(r.decode_seconds for r in reports), 3),
         infer_seconds=round(work.infer_seconds, 3),

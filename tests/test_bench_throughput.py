@@ -95,13 +95,21 @@ def test_stylize_job_smoke_reports_rates_and_the_target(tiny_model_path: Path,
         host = clip["host"]
         assert positive(host["decode_fps"]) and host["decode_processes"] == 2
         assert host["decode_pix_fmt"] == "yuv420p"
+        assert host["decoder_threads_each"] == min(2, report["host_cores"])
         assert set(host["encode"]) == {"veryfast", "ultrafast"}
         for rates in host["encode"].values():
-            assert all(positive(rates[k]) for k in ("one_process_fps", "parallel_fps", "fps",
+            assert all(positive(rates[k]) for k in ("all_cores_fps", "shared_fps", "fps",
                                                     "psnr_db", "kbit_per_frame")), rates
-            assert rates["fps"] == max(rates["one_process_fps"], rates["parallel_fps"])
+            assert rates["parallel_processes"] == 2
+            assert rates["all_cores_threads_each"] == report["host_cores"]
+            assert rates["shared_threads_each"] == max(1, report["host_cores"] // 2)
+            assert rates["fps"] == max(rates["all_cores_fps"], rates["shared_fps"])
+            assert rates["fps"] == rates[f"{rates['fps_from']}_fps"]
         job = clip["job"]
         assert job["encoders_per_rank"] == [2] and job["compile"] == "none"
+        threads = job["threads_per_rank"][0]
+        assert job["encoder_threads_per_rank"] == [max(1, threads // 2)]
+        assert job["decoder_threads_per_rank"] == [min(2, threads)]
         assert all(positive(job[k]) for k in ("fps", "wall_fps", "run_seconds")), job
         assert 0 < job["device_busy_fraction"] <= 1
         for stage in job["stages"].values():

@@ -26,6 +26,8 @@ from gpu.stylize import (
     FrameLayout,
     JobInputError,
     Stylizer,
+    default_decoder_threads,
+    default_encoder_threads,
     default_encoders,
     plan_job,
     read_valid_manifest,
@@ -253,17 +255,24 @@ def test_yuv420p_chunks_stylize_like_their_rgb_conversion(tmp_path: Path,
 
     Nearly lossless x264 (CRF 4) keeps encoding noise out of the comparison: the two inputs
     differ by 0.1 levels (rounding), the outputs by about 0.3; with the BT.601 matrix instead
-    the job's outputs are 1.7 off."""
+    the job's outputs are 1.7 off. The two runs also show the FFmpeg thread counts: by
+    default each chunk's x264 gets the rank's threads over its chunks in flight."""
     yuv_dir, rgb_dir = tmp_path / "yuv", tmp_path / "rgb"
     manifest = replace(make_job(yuv_dir, 66, 50, [4, 3, 5], model_file,
                                 InputFormat("yuv420p", "bt709")),
                        encode=EncodeSettings(crf=4, preset="ultrafast"))
     jobdir.write_manifest(yuv_dir, manifest)
     twin = rgb_twin(yuv_dir, rgb_dir, manifest)
-    ok(launch(rgb_dir, tmp_path / "rgb_out", None))
-    ok(launch(yuv_dir, tmp_path / "yuv_out", None, "--encoders", "2"))
+    ok(launch(rgb_dir, tmp_path / "rgb_out", None, "--encoder-threads", "3"))
+    ok(launch(yuv_dir, tmp_path / "yuv_out", None, "--threads", "4", "--encoders", "2"))
     summary = jobdir.read_summary(tmp_path / "yuv_out")
     assert (summary.input_pix_fmt, summary.input_matrix) == ("yuv420p", "bt709")
+    rank = summary.ranks[0]
+    assert (rank.threads, rank.encoders, rank.encoder_threads, rank.decoder_threads) == \
+        (4, 2, 2, 2)
+    rank = jobdir.read_summary(tmp_path / "rgb_out").ranks[0]
+    assert (rank.threads, rank.encoders, rank.encoder_threads, rank.decoder_threads) == \
+        (1, 1, 3, 1)
     assert summary.total_frames == manifest.total_frames
     for chunk in manifest.chunks:
         from_rgb = decode_output(tmp_path / "rgb_out", twin, chunk).astype(int)
@@ -271,6 +280,14 @@ def test_yuv420p_chunks_stylize_like_their_rgb_conversion(tmp_path: Path,
         assert len(from_yuv) == chunk.frames
         gap = np.abs(from_yuv - from_rgb).mean()
         assert gap < 0.7, f"chunk {chunk.index}: {gap:.2f} from the RGB chunks' output"
+
+
+def test_bad_encoder_threads_is_a_clear_error(even_job: tuple[Path, JobManifest],
+                                              tmp_path: Path) -> None:
+    input_dir, _ = even_job
+    proc = launch(input_dir, tmp_path / "out", None, "--encoder-threads", "-1")
+    assert proc.returncode == 2
+    assert "--encoder-threads must be at least 1" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_summary_reports_warm_up_steady_rate_and_device_busy(
@@ -284,6 +301,7 @@ def test_summary_reports_warm_up_steady_rate_and_device_busy(
     assert (summary.input_pix_fmt, summary.input_matrix) == ("gbrp", None)
     for rank in summary.ranks:
         assert (rank.device_id, rank.threads, rank.encoders, rank.compile) == ("cpu", 1, 1, "none")
+        assert (rank.encoder_threads, rank.decoder_threads) == (1, 1)
         assert 0 < rank.run_seconds <= summary.run_seconds
         assert min(rank.decode_seconds, rank.infer_seconds, rank.encode_seconds) > 0
         # On the CPU the device's time is the network calls' time.
@@ -305,10 +323,15 @@ def test_summaries_written_before_and_after_the_new_fields_both_read(tmp_path: P
     assert jobdir.read_summary(tmp_path) == summary
 
 
-def test_compile_and_encoder_defaults() -> None:
+def test_compile_encoder_and_thread_defaults() -> None:
     assert resolve_compile_mode("auto") == "none"  # codec-bound on the H200: see its docstring
     assert resolve_compile_mode("max-autotune") == "max-autotune"
     assert [default_encoders(t) for t in (1, 2, 4, 8, 16)] == [1, 1, 1, 2, 4]
+    # Each chunk's x264 gets its share of the rank's threads, never all of them.
+    assert [default_encoder_threads(t, default_encoders(t)) for t in (1, 2, 4, 8, 16)] == \
+        [1, 2, 4, 4, 4]
+    assert default_encoder_threads(1, 3) == 1 and default_encoder_threads(16, 3) == 5
+    assert [default_decoder_threads(t) for t in (1, 2, 16, 64)] == [1, 2, 2, 2]
 
 
 def test_failed_compile_is_a_clear_error(model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
