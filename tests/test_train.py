@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -289,11 +290,15 @@ def test_seeded_runs_reproduce_and_resume_exactly(images: Path, tmp_path: Path,
     run_training(*tiny_args(images, tmp_path / "whole", "--steps", "4"))
     run_training(*tiny_args(images, tmp_path / "again", "--steps", "4"))
     run_training(*tiny_args(images, tmp_path / "other", "--steps", "4", "--seed", "1"))
-    run_training(*tiny_args(images, tmp_path / "split", "--steps", "2"))
+    # Interrupted after its first step (the time limit is checked after every step), as a
+    # preempted run is, then resumed: the learning-rate schedule spans the same 4 steps.
+    stopped = run_training(*tiny_args(images, tmp_path / "split", "--steps", "4",
+                                      "--max-seconds", "0"))
+    assert stopped["steps"] == 1
     capsys.readouterr()
     resumed = run_training(*tiny_args(images, tmp_path / "split", "--steps", "4"))
-    assert "resuming from step 2" in capsys.readouterr().out
-    assert resumed["resumed_from_step"] == 2 and resumed["steps"] == 4
+    assert "resuming from step 1" in capsys.readouterr().out
+    assert resumed["resumed_from_step"] == 1 and resumed["steps"] == 4
     whole = weights("whole")
     for folder, same in (("again", True), ("split", True), ("other", False)):
         equal = all(torch.equal(whole[k], v) for k, v in weights(folder).items())
@@ -358,3 +363,13 @@ def test_two_ranks_train_and_only_rank_zero_writes(images: Path, tmp_path: Path)
     progress = [line for line in done.stdout.splitlines() if line.startswith("step ")]
     assert [line.split()[1] for line in progress] == ["1/2", "2/2"]  # printed by rank 0 only
     assert done.stdout.count("wrote ") == 1
+
+
+def test_cosine_schedule_decays_from_the_rate_to_one_percent() -> None:
+    rates = [train.learning_rate(1e-3, "cosine", step, 100) for step in range(100)]
+    assert rates[0] == pytest.approx(1e-3)
+    assert rates[-1] == pytest.approx(1e-5)
+    halfway = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 50 / 99))
+    assert rates[50] == pytest.approx(1e-3 * halfway)
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+    assert {train.learning_rate(1e-3, "constant", step, 100) for step in range(100)} == {1e-3}
