@@ -232,7 +232,7 @@ def test_style_upload_trains_and_registers_a_style(
         assert model(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
     metadata = read_metadata(weights)
     assert metadata["style"] == name
-    assert json.loads(metadata["hparams"]) == TINY_HPARAMS
+    assert json.loads(metadata["hparams"]) == {**TINY_HPARAMS, "head": "subpixel"}
     assert json.loads(metadata["training"])["steps"] == 3
 
     info_path = tmp_path / "info.json"
