@@ -408,7 +408,25 @@ def describe_host(ffmpeg: str, device: torch.device) -> dict[str, Any]:
     }
 
 
+def check_model_fps_json(path: Path | None) -> None:
+    """Refuse an unreadable ``--model-fps-json`` before any clip is built, not after each one.
+
+    Seen on the H200 (2026-11-29): ``--model-fps-json /dev/null`` failed both clips after their
+    preparation and host timings, a whole device call for nothing.
+    """
+    if path is None:
+        return
+    try:
+        results = json.loads(path.read_text())["results"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SystemExit(f"--model-fps-json {path}: not a bench.model_fps report "
+                         f"({type(err).__name__}: {err})") from None
+    if not isinstance(results, list):
+        raise SystemExit(f"--model-fps-json {path}: 'results' is not a list")
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
+    check_model_fps_json(args.model_fps_json)
     ffmpeg = find_ffmpeg()
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")

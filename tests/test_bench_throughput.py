@@ -156,3 +156,24 @@ def test_codec_rates_reads_the_pixels_from_ffmpegs_report() -> None:
         assert (info.colorspace, info.full_range or pix_fmt.startswith("yuvj")) == \
             (colorspace, full_range), line
         assert (info.chunk_format.pix_fmt, info.chunk_format.matrix) == chunks, line
+
+
+@pytest.mark.parametrize("content", ["", "[]", '{"results": 3}'])
+def test_stylize_job_refuses_a_bad_model_fps_report_before_building_clips(
+        content: str, tmp_path: Path) -> None:
+    from bench import stylize_job
+
+    report = tmp_path / "model_fps.json"
+    report.write_text(content)
+    with pytest.raises(SystemExit, match="--model-fps-json .*model_fps.json"):
+        stylize_job.check_model_fps_json(report)
+    with pytest.raises(SystemExit, match="not a bench.model_fps report"):
+        stylize_job.check_model_fps_json(tmp_path / "missing.json")
+    report.write_text('{"results": []}')
+    stylize_job.check_model_fps_json(report)  # a report with no matching entry is fine
+
+
+def test_model_specs_may_carry_hyper_parameters() -> None:
+    [(label, model)] = model_fps.load_models(['stylenet:{"head": "full_res", "blocks": 2}'], 0)
+    assert label == 'stylenet:{"head": "full_res", "blocks": 2} (seeded)'
+    assert model.hparams["head"] == "full_res" and model.hparams["blocks"] == 2
