@@ -110,9 +110,10 @@ CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
 """Modes that replay CUDA graphs: they record during the first calls, so warm up with three."""
 
 DEFAULT_BATCH_SIZES = {"cuda": 8, "cpu": 2}
-"""Frames per forward pass by device type. On a 2-core CPU at 640x360 the whole job ran 24%
-faster with batches of 2 than of 8 (docs/stylize_job_cpu_demo*.json); the network alone, 8%
-(docs/model_fps_cpu.json): the activations of small batches stay in cache."""
+"""Frames per forward pass by device type. On a 2-core CPU at 640x360 the network alone ran
+at 4.76 frames/s with batches of 2 and 4.58 with 8 (docs/model_fps_cpu.json), and the first
+shipped set's whole job 24% faster with 2 than with 8 (docs/stylize_job_cpu_demo_batch8.json):
+the activations of small batches stay in cache."""
 
 CORES_PER_ENCODER = 4
 """Default chunks in flight per rank: one per this many of its cores. One x264 process cannot
@@ -257,11 +258,11 @@ def resolve_compile_mode(requested: str) -> str:
     """The ``torch.compile`` mode that ``--compile REQUESTED`` means ('none': eager).
 
     ``auto`` is eager everywhere. On the CPU compiling takes longer than it saves. On one H200
-    (docs/stylize_job.json, 2026-11-29) the compiled job ran at 147 frames/s at 1080p after a
-    22.5 s compile, bound by chunk decoding and x264 with the GPU busy 29% of the time, and the
-    network alone runs at 271 frames/s eager: the compile's speed-up is not on the critical
-    path, while its warm-up cost more than the whole 30 s clip's stylization (900 frames in
-    40.4 s in all). Ask for a mode when the GPU, not the codec, is the limit.
+    (2026-11-29) the eager job ran at 133 frames/s at 1080p in 8.5 s in all
+    (docs/stylize_job.json), and compiled, with 16 x264 threads per chunk, at 175 frames/s
+    after a 25.5 s compile, 43.1 s in all (docs/stylize_job_compiled.json): the network
+    (339 frames/s eager alone) is not what bounds the job, x264 is, and the compile pays for
+    itself only on videos of several minutes. Ask for ``default`` for those.
     """
     return "none" if requested == "auto" else requested
 
