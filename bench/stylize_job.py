@@ -249,7 +249,7 @@ def measure_host(args: argparse.Namespace, manifest: JobManifest, input_dir: Pat
     Decoding: as many decoders at once as the job has chunks in flight, each with the job's
     decoder threads, to the chunks' own planar format. Encoding: as many x264 processes at once,
     each once with every core's worth of threads (``all_cores``) and once with the cores shared
-    out among them (``shared``, what the job gives its encoders by default); the reference
+    out among them (``shared``; the job gives its encoders every core by default); the reference
     ``fps`` is the faster of the two.
     """
     cores = len(os.sched_getaffinity(0))

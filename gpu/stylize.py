@@ -13,9 +13,9 @@ window on rank 0, so a slow rank never holds up the rest. Each rank keeps severa
 flight (``--encoders``, by default one per four of its cores): every chunk has its own decoder
 and encoder threads, each driving an FFmpeg process, while the rank's main thread runs the
 network for all of them in turn, so the host's cores all encode while one thread feeds the
-device. Each chunk's x264 gets its share of the rank's threads (``--encoder-threads``, by
-default the rank's threads over its chunks in flight) and each decoder a small fixed count
-(:data:`DECODER_THREADS`), so the codecs do not oversubscribe the cores. A chunk's output is
+device. Each chunk's x264 may use all of the rank's threads (``--encoder-threads`` to change
+that; see :func:`default_encoder_threads`) and each decoder a small fixed count
+(:data:`DECODER_THREADS`). A chunk's output is
 renamed into place and then its report is written, so a rerun after any failure redoes only the
 chunks without a report. When every rank is through, rank 0 writes ``summary.json``.
 
@@ -118,8 +118,8 @@ the activations of small batches stay in cache."""
 CORES_PER_ENCODER = 4
 """Default chunks in flight per rank: one per this many of its cores. One x264 process cannot
 keep many cores busy: its frame threads wait on one another's reference rows, and it idles
-while its chunk starts and ends. Each chunk's x264 gets the rank's threads over its chunks in
-flight (see :func:`default_encoder_threads`)."""
+while its chunk starts and ends. Each chunk's x264 may still use all of the rank's threads
+(see :func:`default_encoder_threads`)."""
 
 DECODER_THREADS = 2
 """Threads of each chunk decoder (at most the rank's threads). Decoding is cheap next to x264:
@@ -195,8 +195,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                              f"encoder (default: one per {CORES_PER_ENCODER} of the rank's "
                              "threads, at least one)")
     parser.add_argument("--encoder-threads", type=int, default=0,
-                        help="x264 threads of each chunk in flight (default: the rank's "
-                             "threads over its chunks in flight, at least one)")
+                        help="x264 threads of each chunk in flight (default: all of the "
+                             "rank's threads)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads per rank: torch's, and those its FFmpeg processes "
                              "share (default: the cores mpiexec bound the rank to, else the "
@@ -238,15 +238,19 @@ def default_encoders(threads: int) -> int:
     return max(1, threads // CORES_PER_ENCODER)
 
 
-def default_encoder_threads(threads: int, encoders: int) -> int:
-    """x264 threads of each chunk in flight when ``--encoder-threads`` is not given.
+def default_encoder_threads(threads: int) -> int:
+    """x264 threads of each chunk in flight when ``--encoder-threads`` is not given: all of the
+    rank's threads.
 
-    The rank's threads shared out among its chunks in flight. Giving every encoder all of them
-    (as the job once did) ran ``encoders`` times as many x264 threads as cores, plus a decoder
-    with as many again per chunk: x264 threads are frame threads that wait on one another's
-    rows, and oversubscribed they wait on threads the OS has parked.
+    Measured on the H200's 16-core host (2026-11-29, ``bench.stylize_job``'s host rates, four
+    x264 veryfast processes at once): at 1080p, 16 threads each encoded 191.5 and 198.2
+    frames/s in two calls against 168.2 and 191.4 with 4 each; at 720x720 the two were within
+    2% (486 against 494, 557 against 567). x264's frame threads wait on one another's rows,
+    and threads to spare let a process take up the cores another leaves idle while its chunk
+    starts or ends. The compiled job with 16 threads per encoder reached 0.88 of the host's
+    x264 rate (docs/stylize_job_compiled.json).
     """
-    return max(1, threads // max(1, encoders))
+    return max(1, threads)
 
 
 def default_decoder_threads(threads: int) -> int:
@@ -964,7 +968,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     batch_size = args.batch_size or DEFAULT_BATCH_SIZES[placement.device.type]
     encoders = args.encoders or default_encoders(placement.threads)
     encoder_threads = (args.encoder_threads
-                       or default_encoder_threads(placement.threads, encoders))
+                       or default_encoder_threads(placement.threads))
     decoder_threads = default_decoder_threads(placement.threads)
     lane_buffers = [Buffers.for_job(manifest, batch_size, pinned=stylizer.cuda)
                     for _ in range(encoders)]

@@ -108,7 +108,7 @@ def test_stylize_job_smoke_reports_rates_and_the_target(tiny_model_path: Path,
         job = clip["job"]
         assert job["encoders_per_rank"] == [2] and job["compile"] == "none"
         threads = job["threads_per_rank"][0]
-        assert job["encoder_threads_per_rank"] == [max(1, threads // 2)]
+        assert job["encoder_threads_per_rank"] == [threads]
         assert job["decoder_threads_per_rank"] == [min(2, threads)]
         assert all(positive(job[k]) for k in ("fps", "wall_fps", "run_seconds")), job
         assert 0 < job["device_busy_fraction"] <= 1
