@@ -100,6 +100,7 @@ def training_args(
         "--style-size", str(training.style_size),
         "--arch", training.arch,
         "--model-hparams", json.dumps(training.model_hparams),
+        "--style-weight", str(training.style_weight),
         "--device", device,
     )
     if training.max_seconds is not None:

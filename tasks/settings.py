@@ -86,9 +86,17 @@ class TrainingSettings(BaseModel):
     arch: Literal["stylenet", "johnson"] = Field(
         default="stylenet", description="Network architecture (gpu/model.py)."
     )
-    model_hparams: dict[str, int] = Field(
+    model_hparams: dict[str, int | str] = Field(
         default_factory=dict,
-        description='Architecture hyper-parameters, e.g. {"width": 48}; empty: the defaults.',
+        description='Architecture hyper-parameters, e.g. {"width": 48} or {"head": "full_res"}; '
+        "empty: the defaults (the shipped styles' architecture).",
+    )
+    style_weight: float = Field(
+        default=5.0, gt=0,
+        description="Weight of the Gram style loss against the content loss (1). The shipped "
+        "styles used 2-15 (gpu/styles/manifest.json); at 1 the first shipped set stayed 2-4x "
+        "short of Gatys' style loss. Raise it for a stronger look, lower it to keep more of "
+        "the frame.",
     )
     max_seconds: float | None = Field(
         default=None, gt=0, description="Stop training after this many seconds even before steps."

@@ -101,8 +101,12 @@ def test_training_args_carry_the_settings() -> None:
     assert args == (
         "--style-name", "wave", "--steps", "40", "--batch-size", "16", "--image-size", "32",
         "--content-size", "320", "--style-size", "512", "--arch", "stylenet",
-        "--model-hparams", json.dumps(TINY_HPARAMS), "--device", "cpu",
+        "--model-hparams", json.dumps(TINY_HPARAMS), "--style-weight", "5.0", "--device", "cpu",
     )
+    head = TrainingSettings(model_hparams={"head": "full_res"}, style_weight=2)
+    args = training_args(head, "wave", "cpu")
+    assert json.loads(args[args.index("--model-hparams") + 1]) == {"head": "full_res"}
+    assert args[args.index("--style-weight") + 1] == "2.0"
     overridden = training_args(training.model_copy(update={"max_seconds": 60.0}), "w", "cuda", 7)
     assert overridden[overridden.index("--steps") + 1] == "7"
     assert overridden[-2:] == ("--max-seconds", "60.0")
