@@ -177,3 +177,34 @@ def test_model_specs_may_carry_hyper_parameters() -> None:
     [(label, model)] = model_fps.load_models(['stylenet:{"head": "full_res", "blocks": 2}'], 0)
     assert label == 'stylenet:{"head": "full_res", "blocks": 2} (seeded)'
     assert model.hparams["head"] == "full_res" and model.hparams["blocks"] == 2
+
+
+def test_scaling_smoke_runs_every_rank_count_on_the_same_chunks(tiny_model_path: Path,
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "scaling.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.scaling", "--device", "cpu", "--smoke",
+         "--model", str(tiny_model_path), "--rank-counts", "1,2", "--rate-frames", "20",
+         "--clip", "1080p", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["settings"]["rank_counts"] == [1, 2] and report["gpus"] == 0
+    [clip] = report["clips"]
+    one, two = clip["runs"]
+    assert (one["ranks"], two["ranks"]) == (1, 2)
+    assert one["frames"] == two["frames"] == clip["frames"] > 0
+    assert len(two["threads_per_rank"]) == 2 and two["devices"] == ["cpu"]
+    assert one["efficiency"] == 1.0
+    assert two["efficiency"] == pytest.approx(two["fps"] / (2 * one["fps"]), abs=1e-3)
+    assert clip["met"] == (two["efficiency"] >= 0.9)
+    assert clip["host"]["decode_processes"] == sum(two["encoders_per_rank"])
+
+
+@pytest.mark.parametrize("text", ["2,1", "1,1", "", "1,0"])
+def test_scaling_refuses_rank_counts_without_a_one_rank_reference(text: str) -> None:
+    from bench import scaling
+
+    with pytest.raises(SystemExit, match="--rank-counts must start with 1"):
+        scaling.parse_rank_counts(text)
+    assert scaling.parse_rank_counts("1,2,4") == [1, 2, 4]

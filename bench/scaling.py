@@ -1,0 +1,162 @@
+"""Scaling of the GPU job over MPI ranks (one per GPU), against one rank; prints JSON.
+
+For each clip (by default the issue's two, as :mod:`bench.stylize_job` builds them), this cuts
+the clip into chunks once, then runs ``gpu.stylize`` once per rank count in ``--rank-counts``
+(under ``mpiexec --bind-to none`` above one rank; each rank drives GPU ``local rank mod GPU
+count``) on the same chunks, and reports each run's steady frames/s after warm-up, its wall
+time, its per-stage busy shares and the GPUs' busy share, and the scaling efficiency
+``fps(n) / (n x fps(1))``. Goal: at least 0.9 at every n above 1.
+
+The host's cores are shared by all ranks' x264 encoders, so on a node whose cores do not grow
+with its GPUs the codec, not the GPUs, sets the ceiling: the report has the host's core count,
+its x264 rate with all its cores (measured once, laid out as the largest run), and the
+encoders' busy share in every run, to tell the two apart.
+
+    python -m bench.scaling --device cuda --rank-counts 1,2 --out scaling.json
+
+Every option of :mod:`bench.stylize_job` applies (``--compile``, ``--encoder-threads``,
+``--clip``, ...); ``--ranks`` is ignored for ``--rank-counts``. ``--device cpu --smoke`` runs
+tiny clips, for tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import codec_rates, stylize_job
+from gpu import jobdir
+from gpu.jobdir import EncodeSettings
+from gpu.video_io import find_ffmpeg
+
+EFFICIENCY_GOAL = 0.9
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = stylize_job.get_args_parser()
+    parser.description = "Scaling of the GPU job over MPI ranks"
+    parser.add_argument("--rank-counts", default="1,2",
+                        help="comma-separated rank counts; the first must be 1 (the reference)")
+    return parser
+
+
+def parse_rank_counts(text: str) -> list[int]:
+    counts = [int(part) for part in text.split(",") if part.strip()]
+    if not counts or counts[0] != 1 or any(c < 1 for c in counts) or \
+            len(set(counts)) != len(counts):
+        raise SystemExit(f"--rank-counts must start with 1 and list distinct positive counts, "
+                         f"not {text!r}")
+    return counts
+
+
+def efficiency(fps: float, ranks: int, reference_fps: float) -> float | None:
+    """``fps / (ranks x reference_fps)``: 1.0 is linear scaling."""
+    return round(fps / (ranks * reference_fps), 4) if reference_fps > 0 else None
+
+
+def scale_clip(args: argparse.Namespace, name: str, counts: list[int], workdir: Path,
+               ffmpeg: str, device: torch.device) -> dict[str, Any]:
+    folder = workdir / name.replace("/", "_")
+    folder.mkdir(parents=True)
+    built = stylize_job.SMOKE_CLIPS if args.smoke else stylize_job.BUILT_CLIPS
+    source = (stylize_job.build_clip(name, built[name], folder, ffmpeg) if name in built
+              else Path(name))
+    info = codec_rates.probe(ffmpeg, source)
+    chunk_seconds = args.chunk_seconds or (stylize_job.SMOKE_CHUNK_SECONDS if args.smoke
+                                           else stylize_job.CHUNK_SECONDS)
+    chunk_frames = max(1, round(chunk_seconds * info.fps))
+    input_dir = folder / "in"
+    manifest = stylize_job.split_clip(source, info, input_dir, chunk_frames,
+                                      EncodeSettings(crf=args.crf, preset=args.preset), ffmpeg)
+    widest = argparse.Namespace(**{**vars(args), "ranks": max(counts)})
+    sample = stylize_job.stylized_sample(args.model, input_dir / manifest.chunks[0].file,
+                                         manifest, device, ffmpeg)
+    host = stylize_job.measure_host(widest, manifest, input_dir, sample, folder, ffmpeg)
+    stylize_job.log(f"{name}: {manifest.total_frames} frames, {len(manifest.chunks)} chunks; "
+                    f"host {json.dumps(host)}")
+    runs = []
+    for count in counts:
+        run_args = argparse.Namespace(**{**vars(args), "ranks": count})
+        summary, launch_seconds = stylize_job.run_job(run_args, input_dir,
+                                                      folder / f"out-{count}", ffmpeg)
+        stages = stylize_job.stage_rates(summary)
+        runs.append({
+            "ranks": count,
+            "devices": sorted({r.device_id for r in summary.ranks}),
+            "fps": summary.steady_fps,
+            "wall_fps": summary.fps,
+            "wall_seconds": summary.wall_seconds,
+            "launch_seconds": round(launch_seconds, 2),
+            "warmup_seconds": summary.warmup_seconds,
+            "frames": summary.frames_processed,
+            "threads_per_rank": [r.threads for r in summary.ranks],
+            "encoders_per_rank": [r.encoders for r in summary.ranks],
+            "device_busy_fraction": summary.device_busy_fraction,
+            "stages": stages,
+        })
+        stylize_job.log(f"{name}: {count} rank(s): {summary.steady_fps} fps")
+    reference = runs[0]["fps"]
+    for run in runs:
+        run["efficiency"] = efficiency(run["fps"], run["ranks"], reference)
+    checked = [r for r in runs if r["ranks"] > 1]
+    return {
+        "clip": name,
+        "frames": manifest.total_frames,
+        "size": f"{manifest.width}x{manifest.height}",
+        "chunks": len(manifest.chunks),
+        "chunk_frames": chunk_frames,
+        "host": host,
+        "runs": runs,
+        "goal": f"efficiency >= {EFFICIENCY_GOAL} at every rank count above 1",
+        "met": bool(checked) and all((r["efficiency"] or 0) >= EFFICIENCY_GOAL for r in checked),
+    }
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    counts = parse_rank_counts(args.rank_counts)
+    stylize_job.check_model_fps_json(args.model_fps_json)
+    ffmpeg = find_ffmpeg()
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
+    gpus = torch.cuda.device_count() if use_cuda else 0
+    if use_cuda and max(counts) > gpus:
+        stylize_job.log(f"{max(counts)} ranks on {gpus} GPU(s): some ranks share a GPU")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="scaling-bench-"))
+    report = stylize_job.describe_host(ffmpeg, device) | {
+        "gpus": gpus,
+        "settings": {"rank_counts": counts, "encoders": args.encoders or "default",
+                     "compile": args.compile, "encoder_threads": args.encoder_threads or "default",
+                     "batch_size": args.batch_size or "default", "crf": args.crf,
+                     "preset": args.preset, "chunk_seconds": args.chunk_seconds or "default"},
+        "clips": [],
+    }
+    started = time.perf_counter()
+    try:
+        for name in args.clip or list(stylize_job.BUILT_CLIPS):
+            try:
+                report["clips"].append(scale_clip(args, name, counts, workdir, ffmpeg, device))
+            except Exception as err:  # noqa: BLE001 - recorded; the next clip still runs
+                stylize_job.log(f"{name} failed: {type(err).__name__}: {err}")
+                report["clips"].append({"clip": name, "error": f"{type(err).__name__}: {err}",
+                                        "met": False})
+            if args.out:
+                jobdir.atomic_write_json(args.out, report)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    report["met"] = all(c["met"] for c in report["clips"])
+    if args.out:
+        jobdir.atomic_write_json(args.out, report)
+    return report
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(get_args_parser().parse_args()), indent=2))
