@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -31,9 +30,8 @@ from typing import Any
 
 import torch
 
-from bench import codec_rates, stylize_job
+from bench import stylize_job
 from gpu import jobdir
-from gpu.jobdir import EncodeSettings
 from gpu.video_io import find_ffmpeg
 
 EFFICIENCY_GOAL = 0.9
@@ -63,24 +61,10 @@ def efficiency(fps: float, ranks: int, reference_fps: float) -> float | None:
 
 def scale_clip(args: argparse.Namespace, name: str, counts: list[int], workdir: Path,
                ffmpeg: str, device: torch.device) -> dict[str, Any]:
-    folder = workdir / name.replace("/", "_")
-    folder.mkdir(parents=True)
-    built = stylize_job.SMOKE_CLIPS if args.smoke else stylize_job.BUILT_CLIPS
-    source = (stylize_job.build_clip(name, built[name], folder, ffmpeg) if name in built
-              else Path(name))
-    info = codec_rates.probe(ffmpeg, source)
-    chunk_seconds = args.chunk_seconds or (stylize_job.SMOKE_CHUNK_SECONDS if args.smoke
-                                           else stylize_job.CHUNK_SECONDS)
-    chunk_frames = max(1, round(chunk_seconds * info.fps))
-    input_dir = folder / "in"
-    manifest = stylize_job.split_clip(source, info, input_dir, chunk_frames,
-                                      EncodeSettings(crf=args.crf, preset=args.preset), ffmpeg)
+    clip = stylize_job.prepare_clip(args, name, workdir, ffmpeg)
+    manifest, input_dir, folder = clip.manifest, clip.input_dir, clip.folder
     widest = argparse.Namespace(**{**vars(args), "ranks": max(counts)})
-    sample = stylize_job.stylized_sample(args.model, input_dir / manifest.chunks[0].file,
-                                         manifest, device, ffmpeg)
-    host = stylize_job.measure_host(widest, manifest, input_dir, sample, folder, ffmpeg)
-    stylize_job.log(f"{name}: {manifest.total_frames} frames, {len(manifest.chunks)} chunks; "
-                    f"host {json.dumps(host)}")
+    host = stylize_job.clip_host_rates(widest, clip, device, ffmpeg)
     runs = []
     for count in counts:
         run_args = argparse.Namespace(**{**vars(args), "ranks": count})
@@ -111,7 +95,7 @@ def scale_clip(args: argparse.Namespace, name: str, counts: list[int], workdir: 
         "frames": manifest.total_frames,
         "size": f"{manifest.width}x{manifest.height}",
         "chunks": len(manifest.chunks),
-        "chunk_frames": chunk_frames,
+        "chunk_frames": clip.chunk_frames,
         "host": host,
         "runs": runs,
         "goal": f"efficiency >= {EFFICIENCY_GOAL} at every rank count above 1",
@@ -138,25 +122,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "clips": [],
     }
     started = time.perf_counter()
-    try:
-        for name in args.clip or list(stylize_job.BUILT_CLIPS):
-            try:
-                report["clips"].append(scale_clip(args, name, counts, workdir, ffmpeg, device))
-            except Exception as err:  # noqa: BLE001 - recorded; the next clip still runs
-                stylize_job.log(f"{name} failed: {type(err).__name__}: {err}")
-                report["clips"].append({"clip": name, "error": f"{type(err).__name__}: {err}",
-                                        "met": False})
-            if args.out:
-                jobdir.atomic_write_json(args.out, report)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+    report = stylize_job.run_clips(
+        args, report, workdir,
+        lambda name: scale_clip(args, name, counts, workdir, ffmpeg, device))
+    # Written once more with the time: run_clips has already written it without.
     report["seconds"] = round(time.perf_counter() - started, 1)
-    report["met"] = all(c["met"] for c in report["clips"])
     if args.out:
         jobdir.atomic_write_json(args.out, report)
     return report
-
 
 if __name__ == "__main__":
     print(json.dumps(main(get_args_parser().parse_args()), indent=2))

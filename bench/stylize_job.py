@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,8 +303,26 @@ def run_job(args: argparse.Namespace, input_dir: Path, output_dir: Path,
     return jobdir.read_summary(output_dir), launch_seconds
 
 
-def bench_clip(args: argparse.Namespace, name: str, workdir: Path, ffmpeg: str,
-               device: torch.device) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PreparedClip:
+    """A benchmark clip cut into the job's input folder."""
+
+    name: str
+    folder: Path
+    source: Path
+    info: codec_rates.VideoInfo
+    manifest: JobManifest
+    chunk_frames: int
+    prepare_seconds: float
+
+    @property
+    def input_dir(self) -> Path:
+        return self.folder / "in"
+
+
+def prepare_clip(args: argparse.Namespace, name: str, workdir: Path,
+                 ffmpeg: str) -> PreparedClip:
+    """Build clip ``name`` (or take the file it names) and cut it as the CPU side does."""
     folder = workdir / name.replace("/", "_")
     folder.mkdir(parents=True)
     started = time.perf_counter()
@@ -312,19 +331,31 @@ def bench_clip(args: argparse.Namespace, name: str, workdir: Path, ffmpeg: str,
     info = codec_rates.probe(ffmpeg, source)
     chunk_seconds = args.chunk_seconds or (SMOKE_CHUNK_SECONDS if args.smoke else CHUNK_SECONDS)
     chunk_frames = max(1, round(chunk_seconds * info.fps))
-    input_dir, output_dir = folder / "in", folder / "out"
-    manifest = split_clip(source, info, input_dir, chunk_frames,
+    manifest = split_clip(source, info, folder / "in", chunk_frames,
                           EncodeSettings(crf=args.crf, preset=args.preset), ffmpeg)
     prepare_seconds = time.perf_counter() - started
     log(f"{name}: {info.frames} frames at {manifest.width}x{manifest.height}, "
         f"{len(manifest.chunks)} chunks ({info.chunk_format.reason}), prepared in "
         f"{prepare_seconds:.1f} s")
+    return PreparedClip(name, folder, source, info, manifest, chunk_frames, prepare_seconds)
 
-    sample = stylized_sample(args.model, input_dir / manifest.chunks[0].file, manifest, device,
-                             ffmpeg)
-    host = measure_host(args, manifest, input_dir, sample, folder, ffmpeg)
-    log(f"{name}: host {json.dumps(host)}")
-    summary, launch_seconds = run_job(args, input_dir, output_dir, ffmpeg)
+
+def clip_host_rates(args: argparse.Namespace, clip: PreparedClip, device: torch.device,
+                    ffmpeg: str) -> dict[str, Any]:
+    """:func:`measure_host` on frames the model stylized from the clip's first chunk."""
+    sample = stylized_sample(args.model, clip.input_dir / clip.manifest.chunks[0].file,
+                             clip.manifest, device, ffmpeg)
+    host = measure_host(args, clip.manifest, clip.input_dir, sample, clip.folder, ffmpeg)
+    log(f"{clip.name}: host {json.dumps(host)}")
+    return host
+
+
+def bench_clip(args: argparse.Namespace, name: str, workdir: Path, ffmpeg: str,
+               device: torch.device) -> dict[str, Any]:
+    clip = prepare_clip(args, name, workdir, ffmpeg)
+    source, info, manifest = clip.source, clip.info, clip.manifest
+    host = clip_host_rates(args, clip, device, ffmpeg)
+    summary, launch_seconds = run_job(args, clip.input_dir, clip.folder / "out", ffmpeg)
 
     compile_mode = summary.compile
     arch = read_metadata(args.model)["arch"]
@@ -345,8 +376,8 @@ def bench_clip(args: argparse.Namespace, name: str, workdir: Path, ffmpeg: str,
         "input_format": {"pix_fmt": manifest.input_format.pix_fmt,
                          "matrix": manifest.input_format.matrix},
         "chunks": len(manifest.chunks),
-        "chunk_frames": chunk_frames,
-        "prepare_seconds": round(prepare_seconds, 2),
+        "chunk_frames": clip.chunk_frames,
+        "prepare_seconds": round(clip.prepare_seconds, 2),
         "host": host,
         "job": {
             "ranks": len(summary.ranks),
@@ -440,10 +471,22 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                      "chunk_seconds": args.chunk_seconds or "default"},
         "clips": [],
     }
+    return run_clips(args, report, workdir,
+                     lambda name: bench_clip(args, name, workdir, ffmpeg, device))
+
+
+def run_clips(args: argparse.Namespace, report: dict[str, Any], workdir: Path,
+              bench_one: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """Fill ``report["clips"]`` with ``bench_one`` of every clip, and its overall ``met``.
+
+    A clip that fails is recorded with its error and the next one still runs; ``--out`` is
+    rewritten after every clip, so a run stopped by a time limit keeps what it measured.
+    ``workdir`` is removed at the end unless ``--workdir`` named it.
+    """
     try:
         for name in args.clip or list(BUILT_CLIPS):
             try:
-                report["clips"].append(bench_clip(args, name, workdir, ffmpeg, device))
+                report["clips"].append(bench_one(name))
             except Exception as err:  # noqa: BLE001 - recorded; the next clip still runs
                 log(f"{name} failed: {type(err).__name__}: {err}")
                 report["clips"].append({"clip": name, "error": f"{type(err).__name__}: {err}",
