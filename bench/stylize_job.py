@@ -14,7 +14,8 @@ For each clip (by default the issue's two: 1920x1080 at 30 frames/s for 30 s, an
    the host's encode rate, so the reference is the host's best, not the job's own layout);
 3. runs ``gpu.stylize`` with the shipped model (under ``mpiexec`` for ``--ranks`` above 1) and
    reads its summary: steady-state frames/s after warm-up (compilation) and the warm-up
-   itself, per-stage seconds and rates, and the share of the run the GPU was busy;
+   itself, per-stage seconds and rates, and the shares of the run the GPU and the host's
+   CPUs were busy;
 4. compares the job with ``0.9 x min(model frames/s, host encode frames/s)``; the model's rate
    comes from a ``bench.model_fps`` JSON (``--model-fps-json``) at the clip's frame size, batch
    size and compile mode, and is left out of the target when that file has no such entry.
@@ -224,6 +225,18 @@ def stage_rates(summary: JobSummary) -> dict[str, dict[str, float]]:
     return stages
 
 
+def host_cpu_busy_fraction(summary: JobSummary) -> float | None:
+    """Mean over the ranks of the share of their host's CPU time that was busy over the run.
+
+    Ranks on one host all measure that host, so on one node this is the node's figure; ranks
+    that could not measure it (no ``/proc/stat``, or a summary older than the field) are left
+    out, and None means none could.
+    """
+    measured = [r.host_cpu_busy_fraction for r in summary.ranks
+                if r.host_cpu_busy_fraction is not None]
+    return round(sum(measured) / len(measured), 4) if measured else None
+
+
 def model_fps_from(path: Path | None, arch: str, width: int, height: int, batch: int,
                    variant: str) -> tuple[float | None, str]:
     """The network's frames/s from a ``bench.model_fps`` report, and where it came from."""
@@ -395,6 +408,7 @@ def bench_clip(args: argparse.Namespace, name: str, workdir: Path, ffmpeg: str,
             "warmup_seconds": summary.warmup_seconds,
             "device": summary.device,
             "device_busy_fraction": summary.device_busy_fraction,
+            "host_cpu_busy_fraction": host_cpu_busy_fraction(summary),
             "stages": stage_rates(summary),
         },
         "gpu_busy_fraction": summary.device_busy_fraction if device.type == "cuda" else None,

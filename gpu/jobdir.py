@@ -202,6 +202,9 @@ class RankSummary:
         device_seconds: Time its device spent on its batches: CUDA-event-timed on a GPU, the
             network calls' wall time on the CPU.
         device_busy_fraction: ``device_seconds / run_seconds``.
+        host_cpu_busy_fraction: The share of all the host's CPU time that was busy over its
+            run (every process's, not only its own: ranks on one host see the same figure);
+            None where ``/proc/stat`` is unreadable.
     """
 
     rank: int
@@ -223,6 +226,7 @@ class RankSummary:
     encode_seconds: float = 0.0
     device_seconds: float = 0.0
     device_busy_fraction: float = 0.0
+    host_cpu_busy_fraction: float | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RankSummary:

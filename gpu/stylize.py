@@ -30,7 +30,8 @@ under ``--compile``.
 Before it claims any chunk, each rank warms the network up on a batch of the job's shape: under
 ``--compile`` (``torch.compile``; eager by default) that is when compilation happens, and on
 CUDA when cuDNN picks its algorithms. The summary reports the warm-up apart from the steady-state
-rate, and the share of the run each device spent on the rank's batches (timed with CUDA events).
+rate, the share of the run each device spent on the rank's batches (timed with CUDA events),
+and how busy the host's CPUs were over the run (from ``/proc/stat``).
 
 Each rank drives GPU ``OMPI_COMM_WORLD_LOCAL_RANK mod device count``, so two ranks may share
 a GPU; that helps when FFmpeg, not the GPU, is the limit. Launch with ``--bind-to none``: by
@@ -988,6 +989,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
         log(placement, f"warm-up, compile {compile_mode}: {warmup_seconds:.1f} s")
     comm.Barrier()  # every rank starts claiming at once: the steady-state window is common
     run_started = time.perf_counter()
+    cpu_ticks_at_start = read_cpu_ticks()
     work = RankWork(stylizer=stylizer, counter=counter, plan=plan, placement=placement,
                     fault_rank=args.fault_rank, fault_after_chunks=args.fault_after_chunks)
     stop = threading.Event()
@@ -1008,6 +1010,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     if errors:
         raise errors[0]
     run_seconds = time.perf_counter() - run_started
+    host_cpu_busy = host_cpu_busy_fraction(cpu_ticks_at_start, read_cpu_ticks())
     counter.free()
 
     reports = work.reports
@@ -1023,7 +1026,11 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
         encode_seconds=round(sum(r.encode_seconds for r in reports), 3),
         device_seconds=round(work.device_seconds, 3),
         device_busy_fraction=round(work.device_seconds / run_seconds, 4),
+        host_cpu_busy_fraction=None if host_cpu_busy is None else round(host_cpu_busy, 4),
     )
+    host_cpu = "unknown" if host_cpu_busy is None else f"{host_cpu_busy:.0%}"
+    log(placement, f"run: {mine.chunks} chunks, {mine.frames} frames in {run_seconds:.2f} s, "
+                   f"device busy {mine.device_busy_fraction:.0%}, host CPU busy {host_cpu}")
     everyone = comm.gather(mine, root=0)  # returns on rank 0 once every rank has finished
     if rank == 0:
         assert everyone is not None
@@ -1047,6 +1054,58 @@ def device_busy_fraction(ranks: list[RankSummary], run_seconds: float) -> float:
     if not busy or run_seconds <= 0:
         return 0.0
     return sum(busy.values()) / len(busy) / run_seconds
+
+
+PROC_STAT = Path("/proc/stat")
+
+
+@dataclass(frozen=True)
+class CpuTicks:
+    """Clock ticks all of the machine's CPUs together have spent busy and idle since boot."""
+
+    busy: int
+    idle: int
+
+
+def read_cpu_ticks(source: Path | str = PROC_STAT) -> CpuTicks | None:
+    """The ticks of the aggregate ``cpu`` line of ``/proc/stat``.
+
+    Busy is user, nice, system, irq, softirq and steal; idle is idle and iowait. The guest
+    columns are left out: the kernel already counts guest time in user and nice.
+
+    Args:
+        source: The file to read, or its text (so tests need no real ``/proc``).
+
+    Returns:
+        The ticks; None when the file cannot be read or has no such line (not Linux).
+    """
+    try:
+        text = source.read_text() if isinstance(source, Path) else source
+        line = next(line for line in text.splitlines() if line.startswith("cpu "))
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, line.split()[1:9])
+    except (OSError, StopIteration, ValueError):
+        return None
+    return CpuTicks(busy=user + nice + system + irq + softirq + steal, idle=idle + iowait)
+
+
+def host_cpu_busy_fraction(start: CpuTicks | None, end: CpuTicks | None) -> float | None:
+    """The share of the machine's CPU time between two :func:`read_cpu_ticks` snapshots that
+    was busy.
+
+    Every process on the node counts, not only this rank's: that is what tells whether the
+    node's cores (x264 above all) were the limit, or sat idle while the pipeline waited.
+
+    Returns:
+        A fraction in [0, 1] of all the CPUs together; None when a snapshot is missing or no
+        tick elapsed between them.
+    """
+    if start is None or end is None:
+        return None
+    busy, idle = end.busy - start.busy, end.idle - start.idle
+    if busy + idle <= 0:
+        return None
+    # iowait can go backwards on multi-core kernels (proc(5)), so the share may stray past 1.
+    return min(1.0, max(0.0, busy / (busy + idle)))
 
 
 def write_summary(output_dir: Path, manifest: JobManifest, plan: Plan, ranks: list[RankSummary],

@@ -112,6 +112,7 @@ def test_stylize_job_smoke_reports_rates_and_the_target(tiny_model_path: Path,
         assert job["decoder_threads_per_rank"] == [min(2, threads)]
         assert all(positive(job[k]) for k in ("fps", "wall_fps", "run_seconds")), job
         assert 0 < job["device_busy_fraction"] <= 1
+        assert 0 <= job["host_cpu_busy_fraction"] <= 1
         for stage in job["stages"].values():
             assert positive(stage["seconds"]) and positive(stage["fps_per_worker"])
         assert clip["gpu_busy_fraction"] is None  # no GPU here
@@ -208,3 +209,17 @@ def test_scaling_refuses_rank_counts_without_a_one_rank_reference(text: str) -> 
     with pytest.raises(SystemExit, match="--rank-counts must start with 1"):
         scaling.parse_rank_counts(text)
     assert scaling.parse_rank_counts("1,2,4") == [1, 2, 4]
+
+
+def test_stylize_job_host_cpu_busy_is_the_mean_over_the_ranks_that_measured_it() -> None:
+    from bench import stylize_job
+    from gpu.jobdir import JobSummary, RankSummary
+
+    def summary(*fractions: float | None) -> JobSummary:
+        ranks = [RankSummary(rank=n, host="h", device="cpu", chunks=1, frames=1,
+                             host_cpu_busy_fraction=f) for n, f in enumerate(fractions)]
+        return JobSummary(total_frames=1, chunks=1, chunks_skipped=0, frames_processed=1,
+                          wall_seconds=1.0, fps=1.0, device="cpu", ranks=ranks)
+
+    assert stylize_job.host_cpu_busy_fraction(summary(0.5, 0.70001, None)) == 0.6
+    assert stylize_job.host_cpu_busy_fraction(summary(None, None)) is None

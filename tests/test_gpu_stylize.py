@@ -23,13 +23,16 @@ from gpu.jobdir import ChunkSpec, EncodeSettings, InputFormat, JobManifest
 from gpu.model import build_model, load_style_model, save_weights
 from gpu.stylize import (
     CompileError,
+    CpuTicks,
     FrameLayout,
     JobInputError,
     Stylizer,
     default_decoder_threads,
     default_encoder_threads,
     default_encoders,
+    host_cpu_busy_fraction,
     plan_job,
+    read_cpu_ticks,
     read_valid_manifest,
     resolve_compile_mode,
     rgb_to_yuv420,
@@ -308,6 +311,8 @@ def test_summary_reports_warm_up_steady_rate_and_device_busy(
         assert rank.device_seconds == pytest.approx(rank.infer_seconds, abs=0.01)
         assert rank.device_busy_fraction == pytest.approx(rank.device_seconds / rank.run_seconds,
                                                           abs=0.01)
+        assert isinstance(rank.host_cpu_busy_fraction, float)  # Linux: /proc/stat is there
+        assert 0 <= rank.host_cpu_busy_fraction <= 1
 
 
 def test_summaries_written_before_and_after_the_new_fields_both_read(tmp_path: Path) -> None:
@@ -317,10 +322,38 @@ def test_summaries_written_before_and_after_the_new_fields_both_read(tmp_path: P
     (tmp_path / jobdir.SUMMARY_NAME).write_text(json.dumps(older))
     summary = jobdir.read_summary(tmp_path)
     assert summary.compile == "none" and summary.steady_fps == 0 and summary.ranks[0].encoders == 0
+    assert summary.ranks[0].host_cpu_busy_fraction is None
     newer = {**older, "some_later_field": 1,
              "ranks": [{**older["ranks"][0], "some_later_rank_field": 2}]}
     (tmp_path / jobdir.SUMMARY_NAME).write_text(json.dumps(newer))
     assert jobdir.read_summary(tmp_path) == summary
+
+
+PROC_STAT_TEXT = """\
+cpu  100 20 30 400 50 6 7 8 90 10
+cpu0 50 10 15 200 25 3 4 4 45 5
+intr 12345 0 0
+"""
+
+
+def test_cpu_ticks_come_from_the_aggregate_line_of_proc_stat(tmp_path: Path) -> None:
+    # Busy: user, nice, system, irq, softirq, steal; idle: idle, iowait; guest is in user.
+    expected = CpuTicks(busy=100 + 20 + 30 + 6 + 7 + 8, idle=400 + 50)
+    assert read_cpu_ticks(PROC_STAT_TEXT) == expected
+    (tmp_path / "stat").write_text(PROC_STAT_TEXT)
+    assert read_cpu_ticks(tmp_path / "stat") == expected
+    assert read_cpu_ticks(tmp_path / "missing") is None  # no /proc/stat: not Linux
+    assert read_cpu_ticks("intr 12345 0 0\n") is None
+    assert read_cpu_ticks("cpu  100 20 30\n") is None
+
+
+def test_host_cpu_busy_fraction_is_the_busy_share_of_the_ticks_between_snapshots() -> None:
+    start = CpuTicks(busy=1000, idle=3000)
+    assert host_cpu_busy_fraction(start, CpuTicks(busy=1060, idle=3040)) == pytest.approx(0.6)
+    assert host_cpu_busy_fraction(start, CpuTicks(busy=1000, idle=3100)) == 0
+    assert host_cpu_busy_fraction(start, start) is None  # no tick elapsed
+    assert host_cpu_busy_fraction(None, start) is None
+    assert host_cpu_busy_fraction(start, None) is None
 
 
 def test_compile_encoder_and_thread_defaults() -> None:
