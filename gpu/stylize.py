@@ -116,11 +116,13 @@ at 4.76 frames/s with batches of 2 and 4.58 with 8 (docs/model_fps_cpu.json), an
 shipped set's whole job 24% faster with 2 than with 8 (docs/stylize_job_cpu_demo_batch8.json):
 the activations of small batches stay in cache."""
 
-CORES_PER_ENCODER = 4
+CORES_PER_ENCODER = 2
 """Default chunks in flight per rank: one per this many of its cores. One x264 process cannot
 keep many cores busy: its frame threads wait on one another's reference rows, and it idles
 while its chunk starts and ends. Each chunk's x264 may still use all of the rank's threads
-(see :func:`default_encoder_threads`)."""
+(see :func:`default_encoder_threads`). On one H200's 16-core host (2026-11-29, compiled, 16
+x264 threads each) eight chunks in flight ran the job at 226 frames/s at 1080p and 651 at
+720x720 against 201 and 568 with four (docs/stylize_job_encoders_{8,4}.json)."""
 
 DECODER_THREADS = 2
 """Threads of each chunk decoder (at most the rank's threads). Decoding is cheap next to x264:
@@ -426,8 +428,10 @@ class Stylizer:
         # compiled a short last batch runs at full size all the same (frames are independent).
         self.full_batches = self.cuda or compile_mode != "none"
         if self.cuda:
-            self._started = torch.cuda.Event(enable_timing=True)
-            self._finished = torch.cuda.Event(enable_timing=True)
+            # Blocking events put the waiting thread to sleep: by default CUDA spins on a core
+            # while the batch runs, a core the x264 encoders, the job's limit, then lack.
+            self._started = torch.cuda.Event(enable_timing=True, blocking=True)
+            self._finished = torch.cuda.Event(enable_timing=True, blocking=True)
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor, out: torch.Tensor, count: int) -> float:

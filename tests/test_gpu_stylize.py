@@ -359,7 +359,7 @@ def test_host_cpu_busy_fraction_is_the_busy_share_of_the_ticks_between_snapshots
 def test_compile_encoder_and_thread_defaults() -> None:
     assert resolve_compile_mode("auto") == "none"  # codec-bound on the H200: see its docstring
     assert resolve_compile_mode("max-autotune") == "max-autotune"
-    assert [default_encoders(t) for t in (1, 2, 4, 8, 16)] == [1, 1, 1, 2, 4]
+    assert [default_encoders(t) for t in (1, 2, 4, 8, 16)] == [1, 1, 2, 4, 8]
     # Each chunk's x264 may use all of the rank's threads (faster at 1080p on the H200 host).
     assert [default_encoder_threads(t) for t in (1, 2, 4, 8, 16)] == [1, 2, 4, 8, 16]
     assert [default_decoder_threads(t) for t in (1, 2, 16, 64)] == [1, 2, 2, 2]
