@@ -127,8 +127,8 @@ x264 threads each) eight chunks in flight ran the job at 226 frames/s at 1080p a
 DECODER_THREADS = 2
 """Threads of each chunk decoder (at most the rank's threads). Decoding is cheap next to x264:
 on one thread FFmpeg decodes 1080p Ut Video 4:2:0 chunks at about 160 frames/s and planar RGB
-ones at about 80 (2-core test machine), above what one of four chunks in flight needs at the
-H200 host's x264 rate (245 frames/s in all), so one thread nearly does. A second, on which
+ones at about 80 (2-core test machine), far above what one of eight chunks in flight needs at
+the H200 host's x264 rate (263-308 frames/s in all), so one thread nearly does. A second, on which
 FFmpeg decodes the next frame, lets a decoder catch up after the network drained its queue
 for little more CPU (the same 0.55 CPU seconds per 90 frames of 4:2:0). More would only add
 threads competing with the encoders for the cores: FFmpeg's default is one per core, for every
@@ -250,8 +250,9 @@ def default_encoder_threads(threads: int) -> int:
     frames/s in two calls against 168.2 and 191.4 with 4 each; at 720x720 the two were within
     2% (486 against 494, 557 against 567). x264's frame threads wait on one another's rows,
     and threads to spare let a process take up the cores another leaves idle while its chunk
-    starts or ends. The compiled job with 16 threads per encoder reached 0.88 of the host's
-    x264 rate (docs/stylize_job_compiled.json).
+    starts or ends. With eight chunks in flight the compiled job ran at 212 frames/s at 1080p
+    with 16 threads each and at 192 with 4 each, in two calls whose host x264 rates were
+    within 8% (docs/stylize_job_compiled.json, docs/stylize_job_encoder_threads_4.json).
     """
     return max(1, threads)
 
@@ -265,11 +266,11 @@ def resolve_compile_mode(requested: str) -> str:
     """The ``torch.compile`` mode that ``--compile REQUESTED`` means ('none': eager).
 
     ``auto`` is eager everywhere. On the CPU compiling takes longer than it saves. On one H200
-    (2026-11-29) the eager job ran at 133 frames/s at 1080p in 8.5 s in all
-    (docs/stylize_job.json), and compiled, with 16 x264 threads per chunk, at 175 frames/s
-    after a 25.5 s compile, 43.1 s in all (docs/stylize_job_compiled.json): the network
-    (339 frames/s eager alone) is not what bounds the job, x264 is, and the compile pays for
-    itself only on videos of several minutes. Ask for ``default`` for those.
+    (2026-11-29, 30 s of 1080p) the eager job ran at 191 frames/s, 6.2 s in all
+    (docs/stylize_job.json); with CUDA graphs (``reduce-overhead``), the fastest mode, at 217
+    frames/s after a 14 s compile, 26.3 s in all (docs/stylize_job_cuda_graphs.json). The
+    compile pays for itself only on videos of several minutes: ask for ``reduce-overhead``
+    for those.
     """
     return "none" if requested == "auto" else requested
 
