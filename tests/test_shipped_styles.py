@@ -1,4 +1,8 @@
-"""The shipped style manifest: every listed style loads and carries its provenance and metrics."""
+"""The shipped style manifest: every listed style loads and carries its provenance and metrics.
+
+The metrics are training's final losses and the quality report's (``bench/quality.py``), which
+``python -m tools.ship_styles --quality docs/quality.json`` attaches.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,19 @@ import torch
 
 from gpu.model import load_style_model, read_metadata
 from tasks.styles import MANIFEST_PATH, SHIPPED_DIR, shipped_manifest
+from tools.ship_styles import attach_quality
 
-REQUIRED = {"name", "file", "painting", "painter", "year", "arch", "training", "metrics"}
+REQUIRED = {"name", "file", "painting", "painter", "year", "arch", "training", "metrics",
+            "quality"}
+# The quality report's metrics the issue asks the manifest to list, by section.
+QUALITY_NUMBERS = {
+    "ours": ("frames", "style_loss", "content_loss"),
+    "gatys": ("frames", "steps", "style_loss", "content_loss", "ours_style_loss_same_frames",
+              "ours_content_loss_same_frames", "ours_over_gatys_style_loss",
+              "ours_over_gatys_content_loss"),
+    "speed": ("batch", "ms_per_frame_batched", "ms_per_frame_batch_1",
+              "speedup_vs_gatys_batched", "speedup_vs_gatys_batch_1"),
+}
 
 
 def test_manifest_lists_loadable_models_with_provenance_and_metrics() -> None:
@@ -37,3 +52,97 @@ def test_weights_are_fp16() -> None:
     for entry in shipped_manifest():
         tensors = load_file(str(SHIPPED_DIR / entry["file"]))
         assert {t.dtype for t in tensors.values()} == {torch.float16}
+
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def test_manifest_entries_carry_the_quality_reports_metrics() -> None:
+    for entry in shipped_manifest():
+        name, quality = entry["name"], entry["quality"]
+        assert {"report", "date", "device"} <= quality.keys(), name
+        for section, keys in QUALITY_NUMBERS.items():
+            for key in keys:
+                assert is_number(quality[section].get(key)), f"{name}: {section}.{key}"
+        assert quality["ours"]["frames"] == 8, f"{name}: losses on the 8 held-out frames"
+        assert quality["warping_error"], f"{name}: no clip's warping error"
+        for clip, errors in quality["warping_error"].items():
+            assert is_number(errors["warping_error"]), f"{name}: {clip}"
+            assert is_number(errors["input_warping_error"]), f"{name}: {clip}"
+        own_goals = [goal for goal in quality["goals"] if goal["subject"] == name]
+        assert len(own_goals) == 3, f"{name}: style loss, content loss and speedup goals"
+        for goal in quality["goals"]:
+            assert is_number(goal["measured"]) and is_number(goal["threshold"]), name
+            assert isinstance(goal["met"], bool), name
+
+
+def fake_report() -> dict:
+    """A quality report of one style, udnie, shaped like bench/quality.py's."""
+    check = {"comparison": "<=", "threshold": 1.5, "met": True}
+    return {
+        "date": "2026-01-02T03:04:05+00:00", "device": "NVIDIA H200",
+        "settings": {"frames": ["a", "b", "c", "d"]},
+        "styles": {"udnie": {
+            "model": "/elsewhere/repo/gpu/styles/udnie.safetensors",
+            "ours": {"style_loss": 0.3, "content_loss": 2.0, "per_frame": []},
+            "gatys": {"steps": 500, "frames": 2, "style_loss": 0.2, "content_loss": 1.6,
+                      "ours_style_loss_same_frames": 0.25, "ours_content_loss_same_frames": 2.0,
+                      "per_frame": []},
+            "speed": {"batch": 8, "ms_per_frame_batched": 0.5, "ms_per_frame_batch_1": 2.5,
+                      "gatys_solo_wall_seconds_per_frame": 25.0,
+                      "speedup_vs_gatys_batched": 50000.0, "speedup_vs_gatys_batch_1": 10000.0,
+                      "clip_frames_per_second_batched": {"clip": 900.0}},
+            "temporal": {"clip": {"frames": 60, "warping_error": 0.02,
+                                  "input_warping_error": 0.001}},
+        }},
+        "goals": {"all_met": False, "checks": [
+            {**check, "goal": "style_loss <= 1.5 x Gatys", "subject": "udnie", "measured": 1.25},
+            {**check, "goal": "style_loss <= 1.5 x Gatys", "subject": "starry_night",
+             "measured": 1.1},
+            {**check, "goal": "warping error <= 0.5 x no-temporal baseline",
+             "subject": "udnie vs udnie-no_temporal", "measured": 0.6, "threshold": 0.5,
+             "met": False},
+        ]},
+    }
+
+
+def test_attach_quality_takes_the_styles_numbers_from_the_report() -> None:
+    entries = {"udnie": {"name": "udnie", "file": "udnie.safetensors", "note": "kept"}}
+    quality = attach_quality(entries, fake_report(), "docs/quality.json")["udnie"]["quality"]
+    assert quality["report"] == "docs/quality.json"
+    assert quality["device"] == "NVIDIA H200"
+    assert quality["ours"] == {"frames": 4, "style_loss": 0.3, "content_loss": 2.0}
+    assert quality["gatys"]["ours_over_gatys_style_loss"] == pytest.approx(1.25)
+    assert quality["gatys"]["ours_over_gatys_content_loss"] == pytest.approx(1.25)
+    assert quality["speed"]["speedup_vs_gatys_batched"] == 50000.0
+    assert "clip_frames_per_second_batched" not in quality["speed"]
+    assert quality["warping_error"] == {"clip": {"warping_error": 0.02,
+                                                 "input_warping_error": 0.001}}
+    assert [goal["subject"] for goal in quality["goals"]] == ["udnie", "udnie vs udnie-no_temporal"]
+    assert quality["goals"][1]["met"] is False
+    assert entries["udnie"].keys() == {"name", "file", "note"}  # the input is left as it was
+
+
+def test_attach_quality_refuses_a_report_of_other_weights() -> None:
+    entries = {"udnie": {"name": "udnie", "file": "udnie.safetensors"}}
+    for model in ("/tmp/candidates/udnie.safetensors", "gpu/styles/starry_night.safetensors"):
+        report = fake_report()
+        report["styles"]["udnie"]["model"] = model
+        with pytest.raises(SystemExit, match="udnie was measured on"):
+            attach_quality(entries, report, "old.json")
+
+
+def test_attach_quality_refuses_a_report_missing_a_shipped_style() -> None:
+    entries = {name: {"name": name, "file": f"{name}.safetensors"}
+               for name in ("udnie", "the_scream")}
+    with pytest.raises(SystemExit, match=r"does not cover the shipped style\(s\) \['the_scream'\]"):
+        attach_quality(entries, fake_report(), "partial.json")
+
+
+def test_attach_quality_refuses_a_report_without_gatys() -> None:
+    report = fake_report()
+    report["styles"]["udnie"]["gatys"] = {"skipped": "--gatys-frames 0"}
+    with pytest.raises(SystemExit, match="no Gatys losses"):
+        attach_quality({"udnie": {"name": "udnie", "file": "udnie.safetensors"}}, report, "r")

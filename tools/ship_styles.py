@@ -1,9 +1,17 @@
 """Copy trained style models into ``gpu/styles/`` and rewrite its ``manifest.json``.
 
     python -m tools.ship_styles TRAIN_OUTPUT_DIR [TRAIN_OUTPUT_DIR ...] [--note TEXT]
+    python -m tools.ship_styles --quality docs/quality.json
+    python -m tools.ship_styles TRAIN_OUTPUT_DIR [...] --quality REPORT
 
 Each folder is a ``gpu.train`` output (``model.safetensors`` + ``metrics.json``); the style name
-comes from the weights' metadata. Entries for styles not named keep what the manifest had.
+comes from the weights' metadata. Entries for styles not named keep what the manifest had; a
+newly shipped style has no ``quality`` section until a report that measured its weights is
+attached.
+
+``--quality`` attaches each shipped style's numbers from a ``bench/quality.py`` report under
+its entry's ``quality`` key. The report must cover every shipped style, and each style's
+``model`` must be that style's file in ``gpu/styles/``; nothing is written otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import json
 import shutil
 from pathlib import Path
 
+from bench.quality import REPO_ROOT, ratio
 from gpu.jobdir import atomic_write_json
 from gpu.model import load_style_model, read_metadata
 from tasks.styles import MANIFEST_PATH, SHIPPED_DIR
@@ -26,10 +35,17 @@ PAINTINGS: dict[str, tuple[str, str, str]] = {
     "woman_with_a_hat": ("Woman with a Hat", "Henri Matisse", "1905"),
 }
 MAX_BYTES = 4 * 1024 * 1024
+# bench/quality.py names a baseline goal's subject "<shipped style> vs <baseline>".
+BASELINE_SUBJECT_SEPARATOR = " vs "
+SPEED_KEYS = ("batch", "ms_per_frame_batched", "ms_per_frame_batch_1",
+              "gatys_solo_wall_seconds_per_frame", "speedup_vs_gatys_batched",
+              "speedup_vs_gatys_batch_1")
+GATYS_KEYS = ("frames", "steps", "style_loss", "content_loss", "ours_style_loss_same_frames",
+              "ours_content_loss_same_frames")
 
 
-def ship(train_dir: Path, note: str) -> dict:
-    """Copy one trained model into the shipped set; return its manifest entry."""
+def trained_entry(train_dir: Path, note: str) -> dict:
+    """Check one trained model and return its manifest entry (copying is left to the caller)."""
     weights = train_dir / "model.safetensors"
     metadata = read_metadata(weights)
     name = metadata["style"]
@@ -39,7 +55,6 @@ def ship(train_dir: Path, note: str) -> dict:
         raise SystemExit(f"{name}: {weights.stat().st_size} bytes is over the 4 MB budget")
     load_style_model(weights)  # refuse to ship weights that do not load
     metrics = json.loads((train_dir / "metrics.json").read_text())
-    shutil.copyfile(weights, SHIPPED_DIR / f"{name}.safetensors")
     painting, painter, year = PAINTINGS[name]
     return {
         "name": name,
@@ -55,18 +70,118 @@ def ship(train_dir: Path, note: str) -> dict:
     }
 
 
+def _number(value: object, where: str) -> float:
+    """``value`` if it is a number; otherwise the report lacks a metric the issue asks for.
+
+    Raises:
+        SystemExit: the value is missing, None (not measured) or not a number.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SystemExit(f"{where} is {value!r}, not a number")
+    return value
+
+
+def _names_shipped_file(model_path: str, file: str) -> bool:
+    """Whether the report's model path ends in ``gpu/styles/<file>``, whatever its root.
+
+    The report may come from another machine, where the repository lies elsewhere.
+    """
+    shipped_parts = (SHIPPED_DIR / file).relative_to(REPO_ROOT).parts
+    return Path(model_path).parts[-len(shipped_parts):] == shipped_parts
+
+
+def style_quality(report: dict, name: str, report_label: str) -> dict:
+    """One style's metrics from a quality report, as its manifest entry's ``quality`` section.
+
+    The ratios are bench/quality.py's own (ours / Gatys on the frames Gatys ran on); the goal
+    checks are the report's checks of this style and of its comparisons with baselines.
+
+    Raises:
+        SystemExit: a metric is missing or was not measured.
+    """
+    style = report["styles"][name]
+    if "skipped" in style["gatys"]:
+        raise SystemExit(f"{name}: the report has no Gatys losses ({style['gatys']['skipped']})")
+    gatys = {key: _number(style["gatys"].get(key), f"{name} gatys {key}") for key in GATYS_KEYS}
+    for loss in ("style_loss", "content_loss"):
+        gatys[f"ours_over_gatys_{loss}"] = _number(
+            ratio(gatys[f"ours_{loss}_same_frames"], gatys[loss]), f"{name} {loss} ours / Gatys")
+    if not style["temporal"]:
+        raise SystemExit(f"{name}: the report has no warping error (it measured no clip)")
+    goals = [{key: check[key] for key in ("subject", "goal", "measured", "threshold", "met")}
+             for check in report["goals"]["checks"]
+             if check["subject"].split(BASELINE_SUBJECT_SEPARATOR)[0] == name]
+    return {
+        "report": report_label,
+        "date": report["date"],
+        "device": report["device"],
+        "ours": {"frames": len(report["settings"]["frames"]),
+                 **{loss: _number(style["ours"].get(loss), f"{name} ours {loss}")
+                    for loss in ("style_loss", "content_loss")}},
+        "gatys": gatys,
+        "speed": {key: _number(style["speed"].get(key), f"{name} speed {key}")
+                  for key in SPEED_KEYS},
+        "warping_error": {
+            clip: {key: _number(errors.get(key), f"{name} clip {clip} {key}")
+                   for key in ("warping_error", "input_warping_error")}
+            for clip, errors in style["temporal"].items()},
+        "goals": goals,
+    }
+
+
+def attach_quality(entries: dict[str, dict], report: dict, report_label: str
+                   ) -> dict[str, dict]:
+    """The manifest entries with each one's ``quality`` section taken from ``report``.
+
+    Args:
+        entries: manifest entries by style name.
+        report: a ``bench/quality.py`` report.
+        report_label: where the report lives, recorded in each section.
+
+    Raises:
+        SystemExit: the report lacks a shipped style, measured a model other than a style's
+            shipped file, or lacks a metric; a stale or partial report is never attached.
+    """
+    missing = sorted(set(entries) - set(report["styles"]))
+    if missing:
+        raise SystemExit(f"{report_label} does not cover the shipped style(s) {missing}")
+    for name, entry in entries.items():
+        model = report["styles"][name]["model"]
+        if not _names_shipped_file(model, entry["file"]):
+            raise SystemExit(f"{report_label}: {name} was measured on {model}, not the shipped "
+                             f"{(SHIPPED_DIR / entry['file']).relative_to(REPO_ROOT)}")
+    return {name: {**entry, "quality": style_quality(report, name, report_label)}
+            for name, entry in entries.items()}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("train_dirs", type=Path, nargs="+")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("train_dirs", type=Path, nargs="*")
     parser.add_argument("--note", default="", help="how and where these were trained")
+    parser.add_argument("--quality", type=Path, metavar="REPORT",
+                        help="bench/quality.py report that measured the shipped weights")
     args = parser.parse_args()
+    if not args.train_dirs and args.quality is None:
+        parser.error("give TRAIN_OUTPUT_DIRs, --quality REPORT, or both")
     entries = {}
     if MANIFEST_PATH.exists():
         entries = {e["name"]: e for e in json.loads(MANIFEST_PATH.read_text())["styles"]}
+    trained = {}
     for train_dir in args.train_dirs:
-        entry = ship(train_dir, args.note)
+        entry = trained_entry(train_dir, args.note)
         entries[entry["name"]] = entry
-        print(f"shipped {entry['name']}")
+        trained[entry["name"]] = train_dir / "model.safetensors"
+    if args.quality is not None:
+        report_path = args.quality.resolve()
+        report_label = str(report_path.relative_to(REPO_ROOT)
+                           if report_path.is_relative_to(REPO_ROOT) else report_path)
+        entries = attach_quality(entries, json.loads(report_path.read_text()), report_label)
+        print(f"attached {report_label} to {', '.join(sorted(entries))}")
+    # Only now that every check has passed, so that a refusal leaves the shipped set as it was.
+    for name, weights in trained.items():
+        shutil.copyfile(weights, SHIPPED_DIR / entries[name]["file"])
+        print(f"shipped {name}")
     atomic_write_json(MANIFEST_PATH, {"styles": [entries[n] for n in sorted(entries)]})
 
 
