@@ -52,6 +52,7 @@ The report goes to stdout and to ``--json-out`` (default ``docs/quality.json``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -663,12 +664,18 @@ def evaluate_network(model_path: Path, stylizer: Stylizer, target: StyleTarget,
                                                       flows[name]),
                        "input_warping_error": input_errors[name]}
                 for name, clip in clips.items()}
-    entry = {"model": str(model_path), "arch": settings["arch"],
+    entry = {"model": str(model_path), "model_sha256": file_sha256(model_path),
+             "arch": settings["arch"],
              "temporal_weight": settings["temporal_weight"],
              "ours": {"content_loss": mean_of(per_frame, "content_loss"),
                       "style_loss": mean_of(per_frame, "style_loss"), "per_frame": per_frame},
              "temporal": temporal}
     return entry, outputs
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file: what ties a report to the exact weights it measured."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def gatys_summary(runs: list[dict], ours_per_frame: list[dict], steps: int) -> dict:

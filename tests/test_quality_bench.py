@@ -7,6 +7,7 @@ at once).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -347,6 +348,7 @@ def test_smoke_run_end_to_end_on_cpu(tmp_path: Path) -> None:
     assert [r["frame"] for r in entry["ours"]["per_frame"]] == ["frame0", "frame1", "frame2"]
     assert entry["ours"]["content_loss"] > 0
     assert entry["arch"] == "stylenet" and entry["temporal_weight"] == 100.0
+    assert entry["model_sha256"] == hashlib.sha256(Path(entry["model"]).read_bytes()).hexdigest()
 
     timing = report["gatys_timing"]
     assert timing["solo"]["style"] == "texture" and timing["solo"]["frame"] == "frame0"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.quality import file_sha256
 from gpu.model import load_style_model, read_metadata
 from tasks.styles import MANIFEST_PATH, SHIPPED_DIR, shipped_manifest
 from tools.ship_styles import attach_quality
@@ -52,7 +53,6 @@ def test_weights_are_fp16() -> None:
     for entry in shipped_manifest():
         tensors = load_file(str(SHIPPED_DIR / entry["file"]))
         assert {t.dtype for t in tensors.values()} == {torch.float16}
-
 
 
 def is_number(value: object) -> bool:
@@ -132,6 +132,16 @@ def test_attach_quality_refuses_a_report_of_other_weights() -> None:
         report["styles"]["udnie"]["model"] = model
         with pytest.raises(SystemExit, match="udnie was measured on"):
             attach_quality(entries, report, "old.json")
+
+
+def test_attach_quality_checks_the_weights_hash_when_the_report_has_one() -> None:
+    entries = {"udnie": {"name": "udnie", "file": "udnie.safetensors"}}
+    report = fake_report()
+    report["styles"]["udnie"]["model_sha256"] = file_sha256(SHIPPED_DIR / "udnie.safetensors")
+    assert "quality" in attach_quality(entries, report, "r")["udnie"]
+    report["styles"]["udnie"]["model_sha256"] = "0" * 64
+    with pytest.raises(SystemExit, match="other weights than the shipped"):
+        attach_quality(entries, report, "retrained.json")
 
 
 def test_attach_quality_refuses_a_report_missing_a_shipped_style() -> None:

@@ -11,7 +11,8 @@ attached.
 
 ``--quality`` attaches each shipped style's numbers from a ``bench/quality.py`` report under
 its entry's ``quality`` key. The report must cover every shipped style, and each style's
-``model`` must be that style's file in ``gpu/styles/``; nothing is written otherwise.
+``model`` must be that style's file in ``gpu/styles/``, with the same SHA-256 where the report
+records one; nothing is written otherwise.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 import shutil
 from pathlib import Path
 
-from bench.quality import REPO_ROOT, ratio
+from bench.quality import REPO_ROOT, file_sha256, ratio
 from gpu.jobdir import atomic_write_json
 from gpu.model import load_style_model, read_metadata
 from tasks.styles import MANIFEST_PATH, SHIPPED_DIR
@@ -146,10 +147,15 @@ def attach_quality(entries: dict[str, dict], report: dict, report_label: str
     if missing:
         raise SystemExit(f"{report_label} does not cover the shipped style(s) {missing}")
     for name, entry in entries.items():
-        model = report["styles"][name]["model"]
+        measured = report["styles"][name]
+        model, shipped = measured["model"], SHIPPED_DIR / entry["file"]
         if not _names_shipped_file(model, entry["file"]):
             raise SystemExit(f"{report_label}: {name} was measured on {model}, not the shipped "
-                             f"{(SHIPPED_DIR / entry['file']).relative_to(REPO_ROOT)}")
+                             f"{shipped.relative_to(REPO_ROOT)}")
+        # Reports from before bench/quality.py recorded the hash can only be checked by path.
+        if "model_sha256" in measured and measured["model_sha256"] != file_sha256(shipped):
+            raise SystemExit(f"{report_label}: {name} was measured on other weights than the "
+                             f"shipped {shipped.relative_to(REPO_ROOT)} (SHA-256 differs)")
     return {name: {**entry, "quality": style_quality(report, name, report_label)}
             for name, entry in entries.items()}
 
