@@ -6,11 +6,13 @@ so it runs on a GPU host too), in the pixel format the CPU side would choose for
 (:attr:`VideoInfo.chunk_format`). Decode and encode rates are measured with the command lines
 ``gpu.stylize`` itself runs (:func:`gpu.video_io.decode_argv` to the chunks' own planar format
 with the job's decoder threads, :class:`gpu.video_io.FrameWriter`), so they are the host's
-capacity for this job's work, not FFmpeg's in general.
+capacity for this job's work, not FFmpeg's in general. Raw chunks are read as the job reads
+them, with :class:`gpu.video_io.RawFrameReader`.
 """
 
 from __future__ import annotations
 
+import queue
 import re
 import subprocess
 import threading
@@ -21,12 +23,28 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu.video_io import COLOUR_TAGS, FFmpegError, FrameWriter, decode_argv, run_ffmpeg
+from gpu.jobdir import JobManifest
+from gpu.video_io import (
+    COLOUR_TAGS,
+    FFmpegError,
+    FrameWriter,
+    RawFrameReader,
+    decode_argv,
+    frame_bytes,
+    run_ffmpeg,
+)
 from tasks.split_command import ChunkFormat, choose_chunk_format
 
 RGB_PIX_FMT_PREFIXES = ("gbr", "rgb", "bgr", "argb", "abgr", "0rgb", "0bgr", "x2rgb", "x2bgr")
 YUV_PIX_FMT_PREFIXES = ("yuv", "nv", "p010", "p016", "p210", "p216", "p410", "p416")
 RANGE_NAMES = {"tv": False, "pc": True}
+RAW_READ_FRAMES = 8
+"""Frames per read from a raw chunk: the job's default batch on CUDA."""
+DECODE_METHODS = {
+    "utvideo": "ffmpeg decode to the chunks' own planar format, output discarded",
+    "rawvideo": f"readinto a reused buffer of {RAW_READ_FRAMES} frames, as the job reads",
+}
+"""What :func:`decode_rate` measures for each chunk codec, for reports."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,21 @@ def probe(ffmpeg: str, path: Path) -> VideoInfo:
                      full_range=full_range or pix_fmt.startswith("yuvj"))
 
 
+SHOWINFO_SIZE = re.compile(r" s:(\d+)x(\d+) ")
+
+
+def display_size(ffmpeg: str, path: Path, stream_index: int) -> tuple[int, int]:
+    """Width and height of stream ``stream_index`` of ``path`` as FFmpeg outputs its frames:
+    after autorotation, as the split writes them (one frame decoded)."""
+    argv = [ffmpeg, "-hide_banner", "-nostdin", "-i", str(path), "-map", f"0:{stream_index}",
+            "-frames:v", "1", "-vf", "showinfo", "-f", "null", "-"]
+    proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    found = SHOWINFO_SIZE.search(proc.stderr)
+    if proc.returncode or not found:
+        raise FFmpegError(f"cannot read the frame size of {path}: {' '.join(argv)}", proc.stderr)
+    return int(found.group(1)), int(found.group(2))
+
+
 def _concurrently(jobs: list[Callable[[], None]], processes: int) -> float:
     """Run ``jobs`` with at most ``processes`` at a time; return the wall seconds."""
     pending = list(reversed(jobs))
@@ -171,22 +204,52 @@ def _concurrently(jobs: list[Callable[[], None]], processes: int) -> float:
     return time.perf_counter() - started
 
 
-def decode_rate(ffmpeg: str, chunks: list[Path], frames: int, processes: int,
-                threads: int, pix_fmt: str) -> float:
-    """Frames/s decoding ``chunks`` (``frames`` in all) to raw ``pix_fmt`` as the job does (the
-    chunks' own planar format: no conversion), ``processes`` FFmpeg processes at a time with
-    ``threads`` decoder threads each, output discarded."""
+def decode_rate(ffmpeg: str, input_dir: Path, manifest: JobManifest, processes: int,
+                threads: int) -> float:
+    """Frames/s getting the raw frames of the job's chunks as the job does, ``processes`` chunks
+    at a time (see :data:`DECODE_METHODS`).
+
+    Ut Video chunks: FFmpeg decodes each to the chunks' own planar format (no conversion) with
+    ``threads`` decoder threads, output discarded. Raw chunks: each is read into one of
+    ``processes`` reused buffers (plain memory: the job's are pinned under CUDA, which reads
+    into just as fast); ``threads`` does not apply.
+    """
+    fmt = manifest.input_format
+    chunks = [input_dir / c.file for c in manifest.chunks]
 
     def decode(chunk: Path) -> Callable[[], None]:
         def run() -> None:
-            argv = decode_argv(ffmpeg, chunk, pix_fmt, threads)
+            argv = decode_argv(ffmpeg, chunk, fmt.pix_fmt, threads)
             proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   stdin=subprocess.DEVNULL)
             if proc.returncode:
                 raise FFmpegError(f"decode failed: {' '.join(argv)}", proc.stderr.decode())
         return run
 
-    return frames / _concurrently([decode(c) for c in chunks], processes)
+    buffers: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+
+    def read(chunk: Path) -> Callable[[], None]:
+        def run() -> None:
+            buffer = buffers.get()
+            try:
+                with RawFrameReader(chunk, manifest.width, manifest.height,
+                                    fmt.pix_fmt) as reader:
+                    while reader.read_into(buffer) == len(buffer):
+                        pass
+            finally:
+                buffers.put(buffer)
+        return run
+
+    if fmt.codec == "rawvideo":
+        for _ in range(processes):
+            buffer = np.empty((RAW_READ_FRAMES, frame_bytes(fmt.pix_fmt, manifest.width,
+                                                             manifest.height)), np.uint8)
+            buffer.fill(0)  # faulted in now, as the job's pinned buffers are: not timed
+            buffers.put(buffer)
+        jobs = [read(c) for c in chunks]
+    else:
+        jobs = [decode(c) for c in chunks]
+    return manifest.total_frames / _concurrently(jobs, processes)
 
 
 def encode_rate(ffmpeg: str, sample: np.ndarray, width: int, height: int, crf: int, preset: str,

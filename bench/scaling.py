@@ -118,7 +118,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {"rank_counts": counts, "encoders": args.encoders or "default",
                      "compile": args.compile, "encoder_threads": args.encoder_threads or "default",
                      "batch_size": args.batch_size or "default", "crf": args.crf,
-                     "preset": args.preset, "chunk_seconds": args.chunk_seconds or "default"},
+                     "preset": args.preset, "chunk_seconds": args.chunk_seconds or "default",
+                     "chunk_codec": args.chunk_codec},
         "clips": [],
     }
     started = time.perf_counter()

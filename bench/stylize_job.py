@@ -4,10 +4,12 @@ For each clip (by default the issue's two: 1920x1080 at 30 frames/s for 30 s, an
 30 frames/s, 823 frames, with an audio track), this
 
 1. builds it from an FFmpeg test pattern, encoded like an upload (H.264 and AAC in MP4), or
-   takes a given file, and cuts it into Ut Video chunks exactly as the CPU side does (YUV 4:2:0
-   for the built clips, see :func:`tasks.split_command.choose_chunk_format`);
+   takes a given file, and cuts it into Ut Video chunks (raw ones with ``--chunk-codec
+   rawvideo``) exactly as the CPU side does (YUV 4:2:0 for the built clips, see
+   :func:`tasks.split_command.choose_chunk_format`);
 2. measures the host: decoding the chunks with the job's decoder command (to their own planar
-   format, with the job's decoder threads), as many at once as the job runs, and x264
+   format, with the job's decoder threads), or reading raw ones as the job does, as many at
+   once as the job runs, and x264
    encoding at the job's CRF and preset with the job's encoder command, on frames the model
    stylized, as many processes at once as the job runs encoders, each once with every core's
    worth of threads and once with the cores shared out among them (the faster of the two is
@@ -37,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,7 @@ import torch
 
 from bench import codec_rates
 from gpu import jobdir
-from gpu.jobdir import ChunkSpec, EncodeSettings, JobManifest, JobSummary
+from gpu.jobdir import CHUNK_CODECS, ChunkSpec, EncodeSettings, JobManifest, JobSummary
 from gpu.model import load_style_model, read_metadata
 from gpu.stylize import (
     COMPILE_MODES,
@@ -54,9 +56,16 @@ from gpu.stylize import (
     Stylizer,
     default_decoder_threads,
     default_encoders,
+    open_chunk_reader,
     resolve_compile_mode,
 )
-from gpu.video_io import FrameReader, even_size, find_ffmpeg, run_ffmpeg, yuv420_frame_bytes
+from gpu.video_io import (
+    even_size,
+    find_ffmpeg,
+    raw_chunk_frames,
+    run_ffmpeg,
+    yuv420_frame_bytes,
+)
 from tasks.split_command import build_split_argv, chunk_starts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,6 +119,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--encoder-threads", type=int, default=0,
                         help="gpu.stylize --encoder-threads (0: its default, the rank's threads "
                              "over its chunks in flight)")
+    parser.add_argument("--chunk-codec", choices=list(CHUNK_CODECS), default="utvideo",
+                        help="codec of the input chunks, as the CPU side's compute.chunk_codec "
+                             "(rawvideo: no decoding on the host, several times the bytes)")
     parser.add_argument("--crf", type=int, default=EncodeSettings().crf)
     parser.add_argument("--preset", default=EncodeSettings().preset)
     parser.add_argument("--compare-presets", default="",
@@ -139,28 +151,35 @@ def build_clip(name: str, spec: ClipSpec, folder: Path, ffmpeg: str) -> Path:
 
 
 def split_clip(source: Path, info: codec_rates.VideoInfo, input_dir: Path, chunk_frames: int,
-               encode: EncodeSettings, ffmpeg: str) -> JobManifest:
-    """A job folder holding ``source`` cut as the CPU side cuts it (manifest included)."""
+               encode: EncodeSettings, ffmpeg: str, codec: str = "utvideo") -> JobManifest:
+    """A job folder holding ``source`` cut as the CPU side cuts it into ``codec`` chunks
+    (manifest included)."""
     chunks_dir = input_dir / jobdir.CHUNKS_DIR
     chunks_dir.mkdir(parents=True)
-    chunk_format = info.chunk_format
+    chunk_format = replace(info.chunk_format, codec=codec)
     run_ffmpeg(build_split_argv(ffmpeg, source, info.demuxer, info.stream_index,
-                                chunk_starts(info.frames, chunk_frames), chunks_dir / "%05d.mkv",
-                                chunk_format))
+                                chunk_starts(info.frames, chunk_frames),
+                                chunks_dir / f"%05d{chunk_format.suffix}", chunk_format))
+    paths = sorted(chunks_dir.glob(f"*{chunk_format.suffix}"))
+    # The chunks are in display orientation: their size, not the source stream's, is the job's.
+    if codec == "rawvideo":  # no header to probe: sizes must be whole frames of the source's
+        width, height = codec_rates.display_size(ffmpeg, source, info.stream_index)
+        counts = [raw_chunk_frames(p, chunk_format.pix_fmt, width, height) for p in paths]
+    else:
+        counts = [codec_rates.count_frames(ffmpeg, p) for p in paths]
+        chunk_info = codec_rates.probe(ffmpeg, paths[0])
+        if chunk_info.pix_fmt != chunk_format.pix_fmt:
+            raise RuntimeError(f"{source}: chunks are {chunk_info.pix_fmt}, not "
+                               f"{chunk_format.pix_fmt}")
+        width, height = chunk_info.width, chunk_info.height
     chunks, first_frame = [], 0
-    for index, path in enumerate(sorted(chunks_dir.glob("*.mkv"))):
-        frames = codec_rates.count_frames(ffmpeg, path)
+    for index, (path, frames) in enumerate(zip(paths, counts, strict=True)):
         chunks.append(ChunkSpec(index=index, file=f"{jobdir.CHUNKS_DIR}/{path.name}",
                                 frames=frames, first_frame=first_frame))
         first_frame += frames
     if first_frame != info.frames:
         raise RuntimeError(f"{source}: chunks hold {first_frame} frames, the source {info.frames}")
-    # The chunks are in display orientation: their size, not the source stream's, is the job's.
-    chunk_info = codec_rates.probe(ffmpeg, input_dir / chunks[0].file)
-    if chunk_info.pix_fmt != chunk_format.pix_fmt:
-        raise RuntimeError(f"{source}: chunks are {chunk_info.pix_fmt}, not "
-                           f"{chunk_format.pix_fmt}")
-    manifest = JobManifest(width=chunk_info.width, height=chunk_info.height,
+    manifest = JobManifest(width=width, height=height,
                            total_frames=first_frame, chunks=chunks, encode=encode,
                            input_format=chunk_format.input_format)
     jobdir.write_manifest(input_dir, manifest)
@@ -173,7 +192,7 @@ def stylized_sample(model_path: Path, chunk: Path, manifest: JobManifest,
     layout = FrameLayout.of(manifest)
     width, height = layout.width, layout.height
     frames = np.empty((SAMPLE_FRAMES[device.type], layout.frame_bytes), np.uint8)
-    with FrameReader(ffmpeg, chunk, width, height, layout.pix_fmt) as reader:
+    with open_chunk_reader(ffmpeg, chunk, layout) as reader:
         count = reader.read_into(frames)
     stylizer = Stylizer(load_style_model(model_path), device, layout)
     out = torch.empty((len(frames), yuv420_frame_bytes(*even_size(width, height))),
@@ -261,7 +280,8 @@ def measure_host(args: argparse.Namespace, manifest: JobManifest, input_dir: Pat
     """Decode and encode rates of this host for the job's chunks, laid out as the job runs.
 
     Decoding: as many decoders at once as the job has chunks in flight, each with the job's
-    decoder threads, to the chunks' own planar format. Encoding: as many x264 processes at once,
+    decoder threads, to the chunks' own planar format; raw chunks are read instead, as many at
+    once (``decode_method`` says which). Encoding: as many x264 processes at once,
     each once with every core's worth of threads (``all_cores``) and once with the cores shared
     out among them (``shared``; the job gives its encoders every core by default); the reference
     ``fps`` is the faster of the two.
@@ -270,10 +290,8 @@ def measure_host(args: argparse.Namespace, manifest: JobManifest, input_dir: Pat
     threads = args.threads or max(1, cores // args.ranks)
     encoders = args.encoders or default_encoders(threads)
     lanes = encoders * args.ranks
-    chunk_paths = [input_dir / c.file for c in manifest.chunks]
     decoder_threads = default_decoder_threads(threads)
-    decode_fps = codec_rates.decode_rate(ffmpeg, chunk_paths, manifest.total_frames, lanes,
-                                         decoder_threads, manifest.input_format.pix_fmt)
+    decode_fps = codec_rates.decode_rate(ffmpeg, input_dir, manifest, lanes, decoder_threads)
     width, height = even_size(manifest.width, manifest.height)
     presets = [args.preset] + [p for p in args.compare_presets.split(",")
                                if p and p != args.preset]
@@ -300,6 +318,8 @@ def measure_host(args: argparse.Namespace, manifest: JobManifest, input_dir: Pat
         }
     return {"decode_fps": round(decode_fps, 2), "decode_processes": lanes,
             "decode_pix_fmt": manifest.input_format.pix_fmt,
+            "decode_codec": manifest.input_format.codec,
+            "decode_method": codec_rates.DECODE_METHODS[manifest.input_format.codec],
             "decoder_threads_each": decoder_threads, "crf": args.crf, "encode": encode}
 
 
@@ -345,7 +365,8 @@ def prepare_clip(args: argparse.Namespace, name: str, workdir: Path,
     chunk_seconds = args.chunk_seconds or (SMOKE_CHUNK_SECONDS if args.smoke else CHUNK_SECONDS)
     chunk_frames = max(1, round(chunk_seconds * info.fps))
     manifest = split_clip(source, info, folder / "in", chunk_frames,
-                          EncodeSettings(crf=args.crf, preset=args.preset), ffmpeg)
+                          EncodeSettings(crf=args.crf, preset=args.preset), ffmpeg,
+                          args.chunk_codec)
     prepare_seconds = time.perf_counter() - started
     log(f"{name}: {info.frames} frames at {manifest.width}x{manifest.height}, "
         f"{len(manifest.chunks)} chunks ({info.chunk_format.reason}), prepared in "
@@ -387,7 +408,9 @@ def bench_clip(args: argparse.Namespace, name: str, workdir: Path, ffmpeg: str,
         "frames": manifest.total_frames,
         "size": f"{manifest.width}x{manifest.height}",
         "input_format": {"pix_fmt": manifest.input_format.pix_fmt,
-                         "matrix": manifest.input_format.matrix},
+                         "matrix": manifest.input_format.matrix,
+                         "codec": manifest.input_format.codec},
+        "input_bytes": sum((clip.input_dir / c.file).stat().st_size for c in manifest.chunks),
         "chunks": len(manifest.chunks),
         "chunk_frames": clip.chunk_frames,
         "prepare_seconds": round(clip.prepare_seconds, 2),
@@ -482,7 +505,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                      "encoder_threads": args.encoder_threads or "default",
                      "batch_size": args.batch_size or "default", "crf": args.crf,
                      "preset": args.preset,
-                     "chunk_seconds": args.chunk_seconds or "default"},
+                     "chunk_seconds": args.chunk_seconds or "default",
+                     "chunk_codec": args.chunk_codec},
         "clips": [],
     }
     return run_clips(args, report, workdir,

@@ -8,8 +8,10 @@ Input folder::
 
     job.json                 JobManifest below
     model.safetensors        the style network's weights
-    chunks/00000.mkv ...     frame-exact pieces of the source video (lossless Ut Video, in the
-                             manifest's ``input_format``: YUV 4:2:0 or planar RGB)
+    chunks/00000.mkv ...     frame-exact pieces of the source video in the manifest's
+                             ``input_format``: YUV 4:2:0 or planar RGB, lossless Ut Video in
+                             Matroska, or (codec ``rawvideo``) ``chunks/00000.yuv ...``, the raw
+                             planes of every frame back to back
 
 Output folder::
 
@@ -40,6 +42,12 @@ DONE_DIR = "done"
 SUMMARY_NAME = "summary.json"
 MANIFEST_VERSION = 2
 """Version 2 added ``input_format``: chunks are no longer always planar RGB."""
+
+CHUNK_CODECS = {"utvideo": ".mkv", "rawvideo": ".yuv"}
+"""Codecs of input chunks, and the suffix of their files. ``utvideo``: lossless Ut Video in
+Matroska, which the GPU job decodes with FFmpeg; ``rawvideo``: no container and no header, just
+each frame's planes back to back, which the job reads straight into its buffers (no decoder
+process, no pipe) at the price of several times the bytes on disk and in transfer."""
 
 CHUNK_PIX_FMTS = ("yuv420p", "gbrp")
 """FFmpeg pixel formats of input chunks. ``yuv420p``: limited-range YCbCr 4:2:0 in the
@@ -88,15 +96,21 @@ class InputFormat:
         pix_fmt: One of :data:`CHUNK_PIX_FMTS`.
         matrix: For ``yuv420p``, the YCbCr matrix, a key of :data:`YCBCR_MATRICES`; None for
             ``gbrp``.
+        codec: How the chunk files store the frames, a key of :data:`CHUNK_CODECS`. Added after
+            version 2 came out: manifests without it are Ut Video's.
 
     Raises:
-        ValueError: The pixel format or matrix is unknown, or they do not go together.
+        ValueError: The pixel format, matrix or codec is unknown, or they do not go together.
     """
 
     pix_fmt: str = "gbrp"
     matrix: str | None = None
+    codec: str = "utvideo"
 
     def __post_init__(self) -> None:
+        if self.codec not in CHUNK_CODECS:
+            raise ValueError(f"job manifest: input_format.codec {self.codec!r} is not one of "
+                             f"{', '.join(CHUNK_CODECS)}")
         if self.pix_fmt not in CHUNK_PIX_FMTS:
             raise ValueError(f"job manifest: input_format.pix_fmt {self.pix_fmt!r} is not one "
                              f"of {', '.join(CHUNK_PIX_FMTS)}")
@@ -118,7 +132,7 @@ class JobManifest:
         total_frames: Sum of all chunks' frames; equals the source's decoded frame count.
         chunks: The chunks in presentation order.
         encode: Encoder settings for the stylized chunks.
-        input_format: Pixel format (and YCbCr matrix) of the input chunks.
+        input_format: Pixel format (and YCbCr matrix) and codec of the input chunks.
     """
 
     width: int

@@ -25,7 +25,8 @@ rest (see :mod:`tasks.split_command`). FFmpeg decodes them to their own planar f
 pipe, converting and packing nothing, since decoding is the host's other big cost beside x264;
 the raw planes go to the device as they are, and the conversion to RGB (chroma upsampling and
 the matrix at limited range, or reordering G, B, R planes) runs there, inside the compiled step
-under ``--compile``.
+under ``--compile``. Chunks of codec ``rawvideo`` already hold those planes: they are read
+straight into the batch buffers, with no FFmpeg decoder at all (see :func:`open_chunk_reader`).
 
 Before it claims any chunk, each rank warms the network up on a batch of the job's shape: under
 ``--compile`` (``torch.compile``; eager by default) that is when compilation happens, and on
@@ -86,6 +87,7 @@ from gpu.model import load_style_model
 from gpu.video_io import (
     FrameReader,
     FrameWriter,
+    RawFrameReader,
     even_size,
     find_ffmpeg,
     frame_bytes,
@@ -405,6 +407,22 @@ class FrameLayout:
     def frame_bytes(self) -> int:
         """Bytes of one frame (one row of a decoded batch)."""
         return frame_bytes(self.pix_fmt, self.width, self.height)
+
+
+def open_chunk_reader(ffmpeg: str, source: Path, layout: FrameLayout,
+                      decoder_threads: int = 0) -> FrameReader | RawFrameReader:
+    """A reader of ``source``'s raw frames for the chunk codec of ``layout.input_format``.
+
+    Args:
+        ffmpeg: The FFmpeg binary that decodes Ut Video chunks.
+        source: The input chunk.
+        layout: Its frames' size, pixel format and codec.
+        decoder_threads: FFmpeg's decoder threads (0: its choice); raw chunks need none.
+    """
+    if layout.input_format.codec == "rawvideo":
+        return RawFrameReader(source, layout.width, layout.height, layout.pix_fmt)
+    return FrameReader(ffmpeg, source, layout.width, layout.height, layout.pix_fmt,
+                       decoder_threads)
 
 
 class Stylizer:
@@ -780,8 +798,8 @@ def stylize_chunk(chunk: ChunkSpec, job: JobContext,
 
     def decode() -> None:
         nonlocal frames_read
-        with FrameReader(job.ffmpeg, job.input_dir / chunk.file, width, height,
-                         manifest.input_format.pix_fmt, job.decoder_threads) as reader:
+        with open_chunk_reader(job.ffmpeg, job.input_dir / chunk.file, FrameLayout.of(manifest),
+                               job.decoder_threads) as reader:
             while (frames := buffers.decoded.take(stop)) is not None:
                 if (out := buffers.stylized.take(stop)) is None:
                     return
@@ -982,7 +1000,8 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
         matrix = manifest.input_format.matrix
         log(placement, f"{len(plan.pending)} of {len(manifest.chunks)} chunks to do, "
                        f"{manifest.width}x{manifest.height} {manifest.input_format.pix_fmt}"
-                       f"{f' ({matrix})' if matrix else ''}, {placement.size} ranks")
+                       f"{f' ({matrix})' if matrix else ''} {manifest.input_format.codec}, "
+                       f"{placement.size} ranks")
     log(placement, f"on {placement.host} {placement.device} ({placement.device_name}), "
                    f"{placement.threads} threads, {encoders} chunks in flight with "
                    f"{encoder_threads} x264 and {decoder_threads} decoder threads each, "

@@ -5,7 +5,8 @@ Command lines are built by pure functions (tested as lists); :class:`FrameReader
 FFmpeg's stderr, when one fails. Frames come in as ``uint8`` rows shaped ``(N, frame_bytes)``
 in the chunk's own planar pixel format (``yuv420p`` or ``gbrp``: FFmpeg only decodes, it
 neither converts nor packs; the GPU job converts to RGB on its device) and go out as planar
-YUV 4:2:0 rows shaped ``(N, yuv420_frame_bytes)``.
+YUV 4:2:0 rows shaped ``(N, yuv420_frame_bytes)``. Raw chunks, which already hold exactly
+those rows, need no FFmpeg: :class:`RawFrameReader` reads them straight into the same buffers.
 
 Stylized chunks are encoded with settings fixed here, independent of the machine, so that every
 chunk of a job has byte-identical SPS and PPS and the CPU side can join them by stream copy.
@@ -32,7 +33,8 @@ COLOUR_TAGS = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc"
 
 
 class FFmpegError(RuntimeError):
-    """An FFmpeg child process failed; ``stderr`` holds what it said."""
+    """A chunk could not be read, or a video written: an FFmpeg child process failed
+    (``stderr`` holds what it said), or a raw chunk ended inside a frame."""
 
     def __init__(self, message: str, stderr: str = "") -> None:
         super().__init__(f"{message}\n{stderr.strip()}" if stderr.strip() else message)
@@ -209,17 +211,10 @@ class FrameReader(_FFmpegChild):
             FFmpegError: FFmpeg failed, or the stream ended inside a frame (which means the
                 video's frame size is not the expected ``width`` x ``height``).
         """
-        per_frame = frames[0].size if frames.ndim and len(frames) else 0
-        if (frames.dtype != np.uint8 or per_frame != self.frame_bytes
-                or not frames.flags.c_contiguous):
-            raise ValueError(f"expected a C-contiguous uint8 buffer of {self.frame_bytes} bytes "
-                             f"per frame ({self.pix_fmt} {self.width}x{self.height}), got "
-                             f"{frames.dtype} {frames.shape}")
-        view = memoryview(frames).cast("B")
-        filled = 0
+        view = _frame_buffer_view(frames, self.frame_bytes, self.pix_fmt, self.width,
+                                  self.height)
         assert self._proc.stdout is not None
-        while filled < len(view) and (got := self._proc.stdout.readinto(view[filled:])):
-            filled += got
+        filled = _fill(self._proc.stdout, view)
         if filled % self.frame_bytes:
             raise self._error(f"decoded stream ended inside a frame: the video is not "
                               f"{self.width}x{self.height} as the manifest says")
@@ -227,6 +222,82 @@ class FrameReader(_FFmpegChild):
             raise self._error(f"ffmpeg decode failed (exit {self._proc.returncode})")
         self.frames_read += filled // self.frame_bytes
         return filled // self.frame_bytes
+
+
+class RawFrameReader:
+    """Reads batches of frames from a raw chunk: the frames' planes back to back, no header.
+
+    The same interface as :class:`FrameReader` without a child process: the file is read
+    straight into the caller's buffer, which is all the work there is.
+    """
+
+    def __init__(self, source: Path, width: int, height: int, pix_fmt: str) -> None:
+        self.frame_bytes = frame_bytes(pix_fmt, width, height)
+        self.source = source
+        self.width, self.height, self.pix_fmt = width, height, pix_fmt
+        self.frames_read = 0
+        # Unbuffered: reads go from the kernel straight into the caller's (pinned) buffer.
+        self._file = open(source, "rb", buffering=0)  # noqa: SIM115 - closed in __exit__
+
+    def __enter__(self) -> RawFrameReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def read_into(self, frames: np.ndarray) -> int:
+        """Fill ``frames`` from the file, as :meth:`FrameReader.read_into` does from FFmpeg.
+
+        Returns:
+            How many frames were read: ``N``, fewer at the end of the file, 0 after it.
+
+        Raises:
+            FFmpegError: The file ended inside a frame (it is truncated, or its frames are not
+                ``width`` x ``height`` ``pix_fmt``).
+        """
+        view = _frame_buffer_view(frames, self.frame_bytes, self.pix_fmt, self.width,
+                                  self.height)
+        filled = _fill(self._file, view)
+        if filled % self.frame_bytes:
+            raise FFmpegError(
+                f"raw chunk {self.source} ends inside a frame: frame "
+                f"{self.frames_read + filled // self.frame_bytes} has "
+                f"{filled % self.frame_bytes} of its {self.frame_bytes} bytes "
+                f"({self.pix_fmt} {self.width}x{self.height})"
+            )
+        self.frames_read += filled // self.frame_bytes
+        return filled // self.frame_bytes
+
+
+def raw_chunk_frames(path: Path, pix_fmt: str, width: int, height: int) -> int:
+    """Frames in the raw chunk ``path``, from its size.
+
+    Raises:
+        ValueError: The file is empty or does not hold a whole number of frames.
+    """
+    size, per_frame = path.stat().st_size, frame_bytes(pix_fmt, width, height)
+    if not size or size % per_frame:
+        raise ValueError(f"raw chunk {path.name} holds {size} bytes, not a whole positive "
+                         f"number of {per_frame}-byte frames ({pix_fmt} {width}x{height})")
+    return size // per_frame
+
+
+def _frame_buffer_view(frames: np.ndarray, per_frame: int, pix_fmt: str, width: int,
+                       height: int) -> memoryview:
+    """The bytes of ``frames``, checked to be a C-contiguous uint8 array of whole frames."""
+    row = frames[0].size if frames.ndim and len(frames) else 0
+    if frames.dtype != np.uint8 or row != per_frame or not frames.flags.c_contiguous:
+        raise ValueError(f"expected a C-contiguous uint8 buffer of {per_frame} bytes per frame "
+                         f"({pix_fmt} {width}x{height}), got {frames.dtype} {frames.shape}")
+    return memoryview(frames).cast("B")
+
+
+def _fill(stream: IO[bytes], view: memoryview) -> int:
+    """Read ``stream`` into ``view`` until it is full or the stream ends; the bytes read."""
+    filled = 0
+    while filled < len(view) and (got := stream.readinto(view[filled:])):
+        filled += got
+    return filled
 
 
 def yuv420_frame_bytes(width: int, height: int) -> int:

@@ -29,7 +29,7 @@ import struct
 import subprocess
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -37,6 +37,7 @@ import av
 import imageio_ffmpeg
 
 from gpu.jobdir import CHUNKS_DIR, ChunkSpec, EncodeSettings, JobManifest, write_manifest
+from gpu.video_io import raw_chunk_frames
 from tasks.settings import LimitSettings
 from tasks.split_command import (
     ALLOWED_DEMUXERS,
@@ -644,16 +645,20 @@ def count_video_packets(path: Path) -> tuple[int, int, int, str]:
 
 
 def split_video(
-    src: Path, probe: MediaProbe, input_dir: Path, chunk_frames: int, encode: EncodeSettings
+    src: Path, probe: MediaProbe, input_dir: Path, chunk_frames: int, encode: EncodeSettings,
+    codec: str = "utvideo",
 ) -> JobManifest:
     """Cut ``src`` into frame-exact lossless chunks and write the GPU job's manifest.
 
-    Chunks are Ut Video (lossless, intra-only) in display orientation, written to a temporary
-    folder and moved to ``input_dir/chunks`` only once their frame counts add up to the probe's.
-    Their pixel format is :attr:`VideoStreamInfo.chunk_format`: ``yuv420p`` at limited range in
-    the source's own YCbCr matrix when the GPU job knows that matrix and the size is even, else
-    ``gbrp`` (planar RGB converted here). The manifest's ``input_format`` records which, and the
-    matrix, so the GPU job converts to RGB itself.
+    Chunks are Ut Video (lossless, intra-only) or raw frames, in display orientation, written
+    to a temporary folder and moved to ``input_dir/chunks`` only once their frame counts add up
+    to the probe's. Their pixel format is :attr:`VideoStreamInfo.chunk_format`: ``yuv420p`` at
+    limited range in the source's own YCbCr matrix when the GPU job knows that matrix and the
+    size is even, else ``gbrp`` (planar RGB converted here). The manifest's ``input_format``
+    records which, the matrix and the codec, so the GPU job converts to RGB itself.
+
+    Ut Video chunks are probed for their frames, size and pixel format. Raw ones have no header
+    to probe: each must hold a whole number of frames of the expected size and format.
 
     Args:
         src: The probed source.
@@ -661,6 +666,7 @@ def split_video(
         input_dir: The GPU job's input folder.
         chunk_frames: Frames per chunk (the last may be shorter).
         encode: How the GPU job encodes the stylized chunks.
+        codec: ``utvideo`` or ``rawvideo`` (see :data:`gpu.jobdir.CHUNK_CODECS`).
 
     Returns:
         The manifest, also written to ``input_dir/job.json``.
@@ -670,28 +676,21 @@ def split_video(
         RuntimeError: The chunks do not hold exactly the source's frames.
     """
     video = probe.video
-    chunk_format = video.chunk_format
+    chunk_format = replace(video.chunk_format, codec=codec)
+    suffix = chunk_format.suffix  # refuses an unknown codec before any work
     input_dir.mkdir(parents=True, exist_ok=True)
     final_dir = input_dir / CHUNKS_DIR
     work_dir = Path(tempfile.mkdtemp(prefix=".chunks-", dir=input_dir))
     try:
         run_ffmpeg(build_split_argv(ffmpeg_exe(), src, probe.demuxer, video.index,
                                     chunk_starts(video.frame_count, chunk_frames),
-                                    work_dir / "%05d.mkv", chunk_format))
+                                    work_dir / f"%05d{suffix}", chunk_format))
         chunks = []
         first_frame = 0
-        for index, path in enumerate(sorted(work_dir.glob("*.mkv"))):
-            if path.name != f"{index:05d}.mkv":
+        for index, path in enumerate(sorted(work_dir.glob(f"*{suffix}"))):
+            if path.name != f"{index:05d}{suffix}":
                 raise RuntimeError(f"unexpected chunk file {path.name}")
-            frames, width, height, pix_fmt = count_video_packets(path)
-            if (width, height) != (video.display_width, video.display_height):
-                raise RuntimeError(
-                    f"chunk {path.name} is {width}x{height}, expected "
-                    f"{video.display_width}x{video.display_height}"
-                )
-            if pix_fmt != chunk_format.pix_fmt:
-                raise RuntimeError(f"chunk {path.name} is {pix_fmt}, expected "
-                                   f"{chunk_format.pix_fmt}")
+            frames = _chunk_frames(path, video, chunk_format)
             chunks.append(ChunkSpec(index=index, file=f"{CHUNKS_DIR}/{path.name}",
                                     frames=frames, first_frame=first_frame))
             first_frame += frames
@@ -711,6 +710,27 @@ def split_video(
                            input_format=chunk_format.input_format)
     write_manifest(input_dir, manifest)
     return manifest
+
+
+def _chunk_frames(path: Path, video: VideoStreamInfo, chunk_format: ChunkFormat) -> int:
+    """Frames of a chunk the split wrote, checked to be of the expected size and format.
+
+    Raises:
+        RuntimeError: The chunk is not what the split should have written.
+    """
+    size = (video.display_width, video.display_height)
+    if chunk_format.codec == "rawvideo":
+        try:
+            return raw_chunk_frames(path, chunk_format.pix_fmt, *size)
+        except ValueError as err:
+            raise RuntimeError(str(err)) from err
+    frames, width, height, pix_fmt = count_video_packets(path)
+    if (width, height) != size:
+        raise RuntimeError(f"chunk {path.name} is {width}x{height}, expected "
+                           f"{size[0]}x{size[1]}")
+    if pix_fmt != chunk_format.pix_fmt:
+        raise RuntimeError(f"chunk {path.name} is {pix_fmt}, expected {chunk_format.pix_fmt}")
+    return frames
 
 
 def _remove_tree(path: Path) -> None:

@@ -61,6 +61,14 @@ class ComputeSettings(BaseModel):
     chunk_seconds: float = Field(
         default=2.0, gt=0, description="Target length of one chunk handed to a rank, in seconds."
     )
+    chunk_codec: Literal["utvideo", "rawvideo"] = Field(
+        default="utvideo",
+        description="How the chunks handed to the GPU job store their (identical, lossless) "
+        "pixels. 'utvideo': compressed, so each GPU host CPU decodes them with FFmpeg. "
+        "'rawvideo': raw planes the job reads straight into its buffers, sparing the GPU "
+        "host's CPUs (the job's limit) the decoding and its pipe, but several times the disk "
+        "space and upload/transfer bytes of Ut Video.",
+    )
     crf: int = Field(default=18, ge=0, le=51, description="x264 CRF of the stylized video.")
     preset: str = Field(default="veryfast", description="x264 preset of the stylized video.")
 

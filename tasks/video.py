@@ -39,10 +39,10 @@ def split_video(src: Path, probe: MediaProbe, input_dir: Path, compute: ComputeS
     """Cut the video into frame-exact chunks for the GPU job."""
     fps = probe.video.average_fps or 30.0
     chunk_frames = max(1, round(compute.chunk_seconds * fps))
-    get_run_logger().info("splitting into chunks of %d frames, %s", chunk_frames,
-                          probe.video.chunk_format.reason)
+    get_run_logger().info("splitting into %s chunks of %d frames, %s", compute.chunk_codec,
+                          chunk_frames, probe.video.chunk_format.reason)
     encode = EncodeSettings(crf=compute.crf, preset=compute.preset)
-    return media.split_video(src, probe, input_dir, chunk_frames, encode)
+    return media.split_video(src, probe, input_dir, chunk_frames, encode, compute.chunk_codec)
 
 
 @task(name="reassemble-video")

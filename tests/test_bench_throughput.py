@@ -11,10 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import imageio_ffmpeg
+import numpy as np
 import pytest
 import torch
 
 from bench import codec_rates, model_fps
+from gpu.jobdir import EncodeSettings, InputFormat
+from gpu.video_io import FrameReader, frame_bytes
+from tests.clips import make_clip
 
 REPO = Path(__file__).resolve().parent.parent
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -84,6 +88,7 @@ def test_stylize_job_smoke_reports_rates_and_the_target(tiny_model_path: Path,
     report = json.loads(proc.stdout)
     assert json.loads(out.read_text()) == report
     assert report["device"] == "cpu" and positive(report["host_cores"])
+    assert report["settings"]["chunk_codec"] == "utvideo"
     assert [c["clip"] for c in report["clips"]] == ["1080p", "square720"]
     for clip in report["clips"]:
         assert "error" not in clip, clip["error"]
@@ -91,10 +96,13 @@ def test_stylize_job_smoke_reports_rates_and_the_target(tiny_model_path: Path,
         assert clip["source"]["audio"] == (clip["clip"] == "square720")
         # The built clips are even-sized, untagged SD H.264: cut as BT.601 4:2:0 chunks, which
         # the host decodes as the job does, to their own planar format.
-        assert clip["input_format"] == {"pix_fmt": "yuv420p", "matrix": "bt601"}
+        assert clip["input_format"] == {"pix_fmt": "yuv420p", "matrix": "bt601",
+                                        "codec": "utvideo"}
+        assert positive(clip["input_bytes"])
         host = clip["host"]
         assert positive(host["decode_fps"]) and host["decode_processes"] == 2
-        assert host["decode_pix_fmt"] == "yuv420p"
+        assert (host["decode_pix_fmt"], host["decode_codec"]) == ("yuv420p", "utvideo")
+        assert host["decode_method"] == codec_rates.DECODE_METHODS["utvideo"]
         assert host["decoder_threads_each"] == min(2, report["host_cores"])
         assert set(host["encode"]) == {"veryfast", "ultrafast"}
         for rates in host["encode"].values():
@@ -124,6 +132,52 @@ def test_stylize_job_smoke_reports_rates_and_the_target(tiny_model_path: Path,
         else:
             assert clip["model_fps"] is None and "no stylenet" in clip["model_fps_source"]
             assert clip["target_fps"] == pytest.approx(0.9 * clip["encode_fps"], abs=0.01)
+
+
+@pytest.mark.parametrize("rotate", [0, 90])
+def test_stylize_job_cuts_raw_chunks_like_ut_video_ones_and_reads_them_as_the_job_does(
+        tmp_path: Path, rotate: int) -> None:
+    """The benchmark's ``--chunk-codec rawvideo`` split, without a whole smoke run: the same
+    frames as the Ut Video chunks, in display orientation, and a decode rate that reads them."""
+    from bench import stylize_job
+
+    source = make_clip(tmp_path / "clip.mp4", width=64, height=48, seconds=1.0,
+                       rotate=rotate)
+    info = codec_rates.probe(FFMPEG, source)
+    assert codec_rates.display_size(FFMPEG, source, info.stream_index) == \
+        ((48, 64) if rotate else (64, 48))
+    encode = EncodeSettings()
+    utvideo = stylize_job.split_clip(source, info, tmp_path / "utvideo", 7, encode, FFMPEG)
+    raw = stylize_job.split_clip(source, info, tmp_path / "raw", 7, encode, FFMPEG, "rawvideo")
+    assert raw.input_format == InputFormat("yuv420p", "bt601", codec="rawvideo")
+    assert (raw.width, raw.height) == (utvideo.width, utvideo.height)
+    assert [(c.frames, c.first_frame) for c in raw.chunks] == \
+        [(c.frames, c.first_frame) for c in utvideo.chunks]
+    per_frame = frame_bytes("yuv420p", raw.width, raw.height)
+    frames = next(c.frames for c in raw.chunks)
+    buffer = np.empty((frames, per_frame), np.uint8)
+    with FrameReader(FFMPEG, tmp_path / "utvideo" / utvideo.chunks[0].file, raw.width,
+                     raw.height, "yuv420p") as reader:
+        assert reader.read_into(buffer) == frames
+    assert (tmp_path / "raw" / raw.chunks[0].file).read_bytes() == buffer.tobytes()
+    for manifest, folder in ((utvideo, "utvideo"), (raw, "raw")):
+        assert positive(codec_rates.decode_rate(FFMPEG, tmp_path / folder, manifest,
+                                                processes=2, threads=1))
+    assert set(codec_rates.DECODE_METHODS) == {"utvideo", "rawvideo"}
+
+
+def test_stylize_job_records_the_chunk_codec_in_its_settings(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from bench import stylize_job
+
+    monkeypatch.setattr(stylize_job, "run_clips", lambda args, report, workdir, bench: report)
+    parser = stylize_job.get_args_parser()
+    assert parser.parse_args([]).chunk_codec == "utvideo"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--chunk-codec", "ffv1"])
+    args = parser.parse_args(["--device", "cpu", "--chunk-codec", "rawvideo",
+                              "--workdir", str(tmp_path)])
+    assert stylize_job.main(args)["settings"]["chunk_codec"] == "rawvideo"
 
 
 def test_codec_rates_reads_the_pixels_from_ffmpegs_report() -> None:

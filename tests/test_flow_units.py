@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from prefect.utilities.callables import parameter_schema
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from flows.stylize import plan_target, stylize_video
 from gpu.jobdir import ChunkReport
+from tasks import video
 from tasks.dispatch import GpuJob, build_mpiexec_argv
 from tasks.reporting import RunStats
-from tasks.settings import RestyleSettings
+from tasks.settings import ComputeSettings, RestyleSettings
 from tasks.styles import AUTO_STYLE, StyleChoice, UnknownStyleError, shipped_style_names
 
 
@@ -64,6 +67,26 @@ def test_style_parameter_is_a_dropdown_led_by_auto() -> None:
     assert set(shipped_style_names()) <= set(schema["enum"])
     # At run time any registered name is accepted; the flow checks it against the registry.
     assert TypeAdapter(StyleChoice).validate_python("registered-later") == "registered-later"
+
+
+def test_chunk_codec_setting_is_validated_and_reaches_the_split(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert RestyleSettings().compute.chunk_codec == "utvideo"
+    monkeypatch.setenv("RESTYLE_COMPUTE__CHUNK_CODEC", "rawvideo")
+    assert RestyleSettings().compute.chunk_codec == "rawvideo"
+    with pytest.raises(ValidationError, match="chunk_codec"):
+        ComputeSettings(chunk_codec="ffv1")
+
+    calls = []
+    monkeypatch.setattr(video.media, "split_video", lambda *args: calls.append(args))
+    monkeypatch.setattr(video, "get_run_logger", lambda: logging.getLogger("test"))
+    chunk_format = SimpleNamespace(reason="yuv420p")
+    probe = SimpleNamespace(video=SimpleNamespace(average_fps=25.0, chunk_format=chunk_format))
+    video.split_video.fn(tmp_path / "a.mp4", probe, tmp_path / "in",
+                         ComputeSettings(chunk_codec="rawvideo", chunk_seconds=2))
+    [(_, _, _, chunk_frames, _, codec)] = calls
+    assert (chunk_frames, codec) == (50, "rawvideo")
 
 
 def test_mpiexec_line_runs_the_module_over_the_folders(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ from gpu.stylize import (
 from gpu.video_io import (
     FFmpegError,
     FrameWriter,
+    RawFrameReader,
     decode_argv,
     encode_argv,
     even_size,
@@ -82,6 +83,23 @@ def make_job(folder: Path, width: int, height: int, chunk_frames: list[int],
     jobdir.write_manifest(folder, manifest)
     (folder / jobdir.MODEL_NAME).write_bytes(model_path.read_bytes())
     return manifest
+
+
+def raw_twin(source_dir: Path, folder: Path, manifest: JobManifest) -> JobManifest:
+    """A copy of a job whose chunks are raw: each holds the planes FFmpeg decodes the source
+    chunk to, as the CPU side's ``rawvideo`` split writes them."""
+    chunks = []
+    for chunk in manifest.chunks:
+        raw = replace(chunk, file=str(Path(chunk.file).with_suffix(".yuv")))
+        (folder / raw.file).parent.mkdir(parents=True, exist_ok=True)
+        (folder / raw.file).write_bytes(run_ffmpeg(decode_argv(
+            FFMPEG, source_dir / chunk.file, manifest.input_format.pix_fmt)))
+        chunks.append(raw)
+    twin = replace(manifest, chunks=chunks,
+                   input_format=replace(manifest.input_format, codec="rawvideo"))
+    jobdir.write_manifest(folder, twin)
+    (folder / jobdir.MODEL_NAME).write_bytes((source_dir / jobdir.MODEL_NAME).read_bytes())
+    return twin
 
 
 def launch(input_dir: Path, output_dir: Path, ranks: int | None, *extra: str,
@@ -210,6 +228,48 @@ def runs_with_chunks_in_flight(tmp_path_factory: pytest.TempPathFactory,
                   "--encoders", str(encoders)))
         outputs[ranks, encoders] = output_dir
     return outputs
+
+
+def test_raw_chunks_stylize_exactly_like_the_chunks_they_were_decoded_from(
+    runs_by_ranks: dict[int, Path], even_job: tuple[Path, JobManifest], tmp_path: Path
+) -> None:
+    """The job reads raw chunks itself, FFmpeg-free: same frames in, so the same output."""
+    input_dir, manifest = even_job
+    twin = raw_twin(input_dir, tmp_path / "raw", manifest)
+    proc = ok(launch(tmp_path / "raw", tmp_path / "out", 2))
+    assert "66x50 gbrp rawvideo" in proc.stdout
+    reports = jobdir.read_reports(tmp_path / "out")
+    assert [(r.index, r.frames) for r in reports] == [(c.index, c.frames) for c in twin.chunks]
+    summary = jobdir.read_summary(tmp_path / "out")
+    assert summary.total_frames == summary.frames_processed == manifest.total_frames
+    assert sum(r.frames for r in summary.ranks) == manifest.total_frames
+    for chunk in twin.chunks:
+        assert np.array_equal(decode_output(tmp_path / "out", twin, chunk),
+                              decode_output(runs_by_ranks[2], manifest, chunk)), chunk
+    assert not list((tmp_path / "out" / jobdir.CHUNKS_DIR).glob(".*")), "temporary files left"
+
+
+def test_raw_frame_reader_reads_whole_frames_and_refuses_a_partial_one(tmp_path: Path) -> None:
+    per_frame = yuv420_frame_bytes(66, 50)
+    frames = np.arange(5 * per_frame, dtype=np.uint64).astype(np.uint8).reshape(5, per_frame)
+    chunk = tmp_path / "00000.yuv"
+    chunk.write_bytes(frames.tobytes())
+    batch = np.empty((2, per_frame), np.uint8)
+    with RawFrameReader(chunk, 66, 50, "yuv420p") as reader:
+        assert reader.frame_bytes == per_frame
+        assert reader.read_into(batch) == 2 and np.array_equal(batch, frames[:2])
+        assert reader.read_into(batch) == 2 and np.array_equal(batch, frames[2:4])
+        assert reader.read_into(batch) == 1 and np.array_equal(batch[0], frames[4])
+        assert reader.read_into(batch) == 0 and reader.frames_read == 5
+        with pytest.raises(ValueError, match="expected a C-contiguous uint8 buffer of 4950 "
+                                             "bytes per frame"):
+            reader.read_into(np.empty((2, per_frame - 1), np.uint8))
+    chunk.write_bytes(frames.tobytes()[:-10])  # truncated inside its last frame
+    with RawFrameReader(chunk, 66, 50, "yuv420p") as reader, \
+            pytest.raises(FFmpegError, match=f"raw chunk {chunk} ends inside a frame: frame 4 "
+                                             f"has 4940 of its 4950 bytes \\(yuv420p 66x50\\)"):
+        while reader.read_into(batch):
+            pass
 
 
 def test_chunks_in_flight_change_neither_frames_nor_pictures(
@@ -458,15 +518,25 @@ def test_frame_count_mismatch_fails_every_rank_with_a_clear_error(
     assert not list(bad.parent.glob(f".{bad.name}.*")), "partial chunk left behind"
 
 
-def test_undecodable_chunk_fails_the_job_with_ffmpegs_error(tmp_path: Path,
-                                                           model_file: Path) -> None:
+@pytest.mark.parametrize("codec", ["utvideo", "rawvideo"])
+def test_undecodable_chunk_fails_the_job_with_ffmpegs_error(tmp_path: Path, model_file: Path,
+                                                           codec: str) -> None:
+    """A chunk FFmpeg cannot decode, or a raw chunk cut inside a frame, fails the job alike."""
     input_dir, output_dir = tmp_path / "in", tmp_path / "out"
     manifest = make_job(input_dir, 66, 50, [3, 3, 3], model_file)
+    if codec == "rawvideo":
+        manifest = raw_twin(input_dir, tmp_path / "raw", manifest)
+        input_dir = tmp_path / "raw"
     broken = input_dir / manifest.chunks[1].file
-    broken.write_bytes(b"not a video " * 1000)
+    if codec == "rawvideo":
+        broken.write_bytes(broken.read_bytes()[:-100])
+    else:
+        broken.write_bytes(b"not a video " * 1000)
     proc = launch(input_dir, output_dir, None, "--encoders", "2")
     assert proc.returncode == 1
     assert "FFmpegError" in proc.stderr and str(broken) in proc.stderr, proc.stderr
+    if codec == "rawvideo":
+        assert "ends inside a frame" in proc.stderr, proc.stderr
     assert not jobdir.is_chunk_done(output_dir, manifest.chunks[1])
     assert not (output_dir / jobdir.SUMMARY_NAME).exists()
     assert not list((output_dir / jobdir.CHUNKS_DIR).glob(".*")), "partial chunk left behind"
@@ -526,8 +596,13 @@ def test_manifest_records_the_input_format_strictly() -> None:
         data = json.loads(json.dumps(manifest.to_json()))
         assert data["version"] == 2
         assert data["input_format"] == {"pix_fmt": input_format.pix_fmt,
-                                        "matrix": input_format.matrix}
+                                        "matrix": input_format.matrix, "codec": "utvideo"}
         assert JobManifest.from_json(data) == manifest
+        # Written before the codec was recorded: Ut Video, which was all there was.
+        del data["input_format"]["codec"]
+        assert JobManifest.from_json(data) == manifest
+    raw = JobManifest(64, 48, 5, chunks, input_format=InputFormat("gbrp", codec="rawvideo"))
+    assert JobManifest.from_json(json.loads(json.dumps(raw.to_json()))) == raw
     good = JobManifest(64, 48, 5, chunks, input_format=InputFormat("yuv420p", "bt709")).to_json()
     bad = {
         "'rgb24' is not one of yuv420p, gbrp": {"pix_fmt": "rgb24", "matrix": None},
@@ -536,6 +611,8 @@ def test_manifest_records_the_input_format_strictly() -> None:
         "matrix None is not one of": {"pix_fmt": "yuv420p", "matrix": None},
         "matrix must be null for gbrp chunks, got 'bt709'": {"pix_fmt": "gbrp", "matrix": "bt709"},
         "input_format must be an object": "yuv420p",
+        "input_format.codec 'ffv1' is not one of utvideo, rawvideo":
+            {"pix_fmt": "gbrp", "matrix": None, "codec": "ffv1"},
     }
     for message, value in bad.items():
         with pytest.raises(ValueError, match=message.replace("(", r"\(")):

@@ -176,6 +176,34 @@ def test_split_command() -> None:
         media.build_split_argv(ffmpeg, src, "matroska", 0, [], pattern, ChunkFormat("nv12"))
 
 
+def test_split_command_for_raw_chunks() -> None:
+    """Raw chunks: the same input and conversions as Ut Video ones, written headerless."""
+    ffmpeg, src = media.ffmpeg_exe(), Path("/in/a.mkv")
+    yuv = ChunkFormat("yuv420p", matrix="bt709")
+    raw = dataclasses.replace(yuv, codec="rawvideo")
+    assert (yuv.suffix, raw.suffix) == (".mkv", ".yuv")
+    assert raw.input_format == InputFormat("yuv420p", "bt709", codec="rawvideo")
+    utvideo_argv = media.build_split_argv(ffmpeg, src, "matroska", 0, [7, 14],
+                                          Path("/c/%05d.mkv"), yuv)
+    raw_argv = media.build_split_argv(ffmpeg, src, "matroska", 0, [7, 14], Path("/c/%05d.yuv"),
+                                      raw)
+    cut = raw_argv.index("-c:v")
+    assert raw_argv[:cut] == utvideo_argv[:utvideo_argv.index("-c:v")]
+    assert raw_argv[cut:] == ["-c:v", "rawvideo", "-f", "segment", "-segment_format", "rawvideo",
+                              "-reset_timestamps", "1", "-segment_frames", "7,14", "/c/%05d.yuv"]
+    rgb = media.build_split_argv(ffmpeg, src, "matroska", 0, [], Path("/c/%05d.yuv"),
+                                 ChunkFormat("gbrp", rgb_matrix="bt601", codec="rawvideo"))
+    assert rgb[rgb.index("-pix_fmt"):] == [
+        "-pix_fmt", "gbrp", "-c:v", "rawvideo", "-f", "segment", "-segment_format", "rawvideo",
+        "-reset_timestamps", "1", "-segment_time", "1000000", "/c/%05d.yuv"]
+    ffv1 = dataclasses.replace(yuv, codec="ffv1")
+    with pytest.raises(ValueError, match="unknown chunk codec 'ffv1'"):
+        media.build_split_argv(ffmpeg, src, "matroska", 0, [], Path("/c/%05d.mkv"), ffv1)
+    with pytest.raises(ValueError, match="unknown chunk codec 'ffv1'; expected one of utvideo, "
+                                         "rawvideo"):
+        _ = ffv1.suffix
+
+
 def test_extract_audio_and_frame_commands() -> None:
     opening = [media.ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
                *media.input_argv(Path("/a.mp4"), "mov")]
@@ -539,14 +567,61 @@ def test_assumed_matrix_follows_size_and_tags(clips: Path) -> None:
     assert video.chunk_format.input_format == InputFormat("yuv420p", "bt709")
 
 
-def test_split_refuses_a_frame_count_mismatch(cfr_clip: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "options"), [
+    ("cfr.mp4", {}),
+    ("rotated.mp4", {"rotate": 90}),
+    ("odd.mp4", {"width": 65, "height": 49}),  # planar RGB
+])
+def test_raw_chunks_hold_the_ut_video_chunks_pixels(clips: Path, tmp_path: Path, name: str,
+                                                    options: dict) -> None:
+    """Raw chunks are cut at the same frames as Ut Video ones and hold the same bytes that
+    FFmpeg decodes those to: whole frames, back to back, nothing else."""
+    src = make_clip(clips / f"raw-{name}", seconds=1.5, pattern="counter", **options)
+    probe = media.probe(src, LIMITS)
+    utvideo = media.split_video(src, probe, tmp_path / "utvideo", CHUNK_FRAMES, EncodeSettings())
+    raw = media.split_video(src, probe, tmp_path / "raw", CHUNK_FRAMES, EncodeSettings(),
+                            codec="rawvideo")
+    assert read_manifest(tmp_path / "raw") == raw
+    assert raw.input_format == dataclasses.replace(utvideo.input_format, codec="rawvideo")
+    assert (raw.width, raw.height, raw.total_frames) == \
+        (utvideo.width, utvideo.height, utvideo.total_frames)
+    assert [dataclasses.replace(c, file=c.file.replace(".yuv", ".mkv")) for c in raw.chunks] == \
+        utvideo.chunks
+    layout = FrameLayout.of(raw)
+    for raw_chunk, utvideo_chunk in zip(raw.chunks, utvideo.chunks, strict=True):
+        path = tmp_path / "raw" / raw_chunk.file
+        assert path.name == f"{raw_chunk.index:05d}.yuv"
+        assert path.stat().st_size == raw_chunk.frames * layout.frame_bytes
+        frames = np.empty((CHUNK_FRAMES, layout.frame_bytes), np.uint8)
+        with FrameReader(media.ffmpeg_exe(), tmp_path / "utvideo" / utvideo_chunk.file,
+                         layout.width, layout.height, layout.pix_fmt) as reader:
+            count = reader.read_into(frames)
+        assert path.read_bytes() == frames[:count].tobytes()
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["chunks", "job.json"]
+
+
+@pytest.mark.parametrize("codec", ["utvideo", "rawvideo"])
+def test_split_refuses_a_frame_count_mismatch(cfr_clip: Path, tmp_path: Path, codec: str) -> None:
     probe = media.probe(cfr_clip, LIMITS)
     wrong = dataclasses.replace(
         probe, video=dataclasses.replace(probe.video, frame_count=probe.video.frame_count + 1)
     )
     with pytest.raises(RuntimeError, match="refusing to continue"):
-        media.split_video(cfr_clip, wrong, tmp_path, CHUNK_FRAMES, EncodeSettings())
+        media.split_video(cfr_clip, wrong, tmp_path, CHUNK_FRAMES, EncodeSettings(), codec)
     assert list(tmp_path.iterdir()) == []  # no chunks folder, no manifest, no temp folder
+
+
+def test_split_refuses_raw_chunks_of_partial_frames(cfr_clip: Path, tmp_path: Path) -> None:
+    """Raw chunks have no header: a frame size other than the probe's shows in the file sizes."""
+    probe = media.probe(cfr_clip, LIMITS)
+    wider = dataclasses.replace(probe, video=dataclasses.replace(probe.video, display_width=66))
+    with pytest.raises(RuntimeError, match=r"raw chunk 00000.yuv holds 32256 bytes, not a whole "
+                                           r"positive number of 4752-byte frames \(yuv420p "
+                                           r"66x48\)"):
+        media.split_video(cfr_clip, wider, tmp_path, CHUNK_FRAMES, EncodeSettings(), "rawvideo")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="unknown chunk codec 'ffv1'"):
+        media.split_video(cfr_clip, probe, tmp_path, CHUNK_FRAMES, EncodeSettings(), "ffv1")
 
 
 # --------------------------------------------------------------------------- reassemble
