@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The GPU job against the host's x264 rate at several chunks-in-flight counts, in one
-# device-tool call (one H200, 16 cores): bench.stylize_job once per count, each with its own
-# host rates measured in the same run, into $OUT/stylize_job_encoders_N.json.
+# The GPU job against the host's x264 rate at several chunks-in-flight counts (and, with
+# CODECS, several chunk codecs), in one device-tool call (one H200, 16 cores):
+# bench.stylize_job once per setting, each with its own host rates measured in the same run,
+# into $OUT/stylize_job_encoders_N.json (with CODECS: $OUT/stylize_job_encoders_N_CODEC.json).
 #   Carried: .carry/ffbin/ffmpeg.xz (imageio-ffmpeg 0.6.0's FFmpeg 7.0.2, xz-compressed).
-#   Usage: tools/device_job_sweep.sh "ENCODER_COUNTS" SECONDS_EACH [bench.stylize_job options...]
+#   Usage: [CODECS="utvideo rawvideo"] tools/device_job_sweep.sh "ENCODER_COUNTS" SECONDS_EACH
+#          [bench.stylize_job options...]
 #   e.g.   tools/device_job_sweep.sh "4 8" 100 --clip 1080p --compile default
 set -u
 counts="${1:-4 8}" seconds="${2:-100}"
@@ -14,9 +16,14 @@ export PYTHONUNBUFFERED=1 RESTYLE_FFMPEG=/tmp/ffmpeg
 . tools/device_ffmpeg.sh || exit 1
 nproc
 for encoders in $counts; do
-  timeout "$seconds" python3 -m bench.stylize_job --device cuda --encoders "$encoders" \
-    --model-fps-json docs/model_fps.json "$@" --out "$out/stylize_job_encoders_$encoders.json" \
-    >"$out/stylize_job_encoders_$encoders.log" 2>&1
-  echo "encoders $encoders rc $?"
-  grep '\[bench\]' "$out/stylize_job_encoders_$encoders.log" | tail -n 2 | cut -c1-400
+  for codec in ${CODECS:-default}; do
+    name="stylize_job_encoders_$encoders"
+    codec_opts=()
+    if [ "$codec" != default ]; then name="${name}_$codec"; codec_opts=(--chunk-codec "$codec"); fi
+    timeout "$seconds" python3 -m bench.stylize_job --device cuda --encoders "$encoders" \
+      "${codec_opts[@]}" --model-fps-json docs/model_fps.json "$@" --out "$out/$name.json" \
+      >"$out/$name.log" 2>&1
+    echo "$name rc $?"
+    grep '\[bench\]' "$out/$name.log" | tail -n 2 | cut -c1-400
+  done
 done
