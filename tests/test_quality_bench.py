@@ -423,3 +423,138 @@ def test_gatys_frames_rotate_between_styles_to_cover_more_frames() -> None:
     assert two_each == {"a": ["f0", "f4"], "b": ["f4", "f0"]}
     assert quality.gatys_frames_by_style(styles, frames, None) == {s: frames for s in styles}
     assert quality.gatys_frames_by_style(styles, frames, 0) == {s: [] for s in styles}
+
+
+@pytest.fixture(scope="module")
+def cache_setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A shipped model, its painting and content, and a first smoke run that fills a Gatys cache.
+
+    Two frames: one Gatys run alone, one in the pool.
+    """
+    root = tmp_path_factory.mktemp("gatys_cache")
+    paintings = root / "paintings"
+    paintings.mkdir()
+    cv2.imwrite(str(paintings / "texture.jpg"), smooth_texture(20, 120))
+    save_tiny_model(root / "models" / "texture.safetensors", "stylenet", 100.0, width=16,
+                    blocks=1, head_width=8)
+    setup = {"root": root, "paintings": paintings, "content": make_content(root / "content"),
+             "cache": root / "cache"}
+    setup["first"] = cached_smoke_run(setup, "first", setup["cache"])
+    return setup
+
+
+def cached_smoke_run(setup: dict, name: str, cache: Path) -> dict:
+    """A --smoke report of two frames with ``--gatys-cache cache``, its files under ``name``."""
+    out = setup["root"] / name
+    return quality.main(["--device", "cpu", "--smoke", "--frames", "2",
+                         "--models-dir", str(setup["root"] / "models"),
+                         "--styles-dir", str(setup["paintings"]),
+                         "--content", str(setup["content"]), "--sheets-dir", str(out),
+                         "--json-out", str(out / "quality.json"), "--gatys-cache", str(cache)])
+
+
+def forbid_gatys_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    def run_gatys(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Gatys ran although its result was cached")
+
+    monkeypatch.setattr(quality, "run_gatys", run_gatys)
+
+
+def gatys_losses(report: dict) -> list[tuple[str, float, float]]:
+    return [(run["frame"], run["content_loss"], run["style_loss"])
+            for run in report["styles"]["texture"]["gatys"]["per_frame"]]
+
+
+def test_first_run_writes_a_keyed_record_per_gatys_run(cache_setup: dict) -> None:
+    records = [json.loads(path.read_text()) for path in sorted(cache_setup["cache"].glob("*"))]
+    assert [record["key"]["frame"] for record in records] == ["frame0", "frame1"]
+    painting = cache_setup["paintings"] / "texture.jpg"
+    for record, run in zip(records, cache_setup["first"]["styles"]["texture"]["gatys"]["per_frame"],
+                           strict=True):
+        assert record["key"] == quality.gatys_cache_key(
+            "texture", run["frame"], 3, 64, [128, 128], "relu4_2",
+            hashlib.sha256(painting.read_bytes()).hexdigest())
+        assert {field: record[field] for field in quality.GATYS_RESULT_FIELDS} == {
+            field: run[field] for field in quality.GATYS_RESULT_FIELDS}
+        assert record["device"] == "cpu" and record["date"]
+    assert cache_setup["first"]["gatys_timing"]["cached_runs"] == 0
+
+
+def test_a_second_run_takes_every_gatys_result_from_the_cache(
+        cache_setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    forbid_gatys_runs(monkeypatch)
+    first, report = cache_setup["first"], cached_smoke_run(cache_setup, "second",
+                                                             cache_setup["cache"])
+    timing = report["gatys_timing"]
+    assert timing["cached_runs"] == 2 and timing["pooled"] is None
+    assert timing["solo"]["cached"] is True and timing["solo"]["device"] == "cpu"
+    assert timing["solo"]["wall_seconds"] == first["gatys_timing"]["solo"]["wall_seconds"]
+    assert gatys_losses(report) == gatys_losses(first)
+    gatys = report["styles"]["texture"]["gatys"]
+    assert all(run["cached"] and run["device"] == "cpu" for run in gatys["per_frame"])
+    assert gatys["style_loss"] == first["styles"]["texture"]["gatys"]["style_loss"]
+    speed = report["styles"]["texture"]["speed"]
+    assert speed["gatys_solo_wall_seconds_per_frame"] == timing["solo"]["wall_seconds"]
+    assert report["goals"]["checks"][0]["measured"] is not None
+    # No fresh Gatys image, so no Gatys contact sheet.
+    assert [Path(sheet).name for sheet in report["sheets"]] == ["quality_styles_1.png"]
+
+
+def test_a_record_with_another_key_is_ignored_and_the_run_redone(
+        cache_setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for path in cache_setup["cache"].glob("*.json"):
+        (cache / path.name).write_bytes(path.read_bytes())
+    pooled_file = next(cache.glob("texture__frame1__*.json"))
+    record = json.loads(pooled_file.read_text())
+    record["key"]["painting_sha256"] = "0" * 64  # as if measured with another painting
+    pooled_file.write_text(json.dumps(record))
+
+    report = cached_smoke_run(cache_setup, "mismatch", cache)
+
+    assert "painting_sha256" in capsys.readouterr().err
+    timing = report["gatys_timing"]
+    assert timing["cached_runs"] == 1 and timing["solo"]["cached"] is True
+    assert timing["pooled"]["runs"] == 1
+    frame0, frame1 = report["styles"]["texture"]["gatys"]["per_frame"]
+    assert frame0["cached"] and "cached" not in frame1
+    assert json.loads(pooled_file.read_text())["key"]["painting_sha256"] != "0" * 64  # redone
+
+
+def test_a_cache_seeded_from_a_report_serves_the_next_run(
+        cache_setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "seeded"
+    seeded = quality.main(["--seed-gatys-cache-from",
+                           str(cache_setup["root"] / "first" / "quality.json"),
+                           "--gatys-cache", str(cache),
+                           "--styles-dir", str(cache_setup["paintings"])])
+    assert sorted(Path(path).name for path in seeded["gatys_cache_seeded"]) == sorted(
+        path.name for path in cache_setup["cache"].glob("*.json"))
+
+    forbid_gatys_runs(monkeypatch)
+    report = cached_smoke_run(cache_setup, "from_seed", cache)
+    assert report["gatys_timing"]["cached_runs"] == 2
+    assert report["gatys_timing"]["solo"]["date"] == cache_setup["first"]["date"]
+    assert gatys_losses(report) == gatys_losses(cache_setup["first"])
+
+
+def test_seeding_refuses_a_painting_the_report_did_not_use(
+        cache_setup: dict, tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "texture.jpg"), smooth_texture(20, 120)[:, :60])
+    with pytest.raises(ValueError, match="not the painting it measured"):
+        quality.seed_gatys_cache(cache_setup["first"], [tmp_path], tmp_path / "cache")
+
+
+def test_the_solo_timing_comes_only_from_a_run_alone_on_this_device() -> None:
+    jobs = [("a", "f0"), ("a", "f1"), ("b", "f0")]
+    alone = {"concurrent_processes": 1, "device": "H200"}
+    pooled = {"concurrent_processes": 6, "device": "H200"}
+    assert quality.choose_solo_job(jobs, {}, "H200") == (("a", "f0"), False)
+    assert quality.choose_solo_job(jobs, {("a", "f0"): pooled, ("b", "f0"): alone},
+                                   "H200") == (("b", "f0"), True)
+    assert quality.choose_solo_job(jobs, {("a", "f0"): pooled}, "H200") == (("a", "f1"), False)
+    assert quality.choose_solo_job(jobs, {("a", "f1"): alone}, "cpu") == (("a", "f0"), False)
+    every_job_pooled = dict.fromkeys(jobs, pooled)
+    assert quality.choose_solo_job(jobs, every_job_pooled, "H200") == (("a", "f0"), False)
+    assert quality.choose_solo_job([], {}, "H200") == (None, False)
