@@ -83,6 +83,7 @@ def scale_clip(args: argparse.Namespace, name: str, counts: list[int], workdir: 
             "threads_per_rank": [r.threads for r in summary.ranks],
             "encoders_per_rank": [r.encoders for r in summary.ranks],
             "device_busy_fraction": summary.device_busy_fraction,
+            "host_cpu_busy_fraction": stylize_job.host_cpu_busy_fraction(summary),
             "stages": stages,
         })
         stylize_job.log(f"{name}: {count} rank(s): {summary.steady_fps} fps")

@@ -117,8 +117,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=0,
                         help="gpu.stylize --threads (0: its default, the cores over the ranks)")
     parser.add_argument("--encoder-threads", type=int, default=0,
-                        help="gpu.stylize --encoder-threads (0: its default, the rank's threads "
-                             "over its chunks in flight)")
+                        help="gpu.stylize --encoder-threads (0: its default, all of the "
+                             "rank's threads)")
     parser.add_argument("--chunk-codec", choices=list(CHUNK_CODECS), default="utvideo",
                         help="codec of the input chunks, as the CPU side's compute.chunk_codec "
                              "(rawvideo: no decoding on the host, several times the bytes)")

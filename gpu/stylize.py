@@ -10,7 +10,7 @@ the contract of :mod:`gpu.jobdir`.
 Ranks share the work dynamically: rank 0 lists the chunks that are not done yet and broadcasts
 the list, then every rank claims the next position in it from an atomic counter held in an MPI
 window on rank 0, so a slow rank never holds up the rest. Each rank keeps several chunks in
-flight (``--encoders``, by default one per four of its cores): every chunk has its own decoder
+flight (``--encoders``, by default one per two of its cores): every chunk has its own decoder
 and encoder threads, each driving an FFmpeg process, while the rank's main thread runs the
 network for all of them in turn, so the host's cores all encode while one thread feeds the
 device. Each chunk's x264 may use all of the rank's threads (``--encoder-threads`` to change
@@ -128,13 +128,11 @@ x264 threads each) eight chunks in flight ran the job at 226 frames/s at 1080p a
 
 DECODER_THREADS = 2
 """Threads of each chunk decoder (at most the rank's threads). Decoding is cheap next to x264:
-on one thread FFmpeg decodes 1080p Ut Video 4:2:0 chunks at about 160 frames/s and planar RGB
-ones at about 80 (2-core test machine), far above what one of eight chunks in flight needs at
-the H200 host's x264 rate (263-308 frames/s in all), so one thread nearly does. A second, on which
-FFmpeg decodes the next frame, lets a decoder catch up after the network drained its queue
-for little more CPU (the same 0.55 CPU seconds per 90 frames of 4:2:0). More would only add
-threads competing with the encoders for the cores: FFmpeg's default is one per core, for every
-decoder, which is what the job ran before."""
+on the H200 host eight decoders of two threads each decoded 1080p Ut Video 4:2:0 chunks at
+1705-1875 frames/s in all (docs/stylize_job*.json, ``host.decode_fps``), far above the host's
+x264 rate (263-308 frames/s). A second thread, on which FFmpeg decodes the next frame, lets a
+decoder catch up after the network drained its queue. More would only add threads competing
+with the encoders for the cores: FFmpeg's default is one per core, for every decoder."""
 
 
 class JobInputError(Exception):

@@ -250,6 +250,7 @@ def test_scaling_smoke_runs_every_rank_count_on_the_same_chunks(tiny_model_path:
     assert (one["ranks"], two["ranks"]) == (1, 2)
     assert one["frames"] == two["frames"] == clip["frames"] > 0
     assert len(two["threads_per_rank"]) == 2 and two["devices"] == ["cpu"]
+    assert all(0 <= run["host_cpu_busy_fraction"] <= 1 for run in (one, two))
     assert one["efficiency"] == 1.0
     assert two["efficiency"] == pytest.approx(two["fps"] / (2 * one["fps"]), abs=1e-3)
     assert clip["met"] == (two["efficiency"] >= 0.9)

@@ -151,7 +151,7 @@ def test_split_command() -> None:
     assert pairs["-fps_mode"] == "passthrough"
     assert pairs["-pix_fmt"] == "yuv420p"
     assert pairs["-c:v"] == "utvideo"  # lossless and intra-only: any frame can start a chunk
-    assert pairs["-pred"] == "left"  # decodes about twice as fast as median
+    assert pairs["-pred"] == "left"  # decodes faster than median
     assert pairs["-segment_frames"] == "7,14"
     assert argv[-1] == "/c/%05d.mkv"
     # YUV keeps the source's samples and matrix; only the range is forced to limited.
