@@ -12,7 +12,8 @@ counts="${1:-1,2}" seconds="${2:-420}"
 shift 2 || true
 out="${OUT:-/tmp/scaling-out}"
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1 RESTYLE_FFMPEG=/tmp/ffmpeg NCCL_NVLS_ENABLE=0
+export PYTHONUNBUFFERED=1 RESTYLE_FFMPEG=/tmp/ffmpeg NCCL_NVLS_ENABLE=0 \
+  TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 . tools/device_ffmpeg.sh || exit 1
 nvidia-smi --query-gpu=index,name --format=csv,noheader; nproc
 timeout "$seconds" python3 -m bench.scaling --device cuda --rank-counts "$counts" "$@" \

