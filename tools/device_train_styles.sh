@@ -21,6 +21,7 @@ started=$(date +%s)
 steps="${1:-1500}"
 call_seconds="${2:-560}"
 out="${OUT:-/tmp}"
+mkdir -p "$out"
 work=/tmp/styles
 mkdir -p "$work"
 export PYTHONUNBUFFERED=1
