@@ -9,9 +9,11 @@
 #   (imageio-ffmpeg 0.6.0's FFmpeg 7.0.2 binary, xz-compressed to fit the carry limit),
 #   .carry/styles (the paintings), .carry/content/{heldout,clips,SOURCES.json}.
 #   Gatys results are reused and added to through bench/gatys_cache (bench.quality
-#   --gatys-cache): the call works on a copy in $OUT/gatys_cache, written as each run ends, so
-#   even a call cut by its time limit brings its finished runs back; copy them into
-#   bench/gatys_cache afterwards (cp -n "$files_at"/gatys_cache/*.json bench/gatys_cache/).
+#   --gatys-cache): the call works on a copy in /tmp/gatys_cache, written as each run ends, and
+#   packs it into $OUT/gatys_cache.tar after the quality step, so a quality step cut by its
+#   time limit still brings its finished runs back (as a tar: the device tool returns at most 8
+#   files); untar it into bench/gatys_cache afterwards
+#   (tar -xf "$files_at"/gatys_cache.tar -C bench/gatys_cache).
 #   Usage: tools/device_bench.sh QUALITY_S JOB_S MODEL_S [GATYS_FRAMES]
 set -u
 quality_s="${1:-220}" job_s="${2:-230}" model_s="${3:-100}" gatys_frames="${4:-1}"
@@ -24,13 +26,14 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 RESTYLE_FFMPEG=/tmp/ffmpeg
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; nproc
 
 echo "== quality"
-mkdir -p "$out/gatys_cache" && cp bench/gatys_cache/*.json "$out/gatys_cache/" 2>/dev/null
+mkdir -p /tmp/gatys_cache && cp bench/gatys_cache/*.json /tmp/gatys_cache/ 2>/dev/null
 timeout "$quality_s" python3 -m bench.quality --device cuda --gatys-frames "$gatys_frames" \
   --gatys-jobs 6 --baselines-dir bench/baselines --styles-dir .carry/styles \
-  --gatys-cache "$out/gatys_cache" \
+  --gatys-cache /tmp/gatys_cache \
   --json-out "$out/quality.json" --sheets-dir /tmp/sheets >/dev/null
 echo "quality rc $?"
 tar -cf "$out/sheets.tar" -C /tmp/sheets .
+tar -cf "$out/gatys_cache.tar" -C /tmp/gatys_cache .
 
 echo "== model_fps"
 timeout "$((model_s + 60))" python3 -m bench.model_fps --device cuda --sizes 1920x1080,1280x720 \
