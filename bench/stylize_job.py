@@ -119,9 +119,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--encoder-threads", type=int, default=0,
                         help="gpu.stylize --encoder-threads (0: its default, all of the "
                              "rank's threads)")
-    parser.add_argument("--chunk-codec", choices=list(CHUNK_CODECS), default="utvideo",
+    parser.add_argument("--chunk-codec", choices=list(CHUNK_CODECS), default="rawvideo",
                         help="codec of the input chunks, as the CPU side's compute.chunk_codec "
-                             "(rawvideo: no decoding on the host, several times the bytes)")
+                             "(rawvideo, what 'auto' picks for the local backend: no decoding "
+                             "on the host, several times the bytes; utvideo: azureml's)")
     parser.add_argument("--crf", type=int, default=EncodeSettings().crf)
     parser.add_argument("--preset", default=EncodeSettings().preset)
     parser.add_argument("--compare-presets", default="",

@@ -37,7 +37,7 @@ import av
 import imageio_ffmpeg
 
 from gpu.jobdir import CHUNKS_DIR, ChunkSpec, EncodeSettings, JobManifest, write_manifest
-from gpu.video_io import raw_chunk_frames
+from gpu.video_io import frame_bytes, raw_chunk_frames
 from tasks.settings import LimitSettings
 from tasks.split_command import (
     ALLOWED_DEMUXERS,
@@ -642,6 +642,53 @@ def count_video_packets(path: Path) -> tuple[int, int, int, str]:
         packets = sum(1 for p in container.demux(stream) if p.size)
         ctx = stream.codec_context
         return packets, ctx.width, ctx.height, ctx.format.name if ctx.format else ""
+
+
+RAW_CHUNKS_MAX_SHARE_OF_FREE_DISK = 0.5
+"""``chunk_codec=auto`` writes raw chunks only when they fill at most this share of the free disk:
+the rest is left for the stylized chunks, the result and whatever else shares the disk."""
+
+
+class InsufficientDiskError(RuntimeError):
+    """The chunks would not fit on the disk of the GPU job's input folder."""
+
+
+def raw_chunks_bytes(video: VideoStreamInfo) -> int:
+    """Bytes the raw chunks of ``video`` take: every frame in its chunk pixel format."""
+    fmt = video.chunk_format
+    return video.frame_count * frame_bytes(fmt.pix_fmt, video.display_width, video.display_height)
+
+
+def choose_chunk_codec(requested: str, backend: str, raw_bytes: int, free_bytes: int
+                       ) -> tuple[str, str]:
+    """The chunk codec for the ``compute.chunk_codec`` setting, and why, in words.
+
+    ``auto`` picks raw chunks for the local backend, where they never leave the disk and spare
+    the GPU host's CPUs the decoding, unless they would fill more than
+    :data:`RAW_CHUNKS_MAX_SHARE_OF_FREE_DISK` of the free disk; Ut Video otherwise, and always
+    for Azure ML, whose chunks are uploaded to Blob Storage.
+
+    Args:
+        requested: ``auto``, ``utvideo`` or ``rawvideo``.
+        backend: ``local`` or ``azureml``.
+        raw_bytes: What the raw chunks would take (:func:`raw_chunks_bytes`).
+        free_bytes: Free bytes on the disk of the job's input folder.
+
+    Raises:
+        InsufficientDiskError: ``rawvideo`` was asked for and the raw chunks exceed the free disk.
+    """
+    need, free = f"{raw_bytes / 1e9:.2f} GB", f"{free_bytes / 1e9:.2f} GB"
+    if requested == "rawvideo" and raw_bytes > free_bytes:
+        raise InsufficientDiskError(
+            f"raw chunks need {need} but the job's input folder has {free} free; free some "
+            f"disk or set RESTYLE_COMPUTE__CHUNK_CODEC=utvideo (compressed, lossless)")
+    if requested != "auto":
+        return requested, "as set"
+    if backend != "local":
+        return "utvideo", f"{backend} uploads its chunks, and Ut Video is the fewer bytes"
+    if raw_bytes <= RAW_CHUNKS_MAX_SHARE_OF_FREE_DISK * free_bytes:
+        return "rawvideo", f"raw chunks take {need} of {free} free"
+    return "utvideo", f"raw chunks would take {need} of only {free} free"
 
 
 def split_video(

@@ -5,6 +5,7 @@ Each task logs, makes one call and returns a typed result, so the flow reads as 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -36,13 +37,17 @@ def extract_audio(src: Path, probe: MediaProbe, out_dir: Path) -> list[Path]:
 @task(name="split-video")
 def split_video(src: Path, probe: MediaProbe, input_dir: Path, compute: ComputeSettings
                 ) -> JobManifest:
-    """Cut the video into frame-exact chunks for the GPU job."""
+    """Cut the video into frame-exact chunks for the GPU job, in the codec the settings pick."""
     fps = probe.video.average_fps or 30.0
     chunk_frames = max(1, round(compute.chunk_seconds * fps))
-    get_run_logger().info("splitting into %s chunks of %d frames, %s", compute.chunk_codec,
-                          chunk_frames, probe.video.chunk_format.reason)
+    input_dir.mkdir(parents=True, exist_ok=True)
+    codec, why = media.choose_chunk_codec(compute.chunk_codec, compute.backend,
+                                          media.raw_chunks_bytes(probe.video),
+                                          shutil.disk_usage(input_dir).free)
+    get_run_logger().info("splitting into %s chunks (%s: %s) of %d frames, %s", codec,
+                          compute.chunk_codec, why, chunk_frames, probe.video.chunk_format.reason)
     encode = EncodeSettings(crf=compute.crf, preset=compute.preset)
-    return media.split_video(src, probe, input_dir, chunk_frames, encode, compute.chunk_codec)
+    return media.split_video(src, probe, input_dir, chunk_frames, encode, codec)
 
 
 @task(name="reassemble-video")

@@ -81,6 +81,7 @@ def test_stylize_job_smoke_reports_rates_and_the_target(tiny_model_path: Path,
     proc = subprocess.run(
         [sys.executable, "-m", "bench.stylize_job", "--device", "cpu", "--smoke",
          "--model", str(tiny_model_path), "--batch-size", "4", "--encoders", "2",
+         "--chunk-codec", "utvideo",
          "--compare-presets", "ultrafast", "--rate-frames", "30",
          "--model-fps-json", str(fps_json), "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -172,12 +173,12 @@ def test_stylize_job_records_the_chunk_codec_in_its_settings(
 
     monkeypatch.setattr(stylize_job, "run_clips", lambda args, report, workdir, bench: report)
     parser = stylize_job.get_args_parser()
-    assert parser.parse_args([]).chunk_codec == "utvideo"
+    assert parser.parse_args([]).chunk_codec == "rawvideo"
     with pytest.raises(SystemExit):
         parser.parse_args(["--chunk-codec", "ffv1"])
-    args = parser.parse_args(["--device", "cpu", "--chunk-codec", "rawvideo",
+    args = parser.parse_args(["--device", "cpu", "--chunk-codec", "utvideo",
                               "--workdir", str(tmp_path)])
-    assert stylize_job.main(args)["settings"]["chunk_codec"] == "rawvideo"
+    assert stylize_job.main(args)["settings"]["chunk_codec"] == "utvideo"
 
 
 def test_codec_rates_reads_the_pixels_from_ffmpegs_report() -> None:

@@ -277,3 +277,41 @@ def test_odd_sized_yuv_source_is_cut_as_rgb(tmp_path: Path) -> None:
         assert reader.read_into(frames) == FRAMES
     with pytest.raises(ValueError, match="yuv420p frames need even dimensions, got 95x63"):
         _ = FrameLayout(WIDTH - 1, HEIGHT - 1, InputFormat("yuv420p", "bt601")).frame_bytes
+
+
+GB = 10**9
+
+
+@pytest.mark.parametrize(("requested", "backend", "raw_gb", "free_gb", "codec"), [
+    ("auto", "local", 3, 100, "rawvideo"),
+    ("auto", "local", 50, 100, "rawvideo"),
+    ("auto", "local", 51, 100, "utvideo"),  # over half the free disk
+    ("auto", "azureml", 3, 100, "utvideo"),  # uploaded: the fewer bytes
+    ("utvideo", "local", 3, 100, "utvideo"),
+    ("rawvideo", "azureml", 3, 100, "rawvideo"),
+    ("rawvideo", "local", 90, 100, "rawvideo"),  # asked for and fits
+])
+def test_chunk_codec_choice(requested: str, backend: str, raw_gb: int, free_gb: int,
+                            codec: str) -> None:
+    chosen, why = media.choose_chunk_codec(requested, backend, raw_gb * GB, free_gb * GB)
+    assert chosen == codec
+    assert why
+
+
+def test_raw_chunks_that_do_not_fit_are_refused_before_any_work() -> None:
+    with pytest.raises(media.InsufficientDiskError, match=r"need 120\.00 GB.* 100\.00 GB free"):
+        media.choose_chunk_codec("rawvideo", "local", 120 * GB, 100 * GB)
+
+
+def test_raw_chunks_bytes_counts_every_frame_in_its_chunk_format(tmp_path: Path) -> None:
+    src = tmp_path / "clip.mp4"
+    run_ffmpeg([FFMPEG, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                f"testsrc2=size={WIDTH}x{HEIGHT}:rate=10", "-frames:v", "7", "-c:v", "libx264",
+                "-pix_fmt", "yuv420p", str(src)])
+    video = media.probe(src, LimitSettings()).video
+    assert video.chunk_format.pix_fmt == "yuv420p"
+    assert media.raw_chunks_bytes(video) == 7 * WIDTH * HEIGHT * 3 // 2
+    manifest = media.split_video(src, media.probe(src, LimitSettings()), tmp_path / "in", 3,
+                                 EncodeSettings(), "rawvideo")
+    written = sum(p.stat().st_size for p in (tmp_path / "in" / "chunks").iterdir())
+    assert (written, len(manifest.chunks)) == (media.raw_chunks_bytes(video), 3)

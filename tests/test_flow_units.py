@@ -69,10 +69,10 @@ def test_style_parameter_is_a_dropdown_led_by_auto() -> None:
     assert TypeAdapter(StyleChoice).validate_python("registered-later") == "registered-later"
 
 
-def test_chunk_codec_setting_is_validated_and_reaches_the_split(
+def test_chunk_codec_setting_is_validated_and_its_choice_reaches_the_split(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    assert RestyleSettings().compute.chunk_codec == "utvideo"
+    assert RestyleSettings().compute.chunk_codec == "auto"
     monkeypatch.setenv("RESTYLE_COMPUTE__CHUNK_CODEC", "rawvideo")
     assert RestyleSettings().compute.chunk_codec == "rawvideo"
     with pytest.raises(ValidationError, match="chunk_codec"):
@@ -81,12 +81,17 @@ def test_chunk_codec_setting_is_validated_and_reaches_the_split(
     calls = []
     monkeypatch.setattr(video.media, "split_video", lambda *args: calls.append(args))
     monkeypatch.setattr(video, "get_run_logger", lambda: logging.getLogger("test"))
-    chunk_format = SimpleNamespace(reason="yuv420p")
-    probe = SimpleNamespace(video=SimpleNamespace(average_fps=25.0, chunk_format=chunk_format))
-    video.split_video.fn(tmp_path / "a.mp4", probe, tmp_path / "in",
-                         ComputeSettings(chunk_codec="rawvideo", chunk_seconds=2))
-    [(_, _, _, chunk_frames, _, codec)] = calls
-    assert (chunk_frames, codec) == (50, "rawvideo")
+    chunk_format = SimpleNamespace(reason="yuv420p", pix_fmt="yuv420p")
+    probe = SimpleNamespace(video=SimpleNamespace(
+        average_fps=25.0, chunk_format=chunk_format, frame_count=100, display_width=64,
+        display_height=48))
+    for setting, backend in (("auto", "local"), ("auto", "azureml"), ("utvideo", "local")):
+        video.split_video.fn(tmp_path / "a.mp4", probe, tmp_path / "in",
+                             ComputeSettings(chunk_codec=setting, backend=backend,
+                                             chunk_seconds=2))
+    # 100 small frames fit the temporary folder's disk many times over.
+    assert [(args[3], args[5]) for args in calls] == [
+        (50, "rawvideo"), (50, "utvideo"), (50, "utvideo")]
 
 
 def test_mpiexec_line_runs_the_module_over_the_folders(tmp_path: Path) -> None:
