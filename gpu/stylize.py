@@ -112,11 +112,29 @@ COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune",
 CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
 """Modes that replay CUDA graphs: they record during the first calls, so warm up with three."""
 
-DEFAULT_BATCH_SIZES = {"cuda": 8, "cpu": 2}
-"""Frames per forward pass by device type. On a 2-core CPU at 640x360 the network alone ran
-at 4.76 frames/s with batches of 2 and 4.58 with 8 (docs/model_fps_cpu.json), and the first
-shipped set's whole job 24% faster with 2 than with 8 (docs/stylize_job_cpu_demo_batch8.json):
-the activations of small batches stay in cache."""
+CPU_BATCH_SIZE = 2
+"""Frames per forward pass on the CPU. On a 2-core CPU at 640x360 the network alone ran at 4.76
+frames/s with batches of 2 and 4.58 with 8 (docs/model_fps_cpu.json), and the first shipped
+set's whole job 24% faster with 2 than with 8 (docs/stylize_job_cpu_demo_batch8.json): the
+activations of small batches stay in cache."""
+
+CUDA_BATCH_SIZE = 16
+CUDA_BATCH_PIXELS = CUDA_BATCH_SIZE * 1920 * 1080
+"""Frames per forward pass under CUDA: 16 up to 1080p, fewer for larger frames so that a batch
+holds at most 16 1080p frames' pixels (each lane keeps eight batches of pinned host memory).
+On one H200 with CUDA graphs and raw chunks, batches of 16 against 8, interleaved in one call,
+took the job from 0.85 to 0.89 of the host's x264 rate at 1080p and from 0.85 to 0.90 at
+720x720 (means of three runs against two; docs/job_variants_h200.json, call 4): half as many
+launches, pipe writes and hand-offs between threads per frame. The network alone runs as fast
+at 16 as at 8 (docs/model_fps_1080p_batches.json)."""
+
+
+def default_batch_size(device_type: str, width: int, height: int) -> int:
+    """Frames per forward pass when ``--batch-size`` is not given."""
+    if device_type != "cuda":
+        return CPU_BATCH_SIZE
+    return max(1, min(CUDA_BATCH_SIZE, CUDA_BATCH_PIXELS // (width * height)))
+
 
 CORES_PER_ENCODER = 2
 """Default chunks in flight per rank: one per this many of its cores. One x264 process cannot
@@ -186,9 +204,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: CUDA when available, else CPU")
     parser.add_argument("--batch-size", type=int, default=0,
-                        help="frames per forward pass (default: "
-                             f"{DEFAULT_BATCH_SIZES['cuda']} on CUDA, "
-                             f"{DEFAULT_BATCH_SIZES['cpu']} on the CPU)")
+                        help=f"frames per forward pass (default: {CUDA_BATCH_SIZE} on CUDA "
+                             f"up to 1080p, fewer for larger frames; {CPU_BATCH_SIZE} on the "
+                             "CPU)")
     parser.add_argument("--compile", choices=["auto", *COMPILE_MODES], default="auto",
                         help="torch.compile mode for the network and the YUV conversion (auto: "
                              "'none', see resolve_compile_mode); a failed compile ends the job, "
@@ -987,7 +1005,8 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
         raise JobInputError(f"cannot load model {model_path}: {err}") from err
     compile_mode = resolve_compile_mode(args.compile)
     stylizer = Stylizer(model, placement.device, FrameLayout.of(manifest), compile_mode)
-    batch_size = args.batch_size or DEFAULT_BATCH_SIZES[placement.device.type]
+    batch_size = args.batch_size or default_batch_size(placement.device.type, manifest.width,
+                                                       manifest.height)
     encoders = args.encoders or default_encoders(placement.threads)
     encoder_threads = (args.encoder_threads
                        or default_encoder_threads(placement.threads))

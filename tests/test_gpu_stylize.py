@@ -27,6 +27,7 @@ from gpu.stylize import (
     FrameLayout,
     JobInputError,
     Stylizer,
+    default_batch_size,
     default_decoder_threads,
     default_encoder_threads,
     default_encoders,
@@ -423,6 +424,12 @@ def test_compile_encoder_and_thread_defaults() -> None:
     # Each chunk's x264 may use all of the rank's threads (faster at 1080p on the H200 host).
     assert [default_encoder_threads(t) for t in (1, 2, 4, 8, 16)] == [1, 2, 4, 8, 16]
     assert [default_decoder_threads(t) for t in (1, 2, 16, 64)] == [1, 2, 2, 2]
+
+
+def test_batch_size_default_holds_at_most_sixteen_1080p_frames_on_cuda() -> None:
+    sizes = [(720, 720), (1920, 1080), (2560, 1440), (3840, 2160), (7680, 4320), (16384, 16384)]
+    assert [default_batch_size("cuda", w, h) for w, h in sizes] == [16, 16, 9, 4, 1, 1]
+    assert {default_batch_size("cpu", w, h) for w, h in sizes} == {2}
 
 
 def test_failed_compile_is_a_clear_error(model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
