@@ -7,6 +7,7 @@
 #   MPI's small messages, so it has nothing to gain from it, and the device notes require it off.
 #   Usage: tools/device_scaling.sh RANK_COUNTS SECONDS [bench.scaling options...]
 #   e.g.   tools/device_scaling.sh 1,2 420 --compile default
+#          tools/device_scaling.sh 1,2,4 180 --clip 1080p_90s   (4 GPUs need more than 15 chunks)
 set -u
 counts="${1:-1,2}" seconds="${2:-420}"
 shift 2 || true
