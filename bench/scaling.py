@@ -120,7 +120,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                      "compile": args.compile, "encoder_threads": args.encoder_threads or "default",
                      "batch_size": args.batch_size or "default", "crf": args.crf,
                      "preset": args.preset, "chunk_seconds": args.chunk_seconds or "default",
-                     "chunk_codec": args.chunk_codec},
+                     "chunk_codec": args.chunk_codec,
+                     "max_waiting_batches": args.max_waiting_batches or "off"},
         "clips": [],
     }
     started = time.perf_counter()

@@ -124,6 +124,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--encoder-threads", type=int, default=0,
                         help="gpu.stylize --encoder-threads (0: its default, all of the "
                              "rank's threads)")
+    parser.add_argument("--max-waiting-batches", type=int, default=0,
+                        help="gpu.stylize --max-waiting-batches (0: off, its default)")
     parser.add_argument("--chunk-codec", choices=list(CHUNK_CODECS), default="rawvideo",
                         help="codec of the input chunks, as the CPU side's compute.chunk_codec "
                              "(rawvideo, what 'auto' picks for the local backend: no decoding "
@@ -220,6 +222,8 @@ def job_argv(args: argparse.Namespace, input_dir: Path, output_dir: Path,
         argv += ["--threads", str(args.threads)]
     if args.encoder_threads:
         argv += ["--encoder-threads", str(args.encoder_threads)]
+    if args.max_waiting_batches:
+        argv += ["--max-waiting-batches", str(args.max_waiting_batches)]
     if args.ranks == 1:
         return argv
     beside_python = Path(sys.executable).parent / "mpiexec"
@@ -512,7 +516,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                      "batch_size": args.batch_size or "default", "crf": args.crf,
                      "preset": args.preset,
                      "chunk_seconds": args.chunk_seconds or "default",
-                     "chunk_codec": args.chunk_codec},
+                     "chunk_codec": args.chunk_codec,
+                     "max_waiting_batches": args.max_waiting_batches or "off"},
         "clips": [],
     }
     return run_clips(args, report, workdir,

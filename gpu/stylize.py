@@ -54,6 +54,7 @@ imports Prefect or anything from ``tasks/``.
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import json
 import os
@@ -222,6 +223,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="CPU threads per rank: torch's, and those its FFmpeg processes "
                              "share (default: the cores mpiexec bound the rank to, else the "
                              "node's cores over its ranks)")
+    parser.add_argument("--max-waiting-batches", type=int, default=0,
+                        help="start a new chunk only while at most this many batches wait for "
+                             "the network (or none of the rank's chunks is in flight), so a "
+                             "rank whose network is the limit keeps few chunks in flight and "
+                             "the last ones spread over the ranks (default 0: start one "
+                             "whenever a lane is free)")
     parser.add_argument("--ffmpeg", default=None,
                         help="FFmpeg binary (default: $RESTYLE_FFMPEG, else the imageio-ffmpeg "
                              "binary, else ffmpeg on PATH)")
@@ -718,6 +725,10 @@ class _Pipe:
     def put(self, item: Any) -> None:
         self._queue.put(item)
 
+    def waiting(self) -> int:
+        """Items put and not yet taken (approximate while other threads put)."""
+        return self._queue.qsize()
+
     def get(self) -> Any:
         while not self._stop.is_set():
             try:
@@ -907,6 +918,11 @@ class RankWork:
 
     Only this thread calls MPI (claims included), so the job needs no more than the
     ``MPI_THREAD_FUNNELED`` thread level, whatever the MPI library provides.
+
+    With ``max_waiting_batches`` set, a lane's claim waits while more batches than that wait
+    for the network and the rank has a chunk in flight: a rank whose network is the limit then
+    keeps only as many chunks in flight as keep the network busy, instead of one per lane that
+    all finish together, long after another rank has run out of chunks to claim.
     """
 
     stylizer: Stylizer
@@ -915,28 +931,48 @@ class RankWork:
     placement: Placement
     fault_rank: int | None
     fault_after_chunks: int
+    max_waiting_batches: int = 0
     reports: list[ChunkReport] = field(default_factory=list)
     infer_seconds: float = 0.0
     device_seconds: float = 0.0
+    chunks_in_flight: int = 0
 
     def serve(self, requests: _Pipe, lanes: int) -> None:
         """Answer the lanes' requests until all of them are done, or the rank stops."""
+        held: collections.deque[_Claim] = collections.deque()
         while lanes:
+            # Never blocks with a claim held: a held claim waits only on queued batches.
+            while held and self._may_start_chunk(requests):
+                self._answer(held.popleft())
             item = requests.get()
             if item is _END:
                 return
             if item is _LANE_DONE:
                 lanes -= 1
             elif isinstance(item, _Claim):
-                item.reply.put(self._claim(item.finished))
+                if item.finished is not None:
+                    self.reports.append(item.finished)
+                    self.chunks_in_flight -= 1
+                if self._may_start_chunk(requests):
+                    self._answer(item)
+                else:
+                    held.append(item)
             elif isinstance(item, _ChunkEnd):
                 item.reply.put(_END)
             else:
                 self._stylize(item)
 
-    def _claim(self, finished: ChunkReport | None) -> ChunkSpec | None:
-        if finished is not None:
-            self.reports.append(finished)
+    def _may_start_chunk(self, requests: _Pipe) -> bool:
+        return (not self.max_waiting_batches or not self.chunks_in_flight
+                or requests.waiting() <= self.max_waiting_batches)
+
+    def _answer(self, claim: _Claim) -> None:
+        chunk = self._next_chunk()
+        if chunk is not None:
+            self.chunks_in_flight += 1
+        claim.reply.put(chunk)
+
+    def _next_chunk(self) -> ChunkSpec | None:
         rank = self.placement.rank
         if self.fault_rank == rank and len(self.reports) >= self.fault_after_chunks:
             log(self.placement,
@@ -985,6 +1021,9 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     if args.encoders < 0:
         raise JobInputError(f"--encoders must be at least 1 (or 0 for the default), got "
                             f"{args.encoders}", on_every_rank=True)
+    if args.max_waiting_batches < 0:
+        raise JobInputError(f"--max-waiting-batches must be at least 0, got "
+                            f"{args.max_waiting_batches}", on_every_rank=True)
     if args.encoder_threads < 0:
         raise JobInputError(f"--encoder-threads must be at least 1 (or 0 for the default), got "
                             f"{args.encoder_threads}", on_every_rank=True)
@@ -1022,7 +1061,9 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     log(placement, f"on {placement.host} {placement.device} ({placement.device_name}), "
                    f"{placement.threads} threads, {encoders} chunks in flight with "
                    f"{encoder_threads} x264 and {decoder_threads} decoder threads each, "
-                   f"batches of {batch_size}, compile {compile_mode}")
+                   f"batches of {batch_size}, compile {compile_mode}"
+                   + (f", a new chunk only while at most {args.max_waiting_batches} batches "
+                      f"wait" if args.max_waiting_batches else ""))
 
     counter = WorkCounter(comm)
     warmup_seconds = stylizer.warm_up(batch_size)
@@ -1032,7 +1073,8 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     run_started = time.perf_counter()
     cpu_ticks_at_start = read_cpu_ticks()
     work = RankWork(stylizer=stylizer, counter=counter, plan=plan, placement=placement,
-                    fault_rank=args.fault_rank, fault_after_chunks=args.fault_after_chunks)
+                    fault_rank=args.fault_rank, fault_after_chunks=args.fault_after_chunks,
+                    max_waiting_batches=args.max_waiting_batches)
     stop = threading.Event()
     errors: list[BaseException] = []
     job = JobContext(manifest=manifest, input_dir=input_dir, output_dir=output_dir,

@@ -279,3 +279,16 @@ def test_stylize_job_host_cpu_busy_is_the_mean_over_the_ranks_that_measured_it()
 
     assert stylize_job.host_cpu_busy_fraction(summary(0.5, 0.70001, None)) == 0.6
     assert stylize_job.host_cpu_busy_fraction(summary(None, None)) is None
+
+
+def test_job_line_passes_the_jobs_options_only_when_set(tmp_path: Path) -> None:
+    from bench import stylize_job
+
+    parser = stylize_job.get_args_parser()
+    plain = stylize_job.job_argv(parser.parse_args([]), tmp_path / "in", tmp_path / "out", "ff")
+    assert "--max-waiting-batches" not in plain and "--encoder-threads" not in plain
+    assert plain[:3] == [sys.executable, "-m", "gpu.stylize"]
+    argv = stylize_job.job_argv(parser.parse_args(["--max-waiting-batches", "2", "--ranks", "2"]),
+                                tmp_path / "in", tmp_path / "out", "ff")
+    assert argv[argv.index("--max-waiting-batches") + 1] == "2"
+    assert argv[argv.index("-n") + 1] == "2" and "--bind-to" in argv

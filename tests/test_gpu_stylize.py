@@ -10,8 +10,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import imageio_ffmpeg
 import numpy as np
@@ -22,11 +24,16 @@ from gpu import jobdir
 from gpu.jobdir import ChunkSpec, EncodeSettings, InputFormat, JobManifest
 from gpu.model import build_model, load_style_model, save_weights
 from gpu.stylize import (
+    _LANE_DONE,
     CompileError,
     CpuTicks,
     FrameLayout,
     JobInputError,
+    RankWork,
+    StageClock,
     Stylizer,
+    _Claim,
+    _Pipe,
     default_batch_size,
     default_decoder_threads,
     default_encoder_threads,
@@ -395,6 +402,64 @@ cpu  100 20 30 400 50 6 7 8 90 10
 cpu0 50 10 15 200 25 3 4 4 45 5
 intr 12345 0 0
 """
+
+
+def test_held_claims_keep_a_network_bound_rank_to_few_chunks_and_still_finish(
+    runs_by_ranks: dict[int, Path], even_job: tuple[Path, JobManifest], tmp_path: Path
+) -> None:
+    input_dir, manifest = even_job
+    output_dir = tmp_path / "out"
+    proc = ok(launch(input_dir, output_dir, 2, "--encoders", "3", "--max-waiting-batches", "1"))
+    assert "a new chunk only while at most 1 batches wait" in proc.stdout
+    summary = jobdir.read_summary(output_dir)
+    assert summary.frames_processed == manifest.total_frames
+    assert sum(r.chunks for r in summary.ranks) == len(manifest.chunks)
+    for chunk in manifest.chunks:
+        gap = np.abs(decode_output(output_dir, manifest, chunk).astype(int)
+                     - decode_output(runs_by_ranks[1], manifest, chunk)).mean()
+        assert gap < 1.0, f"chunk {chunk.index} differs from the 1-rank run by {gap:.2f}"
+
+
+def serve_in_order(max_waiting_batches: int) -> list[str]:
+    """What a rank's main thread answers, in order, when lane A's claim and two of its batches
+    are queued before lane B's claim, and two more batches and both lanes' ends after it."""
+    events: list[str] = []
+
+    class Reply:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def put(self, item: object) -> None:
+            # A lane's claim gets a chunk; a batch gets back (stylized frames, count).
+            chunk = isinstance(item, SimpleNamespace)
+            events.append(f"{self.name} gets chunk {item.index}" if chunk else self.name)
+
+    def batch(name: str) -> SimpleNamespace:
+        return SimpleNamespace(frames=None, out=None, count=1, clock=StageClock(),
+                               buffers=SimpleNamespace(decoded=SimpleNamespace(give=id)),
+                               reply=Reply(name))
+
+    claims = iter(range(10))
+    work = RankWork(stylizer=lambda frames, out, count: 0.0,
+                    counter=SimpleNamespace(claim=lambda: next(claims)),
+                    plan=SimpleNamespace(pending=list(range(10)), manifest=SimpleNamespace(
+                        chunks=[SimpleNamespace(index=n) for n in range(10)])),
+                    placement=SimpleNamespace(rank=0), fault_rank=None, fault_after_chunks=0,
+                    max_waiting_batches=max_waiting_batches)
+    requests = _Pipe(threading.Event())
+    for item in (_Claim(Reply("A"), None), batch("a1"), batch("a2"), _Claim(Reply("B"), None),
+                 batch("a3"), batch("a4"), _LANE_DONE, _LANE_DONE):
+        requests.put(item)
+    work.serve(requests, lanes=2)
+    return events
+
+
+def test_a_claim_waits_while_more_batches_than_allowed_wait_for_the_network() -> None:
+    # Unlimited: B starts a chunk as soon as its claim comes up.
+    assert serve_in_order(0) == ["A gets chunk 0", "a1", "a2", "B gets chunk 1", "a3", "a4"]
+    # At most one waiting: A's claim is answered although seven items wait (the rank has no
+    # chunk in flight); B's is held until only one item is left behind it.
+    assert serve_in_order(1) == ["A gets chunk 0", "a1", "a2", "a3", "a4", "B gets chunk 1"]
 
 
 def test_cpu_ticks_come_from_the_aggregate_line_of_proc_stat(tmp_path: Path) -> None:
