@@ -292,3 +292,30 @@ def test_job_line_passes_the_jobs_options_only_when_set(tmp_path: Path) -> None:
                                 tmp_path / "in", tmp_path / "out", "ff")
     assert argv[argv.index("--max-waiting-batches") + 1] == "2"
     assert argv[argv.index("-n") + 1] == "2" and "--bind-to" in argv
+
+
+def test_variant_summary_groups_runs_by_settings_and_clip() -> None:
+    from bench import variant_summary
+
+    def report(codec: str, shares: dict[str, float]) -> dict:
+        return {"settings": {"chunk_codec": codec, "batch_size": "default"},
+                "clips": [{"clip": clip, "encode_fps": 200.0, "job": {"fps": 200.0 * share}}
+                          for clip, share in shares.items()] + [{"clip": "bad", "error": "x"}]}
+
+    document = {"calls": [
+        {"call": 1, "runs": {"raw": report("rawvideo", {"1080p": 0.95}),
+                             "ut": report("utvideo", {"1080p": 0.80})}},
+        {"call": 2, "runs": {"raw": report("rawvideo", {"1080p": 0.85, "square720": 0.91}),
+                             "raw2": report("rawvideo", {"1080p": 0.91})}},
+    ]}
+    groups = {(g["settings"]["chunk_codec"], g["clip"]): g
+              for g in variant_summary.summarize(document)}
+    assert set(groups) == {("rawvideo", "1080p"), ("utvideo", "1080p"), ("rawvideo", "square720")}
+    raw = groups["rawvideo", "1080p"]
+    assert [r["run"] for r in raw["runs"]] == ["call 1: raw", "call 2: raw", "call 2: raw2"]
+    assert [r["share"] for r in raw["runs"]] == [0.95, 0.85, 0.91]
+    assert (raw["median_share"], raw["met_runs"]) == (0.91, 2)
+    assert (groups["utvideo", "1080p"]["median_share"], groups["utvideo", "1080p"]["met_runs"]) \
+        == (0.8, 0)
+    single = variant_summary.summarize(report("rawvideo", {"1080p": 0.9}))
+    assert [(g["median_share"], g["met_runs"]) for g in single] == [(0.9, 1)]
