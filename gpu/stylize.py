@@ -19,14 +19,15 @@ that; see :func:`default_encoder_threads`) and each decoder a small fixed count
 renamed into place and then its report is written, so a rerun after any failure redoes only the
 chunks without a report. When every rank is through, rank 0 writes ``summary.json``.
 
-Input chunks are lossless Ut Video in the manifest's ``input_format``: ``yuv420p`` (limited
-range, in the YCbCr matrix the manifest names) for most sources, ``gbrp`` (planar RGB) for the
-rest (see :mod:`tasks.split_command`). FFmpeg decodes them to their own planar format on the
-pipe, converting and packing nothing, since decoding is the host's other big cost beside x264;
-the raw planes go to the device as they are, and the conversion to RGB (chroma upsampling and
-the matrix at limited range, or reordering G, B, R planes) runs there, inside the compiled step
-under ``--compile``. Chunks of codec ``rawvideo`` already hold those planes: they are read
-straight into the batch buffers, with no FFmpeg decoder at all (see :func:`open_chunk_reader`).
+Input chunks are lossless, raw or Ut Video, in the manifest's ``input_format``: ``yuv420p``
+(limited range, in the YCbCr matrix the manifest names) for most sources, ``gbrp`` (planar RGB)
+for the rest (see :mod:`tasks.split_command`). FFmpeg decodes Ut Video ones to their own
+planar format on the pipe, converting and packing nothing, since decoding is the host's other
+big cost beside x264; the raw planes go to the device as they are, and the conversion to RGB
+(chroma upsampling and the matrix at limited range, or reordering G, B, R planes) runs there,
+inside the compiled step under ``--compile``. Chunks of codec ``rawvideo`` already hold those
+planes: they are read straight into the batch buffers, with no FFmpeg decoder at all (see
+:func:`open_chunk_reader`).
 
 Before it claims any chunk, each rank warms the network up on a batch of the job's shape: under
 ``--compile`` (``torch.compile``; eager by default) that is when compilation happens, and on

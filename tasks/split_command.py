@@ -21,12 +21,14 @@ Chunks are Ut Video, in one of two pixel formats chosen per source by
 Both use Ut Video's ``left`` prediction, which decodes faster than ``median`` (it predicts
 from one neighbour instead of three) for somewhat more bytes.
 
-Instead of Ut Video, the chunks may be raw (codec ``rawvideo``, an opt-in): the very same
-pixels, each frame's planes back to back in a headerless ``.yuv`` file, which the GPU job reads
-into its buffers without a decoder process or a pipe, for several times the bytes. On the 2-core
-test machine, for the 640x360 demo clip, the job's decode stage waited 0.187 s for 132 frames
-of Ut Video and 0.017 s for raw ones, which took 1.9 times the bytes
-(docs/stylize_job_cpu_demo_{utvideo,rawvideo}.json).
+Instead of Ut Video, the chunks may be raw (codec ``rawvideo``, what ``compute.chunk_codec=auto``
+picks for the local backend when they fit the disk): the very same pixels, each frame's planes
+back to back in a headerless ``.yuv`` file, which the GPU job reads into its buffers without a
+decoder process or a pipe, for several times the bytes. On the 2-core test machine, for the
+640x360 demo clip, the job's decode stage waited 0.187 s for 132 frames of Ut Video and 0.017 s
+for raw ones, which took 1.9 times the bytes (docs/stylize_job_cpu_demo_{utvideo,rawvideo}.json);
+on one H200, where the host's cores are the job's limit, raw chunks made the job 10-22% faster
+(docs/job_variants_h200.json).
 """
 
 from __future__ import annotations
