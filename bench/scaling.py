@@ -15,8 +15,8 @@ encoders' busy share in every run, to tell the two apart.
     python -m bench.scaling --device cuda --rank-counts 1,2 --out scaling.json
 
 Every option of :mod:`bench.stylize_job` applies (``--compile``, ``--encoder-threads``,
-``--clip``, ...); ``--ranks`` is ignored for ``--rank-counts``. ``--device cpu --smoke`` runs
-tiny clips, for tests.
+``--clip``, ...) but ``--job-runs`` (each rank count runs once); ``--ranks`` is ignored for
+``--rank-counts``. ``--device cpu --smoke`` runs tiny clips, for tests.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def scale_clip(args: argparse.Namespace, name: str, counts: list[int], workdir: 
     clip = stylize_job.prepare_clip(args, name, workdir, ffmpeg)
     manifest, input_dir, folder = clip.manifest, clip.input_dir, clip.folder
     widest = argparse.Namespace(**{**vars(args), "ranks": max(counts)})
-    host = stylize_job.clip_host_rates(widest, clip, device, ffmpeg)
+    host, _ = stylize_job.clip_host_rates(widest, clip, device, ffmpeg)
     runs = []
     for count in counts:
         run_args = argparse.Namespace(**{**vars(args), "ranks": count})
@@ -105,6 +105,9 @@ def scale_clip(args: argparse.Namespace, name: str, counts: list[int], workdir: 
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
+    if args.job_runs != 1:
+        raise SystemExit("bench.scaling runs each rank count once; --job-runs is "
+                         "bench.stylize_job's")
     counts = parse_rank_counts(args.rank_counts)
     stylize_job.check_model_fps_json(args.model_fps_json)
     ffmpeg = find_ffmpeg()

@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -140,6 +141,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                              f"{CHUNK_SECONDS}, {SMOKE_CHUNK_SECONDS} with --smoke)")
     parser.add_argument("--rate-frames", type=int, default=450,
                         help="frames encoded per encode-rate measurement")
+    parser.add_argument("--job-runs", type=int, default=1,
+                        help="runs of the job on the same chunks, each followed by a new "
+                             "measurement of the host's x264 rate; each run's share of the "
+                             "x264 rate uses the measurements on either side of it, and the "
+                             "goal is judged on the median share (one run lasts seconds, and "
+                             "both rates wander from run to run)")
     parser.add_argument("--model-fps-json", type=Path, default=None,
                         help="bench.model_fps output giving the model's frames/s for the target")
     parser.add_argument("--workdir", type=Path, default=None,
@@ -285,6 +292,31 @@ def job_variant(device: torch.device, compile_mode: str) -> str:
     return f"{precision}-{'eager' if compile_mode == 'none' else compile_mode}"
 
 
+def lane_layout(args: argparse.Namespace) -> tuple[int, int, int]:
+    """This host's cores, the job's chunks in flight over all ranks, and each decoder's threads."""
+    cores = len(os.sched_getaffinity(0))
+    threads = args.threads or max(1, cores // args.ranks)
+    encoders = args.encoders or default_encoders(threads)
+    return cores, encoders * args.ranks, default_decoder_threads(threads)
+
+
+def encode_layouts(args: argparse.Namespace) -> dict[str, int]:
+    """x264 threads of each encoder in the two layouts the host's rate is measured in."""
+    cores, lanes, _ = lane_layout(args)
+    return {"all_cores": cores, "shared": max(1, cores // lanes)}
+
+
+def x264_rate(args: argparse.Namespace, manifest: JobManifest, sample: np.ndarray,
+              workdir: Path, ffmpeg: str, preset: str, threads_each: int) -> float:
+    """Frames/s of as many x264 processes at once as the job has chunks in flight."""
+    _, lanes, _ = lane_layout(args)
+    width, height = even_size(manifest.width, manifest.height)
+    return codec_rates.encode_rate(ffmpeg, sample, width, height, args.crf, preset,
+                                   processes=lanes, threads=threads_each,
+                                   frames=max(len(sample), args.rate_frames // lanes),
+                                   workdir=workdir)
+
+
 def measure_host(args: argparse.Namespace, manifest: JobManifest, input_dir: Path,
                  sample: np.ndarray, workdir: Path, ffmpeg: str) -> dict[str, Any]:
     """Decode and encode rates of this host for the job's chunks, laid out as the job runs.
@@ -296,25 +328,16 @@ def measure_host(args: argparse.Namespace, manifest: JobManifest, input_dir: Pat
     out among them (``shared``; the job gives its encoders every core by default); the reference
     ``fps`` is the faster of the two.
     """
-    cores = len(os.sched_getaffinity(0))
-    threads = args.threads or max(1, cores // args.ranks)
-    encoders = args.encoders or default_encoders(threads)
-    lanes = encoders * args.ranks
-    decoder_threads = default_decoder_threads(threads)
+    cores, lanes, decoder_threads = lane_layout(args)
     decode_fps = codec_rates.decode_rate(ffmpeg, input_dir, manifest, lanes, decoder_threads)
     width, height = even_size(manifest.width, manifest.height)
     presets = [args.preset] + [p for p in args.compare_presets.split(",")
                                if p and p != args.preset]
-    layouts = {"all_cores": cores, "shared": max(1, cores // lanes)}
+    layouts = encode_layouts(args)
     encode = {}
     for preset in presets:
-        rates = {
-            name: codec_rates.encode_rate(ffmpeg, sample, width, height, args.crf, preset,
-                                          processes=lanes, threads=threads_each,
-                                          frames=max(len(sample), args.rate_frames // lanes),
-                                          workdir=workdir)
-            for name, threads_each in layouts.items()
-        }
+        rates = {name: x264_rate(args, manifest, sample, workdir, ffmpeg, preset, threads_each)
+                 for name, threads_each in layouts.items()}
         psnr, bytes_per_frame = codec_rates.encode_quality(ffmpeg, sample, width, height,
                                                            args.crf, preset, workdir)
         encode[preset] = {
@@ -385,21 +408,75 @@ def prepare_clip(args: argparse.Namespace, name: str, workdir: Path,
 
 
 def clip_host_rates(args: argparse.Namespace, clip: PreparedClip, device: torch.device,
-                    ffmpeg: str) -> dict[str, Any]:
-    """:func:`measure_host` on frames the model stylized from the clip's first chunk."""
+                    ffmpeg: str) -> tuple[dict[str, Any], np.ndarray]:
+    """:func:`measure_host` on frames the model stylized from the clip's first chunk, and
+    those frames."""
     sample = stylized_sample(args.model, clip.input_dir / clip.manifest.chunks[0].file,
                              clip.manifest, device, ffmpeg)
     host = measure_host(args, clip.manifest, clip.input_dir, sample, clip.folder, ffmpeg)
     log(f"{clip.name}: host {json.dumps(host)}")
-    return host
+    return host, sample
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One run of the job, with the host's x264 rate measured on either side of it (None when
+    the job ran once, against the host measurement alone)."""
+
+    summary: JobSummary
+    launch_seconds: float
+    x264_fps_before: float | None = None
+    x264_fps_after: float | None = None
+
+
+def run_jobs(args: argparse.Namespace, clip: PreparedClip, host: dict[str, Any],
+             sample: np.ndarray, ffmpeg: str) -> list[JobRun]:
+    """The job ``args.job_runs`` times on the clip's chunks, each into a folder of its own.
+
+    With more than one run, each is followed by a new measurement of the host's x264 rate in the
+    layout that was the faster in ``host``, so every run has a rate from just before and just
+    after it.
+    """
+    if args.job_runs == 1:
+        return [JobRun(*run_job(args, clip.input_dir, clip.folder / "out", ffmpeg))]
+    reference = host["encode"][args.preset]
+    threads_each = encode_layouts(args)[reference["fps_from"]]
+    before, runs = reference["fps"], []
+    for run in range(args.job_runs):
+        output_dir = clip.folder / f"out-{run}"
+        summary, launch_seconds = run_job(args, clip.input_dir, output_dir, ffmpeg)
+        shutil.rmtree(output_dir)
+        after = x264_rate(args, clip.manifest, sample, clip.folder, ffmpeg, args.preset,
+                          threads_each)
+        runs.append(JobRun(summary, launch_seconds, round(before, 2), round(after, 2)))
+        log(f"{clip.name}: run {run + 1} of {args.job_runs}: {summary.steady_fps} fps, x264 "
+            f"{before:.1f} before and {after:.1f} after")
+        before = after
+    return runs
+
+
+def run_shares(runs: list[JobRun], model_fps: float | None) -> list[dict[str, Any]]:
+    """Each run's frames/s over its limit: the lesser of the model's frames/s and the mean of
+    the x264 rates measured on either side of the run."""
+    shares = []
+    for run in runs:
+        assert run.x264_fps_before is not None and run.x264_fps_after is not None
+        x264_fps = (run.x264_fps_before + run.x264_fps_after) / 2
+        limit = min(x264_fps, model_fps) if model_fps else x264_fps
+        shares.append({"fps": run.summary.steady_fps, "run_seconds": run.summary.run_seconds,
+                       "x264_fps_before": run.x264_fps_before,
+                       "x264_fps_after": run.x264_fps_after,
+                       "share": round(run.summary.steady_fps / limit, 4)})
+    return shares
 
 
 def bench_clip(args: argparse.Namespace, name: str, workdir: Path, ffmpeg: str,
                device: torch.device) -> dict[str, Any]:
     clip = prepare_clip(args, name, workdir, ffmpeg)
     source, info, manifest = clip.source, clip.info, clip.manifest
-    host = clip_host_rates(args, clip, device, ffmpeg)
-    summary, launch_seconds = run_job(args, clip.input_dir, clip.folder / "out", ffmpeg)
+    host, sample = clip_host_rates(args, clip, device, ffmpeg)
+    runs = run_jobs(args, clip, host, sample, ffmpeg)
+    summary, launch_seconds = runs[0].summary, runs[0].launch_seconds
 
     compile_mode = summary.compile
     arch = read_metadata(args.model)["arch"]
@@ -410,7 +487,7 @@ def bench_clip(args: argparse.Namespace, name: str, workdir: Path, ffmpeg: str,
     encode_fps = host["encode"][args.preset]["fps"]
     limit = min(encode_fps, model_fps) if model_fps else encode_fps
     target = TARGET_SHARE * limit
-    return {
+    report = {
         "clip": name,
         "source": {"file": source.name, "width": info.width, "height": info.height,
                    "fps": info.fps, "frames": info.frames, "audio": info.audio,
@@ -454,6 +531,14 @@ def bench_clip(args: argparse.Namespace, name: str, workdir: Path, ffmpeg: str,
                                          "(no model fps)",
         "met": summary.steady_fps >= target,
     }
+    if len(runs) > 1:
+        shares = run_shares(runs, model_fps)
+        median_share = statistics.median(run["share"] for run in shares)
+        report |= {"job_runs": shares, "median_share": round(median_share, 4),
+                   "met": median_share >= TARGET_SHARE,
+                   "met_rule": f"median over the runs of fps / limit >= {TARGET_SHARE}; "
+                               "`job` is the first run"}
+    return report
 
 
 def log(message: str) -> None:
@@ -504,6 +589,8 @@ def check_model_fps_json(path: Path | None) -> None:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
+    if args.job_runs < 1:
+        raise SystemExit(f"--job-runs must be at least 1, got {args.job_runs}")
     check_model_fps_json(args.model_fps_json)
     ffmpeg = find_ffmpeg()
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
@@ -517,7 +604,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                      "preset": args.preset,
                      "chunk_seconds": args.chunk_seconds or "default",
                      "chunk_codec": args.chunk_codec,
-                     "max_waiting_batches": args.max_waiting_batches or "off"},
+                     "max_waiting_batches": args.max_waiting_batches or "off",
+                     "job_runs": args.job_runs},
         "clips": [],
     }
     return run_clips(args, report, workdir,

@@ -3,7 +3,9 @@ host's x264 rate that the job reached, as JSON.
 
 Reads a file made by collecting such reports (``docs/job_variants_h200.json``: ``calls``, each
 with named ``runs``) or a single report. The share is each run's ``job.fps / encode_fps``, the
-rate the goal compares (0.9); ``met_runs`` counts the runs at or above it.
+rate the goal compares (0.9), or for a report of several ``--job-runs`` each run's own
+``share`` (against the x264 rates measured on either side of it); ``met_runs`` counts the runs
+at or above 0.9.
 
     python -m bench.variant_summary docs/job_variants_h200.json
 """
@@ -27,6 +29,12 @@ def runs_of(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             for call in document["calls"] for name, report in call["runs"].items()]
 
 
+def single_run(clip: dict[str, Any]) -> dict[str, Any]:
+    """A report's one run: its job's frames/s over the x264 rate measured before it."""
+    return {"job_fps": clip["job"]["fps"], "x264_fps": clip["encode_fps"],
+            "share": round(clip["job"]["fps"] / clip["encode_fps"], 3)}
+
+
 def summarize(document: dict[str, Any]) -> list[dict[str, Any]]:
     """One entry per settings and clip: the runs' shares in order, their median and count met."""
     groups: dict[str, dict[str, Any]] = {}
@@ -38,9 +46,9 @@ def summarize(document: dict[str, Any]) -> list[dict[str, Any]]:
             key = json.dumps([settings, clip["clip"]], sort_keys=True)
             group = groups.setdefault(key, {"settings": settings, "clip": clip["clip"],
                                             "runs": []})
-            group["runs"].append({"run": where, "job_fps": clip["job"]["fps"],
-                                  "x264_fps": clip["encode_fps"],
-                                  "share": round(clip["job"]["fps"] / clip["encode_fps"], 3)})
+            for n, run in enumerate(clip.get("job_runs") or [single_run(clip)]):
+                group["runs"].append({"run": where if "job_runs" not in clip
+                                      else f"{where} #{n + 1}", **run})
     for group in groups.values():
         shares = [run["share"] for run in group["runs"]]
         group["median_share"] = round(statistics.median(shares), 3)

@@ -319,3 +319,33 @@ def test_variant_summary_groups_runs_by_settings_and_clip() -> None:
         == (0.8, 0)
     single = variant_summary.summarize(report("rawvideo", {"1080p": 0.9}))
     assert [(g["median_share"], g["met_runs"]) for g in single] == [(0.9, 1)]
+
+
+def test_stylize_job_runs_the_job_again_between_x264_measurements(
+        tiny_model_path: Path, tmp_path: Path) -> None:
+    from bench import variant_summary
+
+    out = tmp_path / "runs.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.stylize_job", "--device", "cpu", "--smoke",
+         "--model", str(tiny_model_path), "--batch-size", "4", "--encoders", "2",
+         "--rate-frames", "30", "--clip", "1080p", "--job-runs", "3", "--out", str(out),
+         "--workdir", str(tmp_path / "work")],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    [clip] = json.loads(out.read_text())["clips"]
+    runs = clip["job_runs"]
+    assert len(runs) == 3 and clip["job"]["fps"] == runs[0]["fps"]
+    assert runs[0]["x264_fps_before"] == clip["encode_fps"]
+    for earlier, later in zip(runs, runs[1:], strict=False):
+        assert later["x264_fps_before"] == earlier["x264_fps_after"]
+    for run in runs:
+        x264 = (run["x264_fps_before"] + run["x264_fps_after"]) / 2
+        assert run["share"] == pytest.approx(run["fps"] / x264, abs=1e-4)
+    shares = sorted(run["share"] for run in runs)
+    assert clip["median_share"] == shares[1]
+    assert clip["met"] == (shares[1] >= 0.9)
+    [group] = variant_summary.summarize(json.loads(out.read_text()))
+    assert [run["share"] for run in group["runs"]] == [run["share"] for run in runs]
+    assert (tmp_path / "work" / "1080p" / "in").is_dir()  # --workdir is kept, and so checked
+    assert not list((tmp_path / "work").glob("**/out-*")), "a run's output was left behind"
