@@ -711,7 +711,8 @@ def split_video(
         src: The probed source.
         probe: Its probe.
         input_dir: The GPU job's input folder.
-        chunk_frames: Frames per chunk (the last may be shorter).
+        chunk_frames: The most frames in one chunk; the frames are shared evenly
+            (:func:`chunk_starts`).
         encode: How the GPU job encodes the stylized chunks.
         codec: ``utvideo`` or ``rawvideo`` (see :data:`gpu.jobdir.CHUNK_CODECS`).
 

@@ -250,7 +250,13 @@ def build_split_argv(
 
 
 def chunk_starts(frame_count: int, chunk_frames: int) -> list[int]:
-    """First frame number of every chunk but the first."""
+    """First frame number of every chunk but the first, for chunks of at most ``chunk_frames``.
+
+    The frames are shared evenly (chunk lengths differ by at most one) rather than leaving a
+    short last chunk: a chunk is the unit a rank claims, so with few chunks an uneven one sets
+    the job's time (132 frames in chunks of at most 100 become 66 and 66, not 100 and 32).
+    """
     if chunk_frames < 1:
         raise ValueError("chunk_frames must be at least 1")
-    return list(range(chunk_frames, frame_count, chunk_frames))
+    chunks = max(1, -(-frame_count // chunk_frames))
+    return [index * frame_count // chunks for index in range(1, chunks)]

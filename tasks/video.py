@@ -44,7 +44,7 @@ def split_video(src: Path, probe: MediaProbe, input_dir: Path, compute: ComputeS
     codec, why = media.choose_chunk_codec(compute.chunk_codec, compute.backend,
                                           media.raw_chunks_bytes(probe.video),
                                           shutil.disk_usage(input_dir).free)
-    get_run_logger().info("splitting into %s chunks (%s: %s) of %d frames, %s", codec,
+    get_run_logger().info("splitting into %s chunks (%s: %s) of at most %d frames, %s", codec,
                           compute.chunk_codec, why, chunk_frames, probe.video.chunk_format.reason)
     encode = EncodeSettings(crf=compute.crf, preset=compute.preset)
     return media.split_video(src, probe, input_dir, chunk_frames, encode, codec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -252,11 +253,22 @@ def test_runner_error_carries_argv_and_stderr(tmp_path: Path) -> None:
 
 
 def test_chunk_starts() -> None:
-    assert media.chunk_starts(20, 7) == [7, 14]
+    assert media.chunk_starts(20, 7) == [6, 13]
     assert media.chunk_starts(14, 7) == [7]
     assert media.chunk_starts(5, 7) == []
+    assert media.chunk_starts(132, 100) == [66]
     with pytest.raises(ValueError):
         media.chunk_starts(5, 0)
+
+
+@pytest.mark.parametrize("frame_count", [1, 7, 59, 60, 61, 823, 900, 2700])
+@pytest.mark.parametrize("chunk_frames", [1, 7, 60, 120])
+def test_chunk_starts_share_the_frames_evenly(frame_count: int, chunk_frames: int) -> None:
+    bounds = [0, *media.chunk_starts(frame_count, chunk_frames), frame_count]
+    lengths = [end - start for start, end in itertools.pairwise(bounds)]
+    assert len(lengths) == -(-frame_count // chunk_frames)  # as few chunks as the limit allows
+    assert max(lengths) <= chunk_frames
+    assert max(lengths) - min(lengths) <= 1
 
 
 # --------------------------------------------------------------------------- probe
@@ -504,8 +516,10 @@ def test_split_is_frame_exact(
     # Untagged and under 720 lines: BT.601, as players assume.
     assert manifest.input_format == InputFormat(pix_fmt, "bt601" if pix_fmt == "yuv420p" else None)
     assert manifest.total_frames == probe.video.frame_count
-    assert [c.frames for c in manifest.chunks[:-1]] == [CHUNK_FRAMES] * (len(manifest.chunks) - 1)
-    assert 1 <= manifest.chunks[-1].frames <= CHUNK_FRAMES
+    # Exactly the planned cut: chunks of at most CHUNK_FRAMES, as even as the frames allow.
+    assert [c.first_frame for c in manifest.chunks[1:]] == \
+        media.chunk_starts(probe.video.frame_count, CHUNK_FRAMES)
+    assert max(c.frames for c in manifest.chunks) <= CHUNK_FRAMES
     assert len(manifest.chunks) > 1
     numbers = []
     for chunk in manifest.chunks:
@@ -615,8 +629,10 @@ def test_split_refuses_raw_chunks_of_partial_frames(cfr_clip: Path, tmp_path: Pa
     """Raw chunks have no header: a frame size other than the probe's shows in the file sizes."""
     probe = media.probe(cfr_clip, LIMITS)
     wider = dataclasses.replace(probe, video=dataclasses.replace(probe.video, display_width=66))
-    with pytest.raises(RuntimeError, match=r"raw chunk 00000.yuv holds 32256 bytes, not a whole "
-                                           r"positive number of 4752-byte frames \(yuv420p "
+    # The split wrote the first chunk's frames at the true 64x48 (4608 bytes each).
+    written = media.chunk_starts(probe.video.frame_count, CHUNK_FRAMES)[0] * 4608
+    with pytest.raises(RuntimeError, match=rf"raw chunk 00000.yuv holds {written} bytes, not a "
+                                           r"whole positive number of 4752-byte frames \(yuv420p "
                                            r"66x48\)"):
         media.split_video(cfr_clip, wider, tmp_path, CHUNK_FRAMES, EncodeSettings(), "rawvideo")
     assert list(tmp_path.iterdir()) == []
