@@ -75,7 +75,7 @@ TARGET_SHARE = 0.9
 SAMPLE_FRAMES = {"cuda": 60, "cpu": 12}
 """Frames the model stylizes for the encode-rate measurements (repeated as needed); fewer on
 the CPU, where stylizing them takes seconds."""
-CHUNK_SECONDS = 2.0
+CHUNK_SECONDS = 4.0
 """The CPU side's default chunk length (``compute.chunk_seconds``)."""
 SMOKE_CHUNK_SECONDS = 0.5
 

@@ -126,7 +126,7 @@ def stylize_video(video: str, style: StyleChoice = AUTO_STYLE, etag: str | None 
                 module="gpu.stylize",
                 input_dir=work / "gpu-in",
                 output_dir=work / "gpu-out",
-                args=("--device", settings.compute.device),
+                args=settings.compute.stylize_args(),
                 ranks=settings.compute.ranks,
                 name=f"stylize {target.input_blob}",
             )

@@ -30,10 +30,10 @@ planes: they are read straight into the batch buffers, with no FFmpeg decoder at
 :func:`open_chunk_reader`).
 
 Before it claims any chunk, each rank warms the network up on a batch of the job's shape: under
-``--compile`` (``torch.compile``; eager by default) that is when compilation happens, and on
-CUDA when cuDNN picks its algorithms. The summary reports the warm-up apart from the steady-state
-rate, the share of the run each device spent on the rank's batches (timed with CUDA events),
-and how busy the host's CPUs were over the run (from ``/proc/stat``).
+``--compile`` (``torch.compile``; by default only for long CUDA jobs) that is when compilation
+happens, and on CUDA when cuDNN picks its algorithms. The summary reports the warm-up apart
+from the steady-state rate, the share of the run each device spent on the rank's batches (timed
+with CUDA events), and how busy the host's CPUs were over the run (from ``/proc/stat``).
 
 Each rank drives GPU ``OMPI_COMM_WORLD_LOCAL_RANK mod device count``, so two ranks may share
 a GPU; that helps when FFmpeg, not the GPU, is the limit. Launch with ``--bind-to none``: by
@@ -210,9 +210,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                              f"up to 1080p, fewer for larger frames; {CPU_BATCH_SIZE} on the "
                              "CPU)")
     parser.add_argument("--compile", choices=["auto", *COMPILE_MODES], default="auto",
-                        help="torch.compile mode for the network and the YUV conversion (auto: "
-                             "'none', see resolve_compile_mode); a failed compile ends the job, "
-                             "it never falls back")
+                        help="torch.compile mode for the network and the YUV conversion "
+                             "(auto: 'reduce-overhead' on CUDA for long jobs, else 'none', see "
+                             "resolve_compile_mode, and eager if that compile fails); a failed "
+                             "compile of a named mode ends the job")
     parser.add_argument("--encoders", type=int, default=0,
                         help="chunks in flight per rank, each with its own FFmpeg decoder and "
                              f"encoder (default: one per {CORES_PER_ENCODER} of the rank's "
@@ -288,17 +289,34 @@ def default_decoder_threads(threads: int) -> int:
     return max(1, min(DECODER_THREADS, threads))
 
 
-def resolve_compile_mode(requested: str) -> str:
+AUTO_COMPILE_MEGAPIXEL_FRAMES = 60_000
+"""Work per rank (frames times megapixels) from which ``--compile auto`` compiles with CUDA
+graphs: about 29,000 frames of 1080p, 16 minutes at 30 fps. On one H200 (2026-11-29, 30 s of
+1080p, Ut Video chunks) the eager job ran at 191 frames/s (docs/stylize_job.json) and with CUDA
+graphs (``reduce-overhead``), the fastest mode, at 217 after a 14 s compile
+(docs/stylize_job_cuda_graphs.json); compiles took 14-19 s cold. Saving 0.63 ms a 1080p frame
+(0.30 ms a megapixel), a 19 s compile pays for itself after about 63,000 megapixel-frames.
+Per megapixel is the cautious side: at 720x720 the saving per megapixel was larger."""
+
+
+def resolve_compile_mode(requested: str, device_type: str = "cpu",
+                         megapixel_frames_per_rank: float = 0.0) -> str:
     """The ``torch.compile`` mode that ``--compile REQUESTED`` means ('none': eager).
 
-    ``auto`` is eager everywhere. On the CPU compiling takes longer than it saves. On one H200
-    (2026-11-29, 30 s of 1080p) the eager job ran at 191 frames/s, 6.2 s in all
-    (docs/stylize_job.json); with CUDA graphs (``reduce-overhead``), the fastest mode, at 217
-    frames/s after a 14 s compile, 26.3 s in all (docs/stylize_job_cuda_graphs.json). The
-    compile pays for itself only on videos of several minutes: ask for ``reduce-overhead``
-    for those.
+    ``auto`` compiles with CUDA graphs (``reduce-overhead``) only on CUDA and only for a rank's
+    share of work of at least :data:`AUTO_COMPILE_MEGAPIXEL_FRAMES`, where the compile's
+    seconds are won back; eager otherwise. On the CPU compiling takes longer than it saves.
+
+    Args:
+        requested: ``auto`` or one of :data:`COMPILE_MODES`.
+        device_type: ``cuda`` or ``cpu``.
+        megapixel_frames_per_rank: The pending frames times their megapixels, over the ranks.
     """
-    return "none" if requested == "auto" else requested
+    if requested != "auto":
+        return requested
+    if device_type == "cuda" and megapixel_frames_per_rank >= AUTO_COMPILE_MEGAPIXEL_FRAMES:
+        return "reduce-overhead"
+    return "none"
 
 
 def place(comm: MPI.Comm, requested: str, threads: int) -> Placement:
@@ -552,6 +570,27 @@ class Stylizer:
                 "Rerun with --compile none to run the network uncompiled."
             ) from err
         return time.perf_counter() - started
+
+
+def warm_up_or_fall_back(stylizer: Stylizer, batch_size: int, *, fall_back: bool
+                         ) -> tuple[Stylizer, float, str | None]:
+    """Warm ``stylizer`` up; if its compile fails and ``fall_back`` (the mode came from
+    ``--compile auto``, which promises speed, not a mode), warm up an eager one instead.
+
+    Returns:
+        The stylizer to run, its warm-up seconds, and the compile error that was fallen back
+        from (``None`` when there was none).
+
+    Raises:
+        CompileError: The compile failed and ``fall_back`` is false.
+    """
+    try:
+        return stylizer, stylizer.warm_up(batch_size), None
+    except CompileError as err:
+        if not fall_back:
+            raise
+        eager = Stylizer(stylizer.model, stylizer.device, stylizer.layout)
+        return eager, eager.warm_up(batch_size), str(err).splitlines()[0]
 
 
 # BT.709 luma weights; Cb and Cr divide B - Y and R - Y by these to span [-0.5, 0.5].
@@ -1043,7 +1082,10 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
         model = load_style_model(model_path)
     except Exception as err:
         raise JobInputError(f"cannot load model {model_path}: {err}") from err
-    compile_mode = resolve_compile_mode(args.compile)
+    pending_frames = sum(manifest.chunks[index].frames for index in plan.pending)
+    compile_mode = resolve_compile_mode(
+        args.compile, placement.device.type,
+        pending_frames * manifest.width * manifest.height / 1e6 / placement.size)
     stylizer = Stylizer(model, placement.device, FrameLayout.of(manifest), compile_mode)
     batch_size = args.batch_size or default_batch_size(placement.device.type, manifest.width,
                                                        manifest.height)
@@ -1067,7 +1109,11 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
                       f"wait" if args.max_waiting_batches else ""))
 
     counter = WorkCounter(comm)
-    warmup_seconds = stylizer.warm_up(batch_size)
+    stylizer, warmup_seconds, compile_error = warm_up_or_fall_back(
+        stylizer, batch_size, fall_back=args.compile == "auto")
+    if compile_error:
+        log(placement, f"{compile_error}; --compile auto goes on uncompiled")
+        compile_mode = stylizer.compile_mode
     if warmup_seconds:
         log(placement, f"warm-up, compile {compile_mode}: {warmup_seconds:.1f} s")
     comm.Barrier()  # every rank starts claiming at once: the steady-state window is common

@@ -59,7 +59,11 @@ class ComputeSettings(BaseModel):
         default="auto", description="Device for the GPU job; auto picks CUDA when present."
     )
     chunk_seconds: float = Field(
-        default=2.0, gt=0, description="Target length of one chunk handed to a rank, in seconds."
+        default=4.0, gt=0,
+        description="Target length of one chunk handed to a rank, in seconds. Each chunk is one "
+        "x264 process, whose start and frame-thread ramp cost the cores a fixed share per chunk: "
+        "on one H200 host, 4 s chunks kept the GPU job nearer the host's x264 rate than 2 s "
+        "(docs/README.md). Preempted work is redone a chunk at a time.",
     )
     chunk_codec: Literal["auto", "utvideo", "rawvideo"] = Field(
         default="auto",
@@ -71,8 +75,21 @@ class ComputeSettings(BaseModel):
         "local backend when the raw chunks take at most half the work folder's free disk, "
         "utvideo otherwise and for azureml, whose chunks travel through Blob Storage.",
     )
+    compile: Literal["auto", "none", "default", "reduce-overhead", "max-autotune",
+                     "max-autotune-no-cudagraphs"] = Field(
+        default="auto",
+        description="torch.compile mode of the GPU job (its --compile). 'auto': CUDA graphs "
+        "('reduce-overhead') on CUDA when each rank's share is long enough to win back the "
+        "compile's 14-19 s (about 16 minutes of 1080p), eager otherwise or if that compile "
+        "fails; a mode named here that fails to compile fails the job.",
+    )
     crf: int = Field(default=18, ge=0, le=51, description="x264 CRF of the stylized video.")
     preset: str = Field(default="veryfast", description="x264 preset of the stylized video.")
+
+
+    def stylize_args(self) -> tuple[str, ...]:
+        """The GPU job's options these settings set, after ``--input`` and ``--output``."""
+        return ("--device", self.device, "--compile", self.compile)
 
 
 class TrainingSettings(BaseModel):

@@ -181,6 +181,15 @@ def test_stylize_job_records_the_chunk_codec_in_its_settings(
     assert stylize_job.main(args)["settings"]["chunk_codec"] == "utvideo"
 
 
+def test_stylize_job_cuts_chunks_as_long_as_the_flows_default() -> None:
+    """The benchmark runs where the flow's packages are missing (the device has no PyAV), so it
+    keeps its own copy of the default chunk length; this keeps the two from drifting apart."""
+    from bench import stylize_job
+    from tasks.settings import ComputeSettings
+
+    assert ComputeSettings().chunk_seconds == stylize_job.CHUNK_SECONDS
+
+
 def test_codec_rates_reads_the_pixels_from_ffmpegs_report() -> None:
     lines = {
         "Stream #0:0[0x1](und): Video: h264 (High) (avc1 / 0x31637661), yuv420p(progressive), "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import typing
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -92,6 +93,23 @@ def test_chunk_codec_setting_is_validated_and_its_choice_reaches_the_split(
     # 100 small frames fit the temporary folder's disk many times over.
     assert [(args[3], args[5]) for args in calls] == [
         (50, "rawvideo"), (50, "utvideo"), (50, "utvideo")]
+
+
+def test_compute_settings_speak_the_gpu_jobs_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpu.stylize import COMPILE_MODES, get_args_parser
+
+    choices = typing.get_args(ComputeSettings.model_fields["compile"].annotation)
+    assert set(choices) == {"auto", *COMPILE_MODES}
+    for mode in choices:
+        args = get_args_parser().parse_args(
+            ["--input", "i", "--output", "o",
+             *ComputeSettings(compile=mode, device="cuda").stylize_args()])
+        assert (args.compile, args.device) == (mode, "cuda")
+    monkeypatch.setenv("RESTYLE_COMPUTE__COMPILE", "reduce-overhead")
+    assert RestyleSettings().compute.stylize_args()[-2:] == ("--compile", "reduce-overhead")
+    monkeypatch.setenv("RESTYLE_COMPUTE__COMPILE", "fast")
+    with pytest.raises(ValidationError, match="compile"):
+        RestyleSettings()
 
 
 def test_mpiexec_line_runs_the_module_over_the_folders(tmp_path: Path) -> None:

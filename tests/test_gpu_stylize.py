@@ -25,6 +25,7 @@ from gpu.jobdir import ChunkSpec, EncodeSettings, InputFormat, JobManifest
 from gpu.model import build_model, load_style_model, save_weights
 from gpu.stylize import (
     _LANE_DONE,
+    AUTO_COMPILE_MEGAPIXEL_FRAMES,
     CompileError,
     CpuTicks,
     FrameLayout,
@@ -44,6 +45,7 @@ from gpu.stylize import (
     read_valid_manifest,
     resolve_compile_mode,
     rgb_to_yuv420,
+    warm_up_or_fall_back,
 )
 from gpu.video_io import (
     FFmpegError,
@@ -483,8 +485,17 @@ def test_host_cpu_busy_fraction_is_the_busy_share_of_the_ticks_between_snapshots
 
 
 def test_compile_encoder_and_thread_defaults() -> None:
-    assert resolve_compile_mode("auto") == "none"  # codec-bound on the H200: see its docstring
+    minutes_of_1080p30 = [1920 * 1080 / 1e6 * 30 * 60 * m for m in (0.5, 10, 20)]
+    # Auto compiles only on CUDA and only where the compile is won back: a 30 s clip (the
+    # compile alone would take longer than the job) and 10 minutes stay eager, 20 do not...
+    assert [resolve_compile_mode("auto", "cuda", w) for w in minutes_of_1080p30] == \
+        ["none", "none", "reduce-overhead"]
+    # ...unless two ranks share them, and never on the CPU.
+    assert resolve_compile_mode("auto", "cuda", minutes_of_1080p30[2] / 2) == "none"
+    assert resolve_compile_mode("auto", "cpu", 1e9) == "none"
+    assert resolve_compile_mode("auto", "cuda", AUTO_COMPILE_MEGAPIXEL_FRAMES) == "reduce-overhead"
     assert resolve_compile_mode("max-autotune") == "max-autotune"
+    assert resolve_compile_mode("none", "cuda", 1e9) == "none"
     assert [default_encoders(t) for t in (1, 2, 4, 8, 16)] == [1, 1, 2, 4, 8]
     # Each chunk's x264 may use all of the rank's threads (faster at 1080p on the H200 host).
     assert [default_encoder_threads(t) for t in (1, 2, 4, 8, 16)] == [1, 2, 4, 8, 16]
@@ -511,6 +522,36 @@ def test_failed_compile_is_a_clear_error(model_file: Path, monkeypatch: pytest.M
                                            r"warm-up batch \(3x50x66 gbrp\): RuntimeError: "
                                            r"InvalidCxx(.|\n)*--compile none"):
         stylizer.warm_up(3)
+
+
+def test_auto_compile_that_fails_goes_on_eager(model_file: Path) -> None:
+    """``--compile auto`` asks for speed, so its failed compile costs the job nothing; a mode
+    asked for by name still ends the job (above)."""
+    model = load_style_model(model_file)
+    frames = torch.from_numpy(np.random.default_rng(0).integers(
+        0, 256, (3, FrameLayout(66, 50).frame_bytes), dtype=np.uint8))
+    eager_out = torch.empty((3, 66 * 50 * 3 // 2), dtype=torch.uint8)
+    Stylizer(model, torch.device("cpu"), FrameLayout(66, 50))(frames, eager_out, 3)
+
+    def broken(fall_back: bool) -> Stylizer:
+        stylizer = Stylizer(model, torch.device("cpu"), FrameLayout(66, 50), "default")
+
+        def broken_compile(frames: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler")
+
+        stylizer._convert = broken_compile  # type: ignore[method-assign]
+        return stylizer
+
+    stylizer, seconds, error = warm_up_or_fall_back(broken(True), 3, fall_back=True)
+    assert (stylizer.compile_mode, seconds) == ("none", 0.0)
+    assert error is not None and "torch.compile(mode='default') failed" in error
+    out = torch.empty_like(eager_out)
+    stylizer(frames, out, 3)
+    assert torch.equal(out, eager_out)
+    with pytest.raises(CompileError):
+        warm_up_or_fall_back(broken(False), 3, fall_back=False)
+    working = Stylizer(model, torch.device("cpu"), FrameLayout(66, 50))
+    assert warm_up_or_fall_back(working, 3, fall_back=True) == (working, 0.0, None)
 
 
 def test_chunks_share_parameter_sets_and_carry_bt709_tags(

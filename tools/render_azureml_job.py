@@ -77,7 +77,7 @@ def render(args: argparse.Namespace, settings: RestyleSettings) -> str:
             module="gpu.stylize",
             input_dir=input_dir,
             output_dir=Path(tmp) / "output",
-            args=("--device", settings.compute.device),
+            args=settings.compute.stylize_args(),
             name=f"stylize {style}/{blob.name}",
         )
         body = render_job_yaml(job, azureml, settings.work_dir / "azureml-code")
