@@ -295,8 +295,9 @@ graphs: about 29,000 frames of 1080p, 16 minutes at 30 fps. On one H200 (2026-11
 1080p, Ut Video chunks) the eager job ran at 191 frames/s (docs/stylize_job.json) and with CUDA
 graphs (``reduce-overhead``), the fastest mode, at 217 after a 14 s compile
 (docs/stylize_job_cuda_graphs.json); compiles took 14-19 s cold. Saving 0.63 ms a 1080p frame
-(0.30 ms a megapixel), a 19 s compile pays for itself after about 63,000 megapixel-frames.
-Per megapixel is the cautious side: at 720x720 the saving per megapixel was larger."""
+(0.30 ms a megapixel), a 19 s compile pays for itself after about 60,000 megapixel-frames.
+Scaling that by megapixels to other frame sizes is an assumption: only 1080p was measured
+both ways with the same chunks."""
 
 
 def resolve_compile_mode(requested: str, device_type: str = "cpu",

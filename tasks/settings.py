@@ -60,7 +60,8 @@ class ComputeSettings(BaseModel):
     )
     chunk_seconds: float = Field(
         default=4.0, gt=0,
-        description="Target length of one chunk handed to a rank, in seconds. Each chunk is one "
+        description="The longest chunk handed to a rank, in seconds; a video's frames are "
+        "shared evenly among as few chunks as that allows. Each chunk is one "
         "x264 process, whose start and frame-thread ramp cost the cores a fixed share per chunk: "
         "on one H200 host, 4 s chunks kept the GPU job nearer the host's x264 rate than 2 s "
         "(docs/README.md). Preempted work is redone a chunk at a time.",
@@ -85,7 +86,6 @@ class ComputeSettings(BaseModel):
     )
     crf: int = Field(default=18, ge=0, le=51, description="x264 CRF of the stylized video.")
     preset: str = Field(default="veryfast", description="x264 preset of the stylized video.")
-
 
     def stylize_args(self) -> tuple[str, ...]:
         """The GPU job's options these settings set, after ``--input`` and ``--output``."""
