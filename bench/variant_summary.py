@@ -1,5 +1,5 @@
-"""Group ``bench.stylize_job`` reports by their settings and clip, with the median share of the
-host's x264 rate that the job reached, as JSON.
+"""Group ``bench.stylize_job`` reports by their settings, clip, chunk length and batch size as
+run, with the median share of the host's x264 rate that the job reached, as JSON.
 
 Reads a file made by collecting such reports (``docs/job_variants_h200.json``: ``calls``, each
 with named ``runs``) or a single report. The share is each run's ``job.fps / encode_fps``, the
@@ -35,17 +35,24 @@ def single_run(clip: dict[str, Any]) -> dict[str, Any]:
             "share": round(clip["job"]["fps"] / clip["encode_fps"], 3)}
 
 
+def as_run(clip: dict[str, Any]) -> dict[str, Any]:
+    """What a clip's settings of ``default`` came to: the defaults have changed between reports
+    (2 s chunks and batches of 8 before 4 s and 16), so runs are grouped by these as well."""
+    return {"chunk_frames": clip.get("chunk_frames"), "batch_size": clip["job"].get("batch_size")}
+
+
 def summarize(document: dict[str, Any]) -> list[dict[str, Any]]:
-    """One entry per settings and clip: the runs' shares in order, their median and count met."""
+    """One entry per settings, clip and :func:`as_run`: the runs' shares in order, their median
+    and count met."""
     groups: dict[str, dict[str, Any]] = {}
     for where, report in runs_of(document):
         settings = {k: v for k, v in report["settings"].items() if k != "command"}
         for clip in report["clips"]:
             if "job" not in clip:  # a clip that failed records only its error
                 continue
-            key = json.dumps([settings, clip["clip"]], sort_keys=True)
+            key = json.dumps([settings, clip["clip"], as_run(clip)], sort_keys=True)
             group = groups.setdefault(key, {"settings": settings, "clip": clip["clip"],
-                                            "runs": []})
+                                            "as_run": as_run(clip), "runs": []})
             for n, run in enumerate(clip.get("job_runs") or [single_run(clip)]):
                 group["runs"].append({"run": where if "job_runs" not in clip
                                       else f"{where} #{n + 1}", **run})

@@ -306,9 +306,10 @@ def test_job_line_passes_the_jobs_options_only_when_set(tmp_path: Path) -> None:
 def test_variant_summary_groups_runs_by_settings_and_clip() -> None:
     from bench import variant_summary
 
-    def report(codec: str, shares: dict[str, float]) -> dict:
+    def report(codec: str, shares: dict[str, float], chunk_frames: int = 60) -> dict:
         return {"settings": {"chunk_codec": codec, "batch_size": "default"},
-                "clips": [{"clip": clip, "encode_fps": 200.0, "job": {"fps": 200.0 * share}}
+                "clips": [{"clip": clip, "encode_fps": 200.0, "chunk_frames": chunk_frames,
+                           "job": {"fps": 200.0 * share, "batch_size": 16}}
                           for clip, share in shares.items()] + [{"clip": "bad", "error": "x"}]}
 
     document = {"calls": [
@@ -316,10 +317,16 @@ def test_variant_summary_groups_runs_by_settings_and_clip() -> None:
                              "ut": report("utvideo", {"1080p": 0.80})}},
         {"call": 2, "runs": {"raw": report("rawvideo", {"1080p": 0.85, "square720": 0.91}),
                              "raw2": report("rawvideo", {"1080p": 0.91})}},
+        # The same settings after the default chunk length changed: a group of its own.
+        {"call": 3, "runs": {"raw": report("rawvideo", {"1080p": 0.97}, chunk_frames=120)}},
     ]}
-    groups = {(g["settings"]["chunk_codec"], g["clip"]): g
+    groups = {(g["settings"]["chunk_codec"], g["clip"], g["as_run"]["chunk_frames"]): g
               for g in variant_summary.summarize(document)}
-    assert set(groups) == {("rawvideo", "1080p"), ("utvideo", "1080p"), ("rawvideo", "square720")}
+    assert set(groups) == {("rawvideo", "1080p", 60), ("utvideo", "1080p", 60),
+                           ("rawvideo", "square720", 60), ("rawvideo", "1080p", 120)}
+    assert groups["rawvideo", "1080p", 120]["as_run"] == {"chunk_frames": 120, "batch_size": 16}
+    assert [r["share"] for r in groups["rawvideo", "1080p", 120]["runs"]] == [0.97]
+    groups = {key[:2]: group for key, group in groups.items() if key[2] == 60}
     raw = groups["rawvideo", "1080p"]
     assert [r["run"] for r in raw["runs"]] == ["call 1: raw", "call 2: raw", "call 2: raw2"]
     assert [r["share"] for r in raw["runs"]] == [0.95, 0.85, 0.91]
