@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from bench import codec_rates
+from bench.variant_summary import TARGET_SHARE
 from gpu import jobdir
 from gpu.jobdir import CHUNK_CODECS, ChunkSpec, EncodeSettings, JobManifest, JobSummary
 from gpu.model import load_style_model, read_metadata
@@ -67,11 +68,10 @@ from gpu.video_io import (
     run_ffmpeg,
     yuv420_frame_bytes,
 )
-from tasks.split_command import build_split_argv, chunk_starts
+from tasks.split_command import build_split_argv, chunk_starts, frames_per_chunk
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_MODEL = REPO / "gpu/styles/starry_night.safetensors"
-TARGET_SHARE = 0.9
 SAMPLE_FRAMES = {"cuda": 60, "cpu": 12}
 """Frames the model stylizes for the encode-rate measurements (repeated as needed); fewer on
 the CPU, where stylizing them takes seconds."""
@@ -396,7 +396,7 @@ def prepare_clip(args: argparse.Namespace, name: str, workdir: Path,
     source = build_clip(name, built[name], folder, ffmpeg) if name in built else Path(name)
     info = codec_rates.probe(ffmpeg, source)
     chunk_seconds = args.chunk_seconds or (SMOKE_CHUNK_SECONDS if args.smoke else CHUNK_SECONDS)
-    chunk_frames = max(1, round(chunk_seconds * info.fps))
+    chunk_frames = frames_per_chunk(chunk_seconds, info.fps)
     manifest = split_clip(source, info, folder / "in", chunk_frames,
                           EncodeSettings(crf=args.crf, preset=args.preset), ffmpeg,
                           args.chunk_codec)

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 TARGET_SHARE = 0.9
+"""The issue's goal: the job at this share of the lesser of the model's and the host's x264
+frames/s (``bench.stylize_job`` judges its runs by it too)."""
 
 
 def runs_of(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -50,9 +52,10 @@ def summarize(document: dict[str, Any]) -> list[dict[str, Any]]:
         for clip in report["clips"]:
             if "job" not in clip:  # a clip that failed records only its error
                 continue
-            key = json.dumps([settings, clip["clip"], as_run(clip)], sort_keys=True)
+            ran = as_run(clip)
+            key = json.dumps([settings, clip["clip"], ran], sort_keys=True)
             group = groups.setdefault(key, {"settings": settings, "clip": clip["clip"],
-                                            "as_run": as_run(clip), "runs": []})
+                                            "as_run": ran, "runs": []})
             for n, run in enumerate(clip.get("job_runs") or [single_run(clip)]):
                 group["runs"].append({"run": where if "job_runs" not in clip
                                       else f"{where} #{n + 1}", **run})

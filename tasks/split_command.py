@@ -249,6 +249,11 @@ def build_split_argv(
     return [*argv, str(pattern)]
 
 
+def frames_per_chunk(chunk_seconds: float, fps: float) -> int:
+    """The most frames of one chunk, for chunks of at most ``chunk_seconds`` (at least one)."""
+    return max(1, round(chunk_seconds * fps))
+
+
 def chunk_starts(frame_count: int, chunk_frames: int) -> list[int]:
     """First frame number of every chunk but the first, for chunks of at most ``chunk_frames``.
 

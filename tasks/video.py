@@ -14,6 +14,7 @@ from gpu.jobdir import EncodeSettings, JobManifest
 from tasks import media
 from tasks.media import MediaProbe
 from tasks.settings import ComputeSettings, LimitSettings
+from tasks.split_command import frames_per_chunk
 
 
 @task(name="probe-video")
@@ -39,7 +40,7 @@ def split_video(src: Path, probe: MediaProbe, input_dir: Path, compute: ComputeS
                 ) -> JobManifest:
     """Cut the video into frame-exact chunks for the GPU job, in the codec the settings pick."""
     fps = probe.video.average_fps or 30.0
-    chunk_frames = max(1, round(compute.chunk_seconds * fps))
+    chunk_frames = frames_per_chunk(compute.chunk_seconds, fps)
     input_dir.mkdir(parents=True, exist_ok=True)
     codec, why = media.choose_chunk_codec(compute.chunk_codec, compute.backend,
                                           media.raw_chunks_bytes(probe.video),

@@ -19,7 +19,7 @@ from gpu.video_io import FrameReader
 from tasks import media
 from tasks.media import FFmpegError, InvalidMediaError, MediaProbe
 from tasks.settings import LimitSettings
-from tasks.split_command import ChunkFormat
+from tasks.split_command import ChunkFormat, frames_per_chunk
 from tests.clips import (
     AUDIO_FREQUENCIES,
     counter_value,
@@ -257,6 +257,8 @@ def test_chunk_starts() -> None:
     assert media.chunk_starts(14, 7) == [7]
     assert media.chunk_starts(5, 7) == []
     assert media.chunk_starts(132, 100) == [66]
+    assert [frames_per_chunk(seconds, fps) for seconds, fps in ((4, 30000 / 1001), (4, 25),
+                                                                 (0.01, 30))] == [120, 100, 1]
     with pytest.raises(ValueError):
         media.chunk_starts(5, 0)
 
