@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import quality
+from bench.quality import report as quality
 from gpu.losses import STYLE_LAYERS, PerceptualLoss
 from gpu.model import build_model, save_weights
 from gpu.vgg import load_vgg19

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.quality import file_sha256
+from bench.quality.report import file_sha256
 from gpu.model import load_style_model, read_metadata
 from tasks.styles import MANIFEST_PATH, SHIPPED_DIR, shipped_manifest
 from tools.ship_styles import attach_quality

@@ -14,6 +14,8 @@ Output layout (``--out``, default ``.carry/content/``, ignored by git)::
                           random-scale crops of each photo, several per source (seeded).
                           gpu.train_data.load_content(folder, side=320) reads them.
     heldout/<name>.png    8 fixed 512x512 RGB frames from 3 clips, none used for training.
+    heldout_720p/<name>.png  the same 8 frames whole at 1280x720 (cut to 16:9 at the same
+                          anchor), the size users feed, for structure and stroke size.
     clips/<name>.mp4      2 short real clips (H.264, yuv420p, no audio) for warping error.
     SOURCES.json          every item's package, version and path inside it, for licensing.
 
@@ -49,6 +51,7 @@ DEFAULT_CACHE = REPO_ROOT / "build" / "content-cache"
 TRAIN_SIDE = 320
 TRAIN_JPEG_QUALITY = 90
 HELDOUT_SIDE = 512
+HELDOUT_HD_SIZE = (1280, 720)
 # Crops never sample fewer source pixels than this, so little is upscaled into a training image.
 MIN_CROP_SOURCE_SIDE = 256
 # Smallest crop, as a fraction of the source's shorter side: a mix of close-ups and wide views.
@@ -327,15 +330,19 @@ def decode_frame(ffmpeg: str, clip: Path, time_s: float) -> Image.Image:
     return Image.open(io.BytesIO(run_ffmpeg(frame_png_argv(ffmpeg, clip, time_s)))).convert("RGB")
 
 
+def cut_at(image: Image.Image, width: int, height: int, anchor: float) -> Image.Image:
+    """Scale ``image`` to cover ``width`` x ``height`` and cut that at ``anchor`` (0..1)."""
+    scale = max(width / image.width, height / image.height)
+    scaled = image.resize((max(width, round(image.width * scale)),
+                           max(height, round(image.height * scale))), Image.Resampling.LANCZOS)
+    offset_x = round((scaled.width - width) * anchor)
+    offset_y = round((scaled.height - height) * anchor)
+    return scaled.crop((offset_x, offset_y, offset_x + width, offset_y + height))
+
+
 def square_at(image: Image.Image, side: int, anchor: float) -> Image.Image:
     """Scale the shorter side to ``side`` and cut a square at ``anchor`` along the longer one."""
-    width, height = image.size
-    scale = side / min(width, height)
-    scaled = image.resize((max(side, round(width * scale)), max(side, round(height * scale))),
-                          Image.Resampling.LANCZOS)
-    offset_x = round((scaled.width - side) * anchor)
-    offset_y = round((scaled.height - side) * anchor)
-    return scaled.crop((offset_x, offset_y, offset_x + side, offset_y + side))
+    return cut_at(image, side, side, anchor)
 
 
 def source_record(source: Source, cache: PackageCache) -> dict[str, str]:
@@ -350,7 +357,7 @@ def assemble(out: Path, cache: PackageCache, ffmpeg: str, count: int, seed: int)
     """Build the whole set under ``out`` (replacing it) and return the manifest."""
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    for folder in ("train", "heldout", "clips"):
+    for folder in ("train", "heldout", "heldout_720p", "clips"):
         (partial / folder).mkdir(parents=True)
 
     images: dict[Source, Image.Image] = {}
@@ -377,9 +384,10 @@ def assemble(out: Path, cache: PackageCache, ffmpeg: str, count: int, seed: int)
     heldout_records = []
     for frame in HELDOUT_FRAMES:
         name = f"heldout/{frame.name}.png"
-        image = square_at(decode_frame(ffmpeg, cache.file(frame.source), frame.time_s),
-                          HELDOUT_SIDE, frame.anchor)
-        image.save(partial / name, optimize=True)
+        decoded = decode_frame(ffmpeg, cache.file(frame.source), frame.time_s)
+        square_at(decoded, HELDOUT_SIDE, frame.anchor).save(partial / name, optimize=True)
+        cut_at(decoded, *HELDOUT_HD_SIZE, frame.anchor).save(
+            partial / f"heldout_720p/{frame.name}.png", optimize=True)
         heldout_records.append({"file": name, "source": frame.source.key,
                                 "time_s": frame.time_s, "anchor": frame.anchor})
 
@@ -437,7 +445,7 @@ def main(argv: list[str] | None = None) -> dict:
     manifest = assemble(args.out, PackageCache(args.cache), imageio_ffmpeg.get_ffmpeg_exe(),
                         args.count, args.seed)
     sizes = {folder: folder_megabytes(args.out / folder)
-             for folder in ("train", "heldout", "clips")}
+             for folder in ("train", "heldout", "heldout_720p", "clips")}
     summary = {
         "out": str(args.out),
         "train_images": len(manifest["train"]),

@@ -22,7 +22,7 @@ import json
 import shutil
 from pathlib import Path
 
-from bench.quality import REPO_ROOT, file_sha256, ratio
+from bench.quality.report import REPO_ROOT, file_sha256, ratio
 from gpu.jobdir import atomic_write_json
 from gpu.model import load_style_model, read_metadata
 from tasks.styles import MANIFEST_PATH, SHIPPED_DIR

