@@ -6,10 +6,11 @@ device the frames are on. The GPU job and the quality report both paint through 
 so what the report measures is what the job delivers.
 
 * Stroke scale: a feed-forward network paints strokes of a fixed size in pixels, so on a larger
-  frame they look smaller. The network therefore runs at a working resolution that is the same
-  share of the frame at any frame size, :data:`REFERENCE_HEIGHT` lines at stroke scale 1, and
-  the frame is resized on the way in and out. Twice the stroke scale gives strokes twice as
-  large.
+  frame they look smaller. The network therefore runs at a working height of
+  :data:`REFERENCE_HEIGHT` / stroke scale lines whatever the frame's size, and the frame is
+  resized on the way in and out: twice the stroke scale gives strokes twice as large, and a
+  720p and a 1080p frame look alike. A frame shorter than the working height is painted at its
+  own size, since enlarging it adds no detail, only work.
 * Original colours (Gatys et al. 2016, "Preserving Color in Neural Artistic Style Transfer"):
   luminance from the painted frame, chroma from the source. Under a luma matrix
   Y = kr R + kg G + kb B, both chroma components are linear in B - Y and R - Y, so adding the
@@ -23,9 +24,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-# Working height at stroke scale 1: users of feed-forward style transfer stylize at about
-# 960x540 and upscale, because strokes learnt on small crops look like noise on 1080p.
-REFERENCE_HEIGHT = 540
+# Working height at stroke scale 1. Lower heights paint larger strokes, but the upscaled result
+# loses the fine texture the style is made of (docs/quality.md compares 540 and 720).
+REFERENCE_HEIGHT = 720
 STROKE_SCALE_RANGE = (0.25, 4.0)
 MIN_WORKING_SIDE = 16
 LUMA_WEIGHTS = {"bt601": (0.299, 0.587, 0.114), "bt709": (0.2126, 0.7152, 0.0722)}
@@ -44,7 +45,10 @@ def _even(value: float) -> int:
 
 def working_size(height: int, width: int, stroke_scale: float) -> tuple[int, int]:
     """The (height, width) the network paints a ``height`` x ``width`` frame at."""
-    working_height = _even(REFERENCE_HEIGHT / check_stroke_scale(stroke_scale))
+    working_height = REFERENCE_HEIGHT / check_stroke_scale(stroke_scale)
+    if working_height >= height:
+        return height, width
+    working_height = _even(working_height)
     return working_height, _even(working_height * width / height)
 
 

@@ -13,16 +13,21 @@ def bt709_chroma(rgb: torch.Tensor) -> torch.Tensor:
     return torch.cat([(rgb[:, 2:3] - y) / 1.8556, (rgb[:, 0:1] - y) / 1.5748], dim=1)
 
 
-@pytest.mark.parametrize(("height", "width"), [(720, 1280), (1080, 1920)])
-def test_working_size_is_the_same_share_of_any_frame(height: int, width: int) -> None:
-    assert controls.working_size(height, width, 1.0) == (540, 960)
-    assert controls.working_size(height, width, 2.0) == (270, 480)
+@pytest.mark.parametrize(("height", "width"), [(1080, 1920), (2160, 3840)])
+def test_working_size_is_the_same_for_any_large_frame(height: int, width: int) -> None:
+    assert controls.working_size(height, width, 1.0) == (720, 1280)
+    assert controls.working_size(height, width, 2.0) == (360, 640)
+
+
+def test_a_frame_no_taller_than_the_working_height_is_painted_at_its_own_size() -> None:
+    assert controls.working_size(720, 1280, 1.0) == (720, 1280)
+    assert controls.working_size(360, 640, 0.5) == (360, 640)
+    assert controls.working_size(720, 1280, 2.0) == (360, 640)
 
 
 def test_working_size_keeps_odd_aspect_ratios_even_and_bounded() -> None:
-    h, w = controls.working_size(576, 768, 1.0)
-    assert (h, w) == (540, 720)
-    h, w = controls.working_size(2, 4000, 4.0)
+    assert controls.working_size(1200, 1600, 1.0) == (720, 960)
+    h, w = controls.working_size(4000, 8, 4.0)
     assert h % 2 == 0 and w % 2 == 0 and min(h, w) >= controls.MIN_WORKING_SIDE
 
 
@@ -55,15 +60,15 @@ def test_paint_runs_the_network_at_the_working_size_and_returns_the_frame_size()
         seen.append(tuple(x.shape[-2:]))
         return 1 - x
 
-    ramp = torch.linspace(0, 1, 128).expand(1, 3, 72, 128)  # smooth: resizing keeps it
+    ramp = torch.linspace(0, 1, 1280).expand(1, 3, 1080, 1280)  # smooth: resizing keeps it
     frames = ramp.contiguous()
-    out = controls.paint(network, frames, stroke_scale=4.0)
-    assert seen == [controls.working_size(72, 128, 4.0)]
+    out = controls.paint(network, frames, stroke_scale=2.0)
+    assert seen == [(360, 426)]
     assert out.shape == frames.shape
     assert (out - (1 - frames)).abs().max() < 0.02
 
 
 def test_paint_skips_the_resize_when_the_frame_is_the_working_size() -> None:
-    frames = torch.rand(1, 3, 540, 960)
+    frames = torch.rand(1, 3, 720, 1280)
     out = controls.paint(lambda x: 1 - x, frames)
     assert torch.equal(out, 1 - frames)
