@@ -1,19 +1,20 @@
 """Chunk pixel formats end to end on the CPU, with the real FFmpeg binary.
 
-The split picks ``yuv420p`` or ``gbrp`` per source (:func:`tasks.split_command.choose_chunk_format`)
-and the GPU job reads the chunks as raw planes and converts them to RGB with torch (here on the
-CPU device): both must give the colours FFmpeg's own RGB conversion of the source gives.
+The split picks ``yuv420p`` or ``gbrp`` per source
+(:func:`tasks.media.chunking.choose_chunk_format`) and the GPU job reads the chunks as raw
+planes and converts them to RGB with torch (here on the CPU device): both must give the colours
+FFmpeg's own RGB conversion of the source gives.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
 
+from gpu.ffmpeg import find_ffmpeg, run_ffmpeg
 from gpu.jobdir import YCBCR_MATRICES, EncodeSettings, InputFormat
 from gpu.stylize import (
     FrameLayout,
@@ -23,12 +24,12 @@ from gpu.stylize import (
     upsample_chroma,
     yuv420_to_rgb,
 )
-from gpu.video_io import FrameReader, decode_argv, run_ffmpeg
+from gpu.video_io import FrameReader, decode_argv
 from tasks import media
+from tasks.media.chunking import ChunkFormat, build_split_argv, choose_chunk_format
 from tasks.settings import LimitSettings
-from tasks.split_command import ChunkFormat, build_split_argv, choose_chunk_format
 
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+FFMPEG = find_ffmpeg()
 WIDTH, HEIGHT, FRAMES = 96, 64, 4
 # FFmpeg converting YUV to RGB as the GPU job does, following the source's matrix tag: careful
 # rounding, chroma interpolated bilinearly from H.264's default siting (FFmpeg's scaler would
