@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,7 +20,15 @@ from gpu.jobdir import EncodeSettings, InputFormat, read_manifest
 from gpu.stylize import FrameLayout, raw_to_rgb
 from gpu.video_io import FrameReader
 from tasks import media
-from tasks.media import ChunkFormat, FFmpegError, InvalidMediaError, MediaProbe, frames_per_chunk
+from tasks.media import (
+    ChunkFormat,
+    FFmpegError,
+    InvalidMediaError,
+    MediaProbe,
+    frames_per_chunk,
+    split,
+)
+from tasks.repo import REPO_ROOT
 from tasks.settings import LimitSettings
 from tests.clips import (
     AUDIO_FREQUENCIES,
@@ -649,6 +659,50 @@ def test_split_refuses_raw_chunks_of_partial_frames(cfr_clip: Path, tmp_path: Pa
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="unknown chunk codec 'ffv1'"):
         media.split_video(cfr_clip, probe, tmp_path, CHUNK_FRAMES, EncodeSettings(), "ffv1")
+
+
+def test_split_reads_ut_video_chunks_back_by_size_and_pixel_format(cfr_clip: Path,
+                                                                  tmp_path: Path) -> None:
+    """Ut Video chunks are listed and their first frame decoded by FFmpeg (no PyAV), so a chunk
+    of another size or pixel format than planned is refused, and nothing is left behind."""
+    probe = media.probe(cfr_clip, LIMITS)
+    wider = dataclasses.replace(probe, video=dataclasses.replace(probe.video, display_width=66))
+    with pytest.raises(RuntimeError, match="chunk 00000.mkv is 64x48, expected 66x48"):
+        media.split_video(cfr_clip, wider, tmp_path, CHUNK_FRAMES, EncodeSettings())
+    assert list(tmp_path.iterdir()) == []
+    manifest = media.split_video(cfr_clip, probe, tmp_path, CHUNK_FRAMES, EncodeSettings())
+    chunk = tmp_path / manifest.chunks[0].file
+    video, planned = probe.source_video, ChunkFormat("yuv420p", "bt601")
+    assert split.read_back_chunk(find_ffmpeg(), chunk, video, planned) == manifest.chunks[0].frames
+    assert [p.name for p in chunk.parent.iterdir()] == [p.name for p in chunk.parent.glob("*.mkv")]
+    with pytest.raises(RuntimeError, match=r"decodes to 4608-byte frames, not the 9216 bytes of "
+                                           r"gbrp 64x48"):
+        split.read_back_chunk(find_ffmpeg(), chunk, video, ChunkFormat("gbrp"))
+    (tmp_path / "broken.mkv").write_bytes(b"not a chunk")
+    with pytest.raises(RuntimeError, match="chunk broken.mkv cannot be read back"):
+        split.read_back_chunk(find_ffmpeg(), tmp_path / "broken.mkv", video, planned)
+
+
+def test_the_split_imports_without_pyav_or_ffmpeg_python() -> None:
+    """The GPU host has neither: the benchmarks cut their clips with the same split there."""
+    blocked = ("av", "ffmpeg", "prefect", "pydantic", "pydantic_settings", "imageio_ffmpeg")
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError(f"{{name}} is blocked", name=name)
+sys.meta_path.insert(0, Block())
+import bench.clips, tasks.media.chunking, tasks.media.split, tasks.media.info
+from tasks.media import split_video, plan_chunks
+try:
+    from tasks.media import probe
+except ImportError as err:
+    print("probe needs", err.name)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO_ROOT, check=True)
+    assert out.stdout.strip() == "probe needs av"
 
 
 # --------------------------------------------------------------------------- reassemble
