@@ -1,43 +1,53 @@
-"""The host's side of the GPU job's workload: clips, chunks, and timed FFmpeg decode and encode.
+"""The host's side of the GPU job's workload: timed FFmpeg decode and encode of its chunks,
+laid out as the job runs them, on frames the model stylized, and the host's description.
 
-Benchmark clips are cut into chunks by the CPU side's own command
-(:func:`tasks.split_command.build_split_argv`, which needs nothing beyond the standard library,
-so it runs on a GPU host too), in the pixel format the CPU side would choose for them
-(:attr:`VideoInfo.chunk_format`). Decode and encode rates are measured with the command lines
-``gpu.stylize`` itself runs (:func:`gpu.video_io.decode_argv` to the chunks' own planar format
-with the job's decoder threads, :class:`gpu.video_io.FrameWriter`), so they are the host's
-capacity for this job's work, not FFmpeg's in general. Raw chunks are read as the job reads
-them, with :class:`gpu.video_io.RawFrameReader`.
+Rates are measured with the command lines ``gpu.stylize`` itself runs
+(:func:`gpu.video_io.decode_argv` to the chunks' own planar format with the job's decoder
+threads, :class:`gpu.video_io.FrameWriter`), so they are the host's capacity for this job's
+work, not FFmpeg's in general. Raw chunks are read as the job reads them, with
+:class:`gpu.video_io.RawFrameReader`.
 """
 
 from __future__ import annotations
 
+import argparse
+import math
+import os
+import platform
 import queue
-import re
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
+from gpu.ffmpeg import run_ffmpeg
 from gpu.jobdir import JobManifest
+from gpu.model import load_style_model
+from gpu.stylize import (
+    FrameLayout,
+    Stylizer,
+    default_decoder_threads,
+    default_encoders,
+    open_chunk_reader,
+)
 from gpu.video_io import (
-    COLOUR_TAGS,
-    FFmpegError,
     FrameWriter,
     RawFrameReader,
     decode_argv,
+    even_size,
     frame_bytes,
-    run_ffmpeg,
+    yuv420_frame_bytes,
 )
-from tasks.split_command import ChunkFormat, choose_chunk_format
+from tasks.repo import REPO_ROOT
 
-RGB_PIX_FMT_PREFIXES = ("gbr", "rgb", "bgr", "argb", "abgr", "0rgb", "0bgr", "x2rgb", "x2bgr")
-YUV_PIX_FMT_PREFIXES = ("yuv", "nv", "p010", "p016", "p210", "p216", "p410", "p416")
-RANGE_NAMES = {"tv": False, "pc": True}
+SAMPLE_FRAMES = {"cuda": 60, "cpu": 12}
+"""Frames the model stylizes for the encode-rate measurements (repeated as needed); fewer on
+the CPU, where stylizing them takes seconds."""
 RAW_READ_FRAMES = 8
 """Frames per read from a raw chunk: the job's default batch on CUDA."""
 DECODE_METHODS = {
@@ -45,135 +55,6 @@ DECODE_METHODS = {
     "rawvideo": f"readinto a reused buffer of {RAW_READ_FRAMES} frames, as the job reads",
 }
 """What :func:`decode_rate` measures for each chunk codec, for reports."""
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What the benchmark needs to know about a source clip.
-
-    ``pix_fmt``, ``colorspace`` (FFmpeg's tag, None when untagged) and ``full_range`` describe
-    its pixels as FFmpeg reports them, which is what the chunk format depends on.
-    """
-
-    width: int
-    height: int
-    fps: float
-    frames: int
-    stream_index: int
-    demuxer: str
-    audio: bool
-    pix_fmt: str = "yuv420p"
-    colorspace: str | None = None
-    full_range: bool = False
-
-    @property
-    def pixel_family(self) -> str:
-        if self.pix_fmt.startswith(RGB_PIX_FMT_PREFIXES):
-            return "rgb"
-        return "yuv" if self.pix_fmt.startswith(YUV_PIX_FMT_PREFIXES) else "other"
-
-    @property
-    def chunk_format(self) -> ChunkFormat:
-        """The chunks' pixel format, as the CPU side would choose it for this clip."""
-        return choose_chunk_format(self.pixel_family, self.width, self.height, self.colorspace,
-                                   self.full_range)
-
-
-def source_clip_argv(ffmpeg: str, target: Path, width: int, height: int, fps: int, frames: int,
-                     audio: bool) -> list[str]:
-    """A moving test pattern encoded like a typical upload: H.264 yuv420p in MP4, AAC audio.
-
-    ``testsrc2`` moves and has edges, gradients and text; the x264 settings are a camera's or
-    phone's (B-frames, CRF 18), so decoding and splitting it costs what an upload costs.
-    """
-    seconds = frames / fps
-    inputs = ["-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}"]
-    if audio:
-        inputs += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:d={seconds}"]
-    audio_out = ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"] if audio else []
-    return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *inputs,
-            "-map", "0:v:0", "-frames:v", str(frames), "-c:v", "libx264", "-preset", "veryfast",
-            "-crf", "18", "-pix_fmt", "yuv420p", *audio_out, "-movflags", "+faststart",
-            str(target)]
-
-
-def count_frames_argv(ffmpeg: str, path: Path) -> list[str]:
-    """List the packets of the first video stream (stream copy, nothing decoded), one per line.
-
-    ``framecrc`` rather than ``-progress``'s ``frame=``: FFmpeg 7.0 reports no frame count for a
-    stream copy there (seen with imageio-ffmpeg 0.6.0's 7.0.2 on the H200 machine).
-    """
-    return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
-            "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"]
-
-
-def count_frames(ffmpeg: str, path: Path) -> int:
-    packets = [line for line in run_ffmpeg(count_frames_argv(ffmpeg, path)).splitlines()
-               if line.strip() and not line.startswith(b"#")]
-    if not packets:
-        raise FFmpegError(f"no video packet in {path}")
-    return len(packets)
-
-
-VIDEO_STREAM = re.compile(
-    r"Stream #0:(?P<index>\d+)\S*: Video: [^,]*, (?P<pix_fmt>\w+)(?:\((?P<details>[^)]*)\))?, "
-    r"(?P<width>\d+)x(?P<height>\d+)[ ,].*?(?P<fps>[\d.]+) fps")
-"""FFmpeg's line for a video stream, such as ``Stream #0:0[0x1](und): Video: h264 (High) (avc1 /
-0x31637661), yuv420p(tv, bt709, progressive), 1920x1080 [SAR 1:1 DAR 16:9], ..., 30 fps``."""
-
-
-def colour_details(details: str | None) -> tuple[str | None, bool]:
-    """The colorspace tag (None when unknown) and full range of a pixel format's details.
-
-    FFmpeg writes the range (``tv``/``pc``) when known, then the colorspace, primaries and
-    transfer as one name when they agree or as ``space/primaries/transfer`` when not, then the
-    field order.
-    """
-    colorspace, full_range = None, False
-    for item in (details or "").split(", "):
-        if item in RANGE_NAMES:
-            full_range = RANGE_NAMES[item]
-        elif "/" in item:
-            colorspace = item.split("/")[0]
-        elif item in ("bt709", "bt470bg", "smpte170m", "smpte240m", "bt2020nc", "fcc"):
-            colorspace = item
-    return (None if colorspace in (None, "unknown") else colorspace), full_range
-
-
-def probe(ffmpeg: str, path: Path) -> VideoInfo:
-    """Size, rate, frame count, pixels, video stream and demuxer of ``path``, from FFmpeg's own
-    report."""
-    proc = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    video = VIDEO_STREAM.search(proc.stderr)
-    container = re.search(r"Input #0, ([\w,]+), from", proc.stderr)
-    if not video or not container:
-        raise FFmpegError(f"cannot read the video stream of {path}", proc.stderr)
-    names = container.group(1).split(",")
-    demuxer = "mov" if "mov" in names else "matroska" if "matroska" in names else names[0]
-    colorspace, full_range = colour_details(video["details"])
-    pix_fmt = video["pix_fmt"]
-    return VideoInfo(width=int(video["width"]), height=int(video["height"]),
-                     fps=float(video["fps"]), frames=count_frames(ffmpeg, path),
-                     stream_index=int(video["index"]), demuxer=demuxer,
-                     audio=bool(re.search(r"Stream #0:\d+\S*: Audio:", proc.stderr)),
-                     pix_fmt=pix_fmt, colorspace=colorspace,
-                     full_range=full_range or pix_fmt.startswith("yuvj"))
-
-
-SHOWINFO_SIZE = re.compile(r" s:(\d+)x(\d+) ")
-
-
-def display_size(ffmpeg: str, path: Path, stream_index: int) -> tuple[int, int]:
-    """Width and height of stream ``stream_index`` of ``path`` as FFmpeg outputs its frames:
-    after autorotation, as the split writes them (one frame decoded)."""
-    argv = [ffmpeg, "-hide_banner", "-nostdin", "-i", str(path), "-map", f"0:{stream_index}",
-            "-frames:v", "1", "-vf", "showinfo", "-f", "null", "-"]
-    proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    found = SHOWINFO_SIZE.search(proc.stderr)
-    if proc.returncode or not found:
-        raise FFmpegError(f"cannot read the frame size of {path}: {' '.join(argv)}", proc.stderr)
-    return int(found.group(1)), int(found.group(2))
 
 
 def _concurrently(jobs: list[Callable[[], None]], processes: int) -> float:
@@ -219,11 +100,7 @@ def decode_rate(ffmpeg: str, input_dir: Path, manifest: JobManifest, processes: 
 
     def decode(chunk: Path) -> Callable[[], None]:
         def run() -> None:
-            argv = decode_argv(ffmpeg, chunk, fmt.pix_fmt, threads)
-            proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  stdin=subprocess.DEVNULL)
-            if proc.returncode:
-                raise FFmpegError(f"decode failed: {' '.join(argv)}", proc.stderr.decode())
+            run_ffmpeg(decode_argv(ffmpeg, chunk, fmt.pix_fmt, threads), discard_stdout=True)
         return run
 
     buffers: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
@@ -280,24 +157,133 @@ def encode_rate(ffmpeg: str, sample: np.ndarray, width: int, height: int, crf: i
 
 def encode_quality(ffmpeg: str, sample: np.ndarray, width: int, height: int, crf: int,
                    preset: str, workdir: Path) -> tuple[float, float]:
-    """``sample`` encoded as the job encodes it, compared with itself.
+    """``sample`` encoded as the job encodes it, decoded again and compared with itself.
 
     Returns:
-        The mean PSNR in dB (FFmpeg's average over Y, U and V) and the encoded bytes per frame.
+        The PSNR in dB over Y, U and V (FFmpeg's ``psnr`` filter's average: of the mean squared
+        error over all frames) and the encoded bytes per frame.
     """
-    raw, encoded = workdir / f"sample-{width}x{height}.yuv", workdir / f"sample-{preset}.mkv"
-    raw.write_bytes(np.ascontiguousarray(sample).data)
+    encoded = workdir / f"sample-{preset}.mkv"
     with FrameWriter(ffmpeg, encoded, width, height, crf, preset) as writer:
         writer.write(sample)
         writer.close()
-    argv = [ffmpeg, "-hide_banner", "-nostdin", "-f", "rawvideo", "-pix_fmt", "yuv420p",
-            "-video_size", f"{width}x{height}", *COLOUR_TAGS, "-i", str(raw),
-            "-i", str(encoded), "-lavfi", "[1:v][0:v]psnr", "-f", "null", "-"]
-    proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    found = re.search(r"PSNR .*average:(\S+)", proc.stderr)
+    decoded = np.frombuffer(run_ffmpeg(decode_argv(ffmpeg, encoded, "yuv420p")), np.uint8)
     bytes_per_frame = encoded.stat().st_size / len(sample)
     encoded.unlink()
-    raw.unlink()
-    if proc.returncode or not found:
-        raise FFmpegError(f"PSNR measurement failed: {' '.join(argv)}", proc.stderr)
-    return float(found.group(1)), bytes_per_frame
+    return psnr_db(sample, decoded.reshape(sample.shape)), bytes_per_frame
+
+
+def psnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """PSNR of 8-bit ``test`` against ``reference``, rows of frames: ``10 log10(255^2 / MSE)``
+    with the per-frame mean squared errors averaged over the frames (inf when identical)."""
+    errors = (reference.astype(np.float64) - test.astype(np.float64)) ** 2
+    mse = float(errors.reshape(len(reference), -1).mean(axis=1).mean())
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def lane_layout(args: argparse.Namespace) -> tuple[int, int, int]:
+    """This host's cores, the job's chunks in flight over all ranks, and each decoder's threads."""
+    cores = len(os.sched_getaffinity(0))
+    threads = args.threads or max(1, cores // args.ranks)
+    encoders = args.encoders or default_encoders(threads)
+    return cores, encoders * args.ranks, default_decoder_threads(threads)
+
+
+def encode_layouts(args: argparse.Namespace) -> dict[str, int]:
+    """x264 threads of each encoder in the two layouts the host's rate is measured in."""
+    cores, lanes, _ = lane_layout(args)
+    return {"all_cores": cores, "shared": max(1, cores // lanes)}
+
+
+def x264_rate(args: argparse.Namespace, manifest: JobManifest, sample: np.ndarray,
+              workdir: Path, ffmpeg: str, preset: str, threads_each: int) -> float:
+    """Frames/s of as many x264 processes at once as the job has chunks in flight."""
+    _, lanes, _ = lane_layout(args)
+    width, height = even_size(manifest.width, manifest.height)
+    return encode_rate(ffmpeg, sample, width, height, args.crf, preset,
+                                   processes=lanes, threads=threads_each,
+                                   frames=max(len(sample), args.rate_frames // lanes),
+                                   workdir=workdir)
+
+
+def measure_host(args: argparse.Namespace, manifest: JobManifest, input_dir: Path,
+                 sample: np.ndarray, workdir: Path, ffmpeg: str) -> dict[str, Any]:
+    """Decode and encode rates of this host for the job's chunks, laid out as the job runs.
+
+    Decoding: as many decoders at once as the job has chunks in flight, each with the job's
+    decoder threads, to the chunks' own planar format; raw chunks are read instead, as many at
+    once (``decode_method`` says which). Encoding: as many x264 processes at once,
+    each once with every core's worth of threads (``all_cores``) and once with the cores shared
+    out among them (``shared``; the job gives its encoders every core by default); the reference
+    ``fps`` is the faster of the two.
+    """
+    cores, lanes, decoder_threads = lane_layout(args)
+    decode_fps = decode_rate(ffmpeg, input_dir, manifest, lanes, decoder_threads)
+    width, height = even_size(manifest.width, manifest.height)
+    presets = [args.preset] + [p for p in args.compare_presets.split(",")
+                               if p and p != args.preset]
+    layouts = encode_layouts(args)
+    encode = {}
+    for preset in presets:
+        rates = {name: x264_rate(args, manifest, sample, workdir, ffmpeg, preset, threads_each)
+                 for name, threads_each in layouts.items()}
+        psnr, bytes_per_frame = encode_quality(ffmpeg, sample, width, height,
+                                                           args.crf, preset, workdir)
+        encode[preset] = {
+            "parallel_processes": lanes,
+            **{f"{name}_fps": round(rate, 2) for name, rate in rates.items()},
+            **{f"{name}_threads_each": layouts[name] for name in rates},
+            "fps": round(max(rates.values()), 2),
+            "fps_from": max(rates, key=lambda name: rates[name]),
+            "psnr_db": round(psnr, 2),
+            "kbit_per_frame": round(bytes_per_frame * 8 / 1000, 2),
+        }
+    return {"decode_fps": round(decode_fps, 2), "decode_processes": lanes,
+            "decode_pix_fmt": manifest.input_format.pix_fmt,
+            "decode_codec": manifest.input_format.codec,
+            "decode_method": DECODE_METHODS[manifest.input_format.codec],
+            "decoder_threads_each": decoder_threads, "crf": args.crf, "encode": encode}
+
+
+def stylized_sample(model_path: Path, chunk: Path, manifest: JobManifest,
+                    device: torch.device, ffmpeg: str) -> np.ndarray:
+    """The first frames of ``chunk`` stylized as the job does it, as YUV 4:2:0 rows."""
+    layout = FrameLayout.of(manifest)
+    width, height = layout.width, layout.height
+    frames = np.empty((SAMPLE_FRAMES[device.type], layout.frame_bytes), np.uint8)
+    with open_chunk_reader(ffmpeg, chunk, layout) as reader:
+        count = reader.read_into(frames)
+    stylizer = Stylizer(load_style_model(model_path), device, layout)
+    out = torch.empty((len(frames), yuv420_frame_bytes(*even_size(width, height))),
+                      dtype=torch.uint8)
+    stylizer(torch.from_numpy(frames), out, count)
+    del stylizer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out[:count].numpy()
+
+
+def git_commit() -> str | None:
+    """The checked-out commit, when this is a git checkout and git is installed."""
+    try:
+        proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                              capture_output=True, text=True)
+    except OSError:
+        return None
+    return proc.stdout.strip() or None
+
+
+def describe_host(ffmpeg: str, device: torch.device) -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    version = run_ffmpeg([ffmpeg, "-hide_banner", "-version"]).decode().splitlines()[0]
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": git_commit(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "host_cores": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "torch": torch.__version__,
+        "ffmpeg": version,
+    }

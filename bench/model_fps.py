@@ -31,10 +31,10 @@ from torch import nn
 
 from gpu.jobdir import atomic_write_json
 from gpu.model import ARCHITECTURES, arch_name, build_model, load_style_model
+from tasks.repo import REPO_ROOT, SHIPPED_STYLES_DIR
 
-REPO = Path(__file__).resolve().parent.parent
-SHIPPED_MODEL = REPO / "gpu/styles/starry_night.safetensors"
-JOHNSON_BASELINE = REPO / "bench/baselines/starry_night-johnson.safetensors"
+SHIPPED_MODEL = SHIPPED_STYLES_DIR / "starry_night.safetensors"
+JOHNSON_BASELINE = REPO_ROOT / "bench/baselines/starry_night-johnson.safetensors"
 """The same style trained into Johnson's network, for a like-for-like comparison."""
 
 VARIANTS: dict[str, tuple[torch.dtype, str]] = {

@@ -30,9 +30,9 @@ from typing import Any
 
 import torch
 
-from bench import stylize_job
+from bench import codec_rates, stylize_job
 from gpu import jobdir
-from gpu.video_io import find_ffmpeg
+from gpu.ffmpeg import find_ffmpeg
 
 EFFICIENCY_GOAL = 0.9
 
@@ -117,7 +117,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if use_cuda and max(counts) > gpus:
         stylize_job.log(f"{max(counts)} ranks on {gpus} GPU(s): some ranks share a GPU")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="scaling-bench-"))
-    report = stylize_job.describe_host(ffmpeg, device) | {
+    report = codec_rates.describe_host(ffmpeg, device) | {
         "gpus": gpus,
         "settings": {"rank_counts": counts, "encoders": args.encoders or "default",
                      "compile": args.compile, "encoder_threads": args.encoder_threads or "default",

@@ -4,9 +4,8 @@ For each clip (by default the issue's two: 1920x1080 at 30 frames/s for 30 s, an
 30 frames/s, 823 frames, with an audio track), this
 
 1. builds it from an FFmpeg test pattern, encoded like an upload (H.264 and AAC in MP4), or
-   takes a given file, and cuts it into Ut Video chunks (raw ones with ``--chunk-codec
-   rawvideo``) exactly as the CPU side does (YUV 4:2:0 for the built clips, see
-   :func:`tasks.split_command.choose_chunk_format`);
+   takes a given file, and cuts it into raw chunks (Ut Video ones with ``--chunk-codec
+   utvideo``) with the CPU side's own chunk plan and split (:mod:`bench.clips`);
 2. measures the host: decoding the chunks with the job's decoder command (to their own planar
    format, with the job's decoder threads), or reading raw ones as the job does, as many at
    once as the job runs, and x264
@@ -32,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -40,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,62 +46,18 @@ import numpy as np
 import torch
 
 from bench import codec_rates
+from bench.clips import BUILT_CLIPS, DEFAULT_CLIPS, SplitClip, clip_source, split_clip
+from bench.model_fps import SHIPPED_MODEL
 from bench.variant_summary import TARGET_SHARE
 from gpu import jobdir
-from gpu.jobdir import CHUNK_CODECS, ChunkSpec, EncodeSettings, JobManifest, JobSummary
-from gpu.model import load_style_model, read_metadata
-from gpu.stylize import (
-    COMPILE_MODES,
-    FrameLayout,
-    Stylizer,
-    default_decoder_threads,
-    default_encoders,
-    open_chunk_reader,
-    resolve_compile_mode,
-)
-from gpu.video_io import (
-    even_size,
-    find_ffmpeg,
-    raw_chunk_frames,
-    run_ffmpeg,
-    yuv420_frame_bytes,
-)
-from tasks.split_command import build_split_argv, chunk_starts, frames_per_chunk
+from gpu.ffmpeg import find_ffmpeg
+from gpu.jobdir import CHUNK_CODECS, EncodeSettings, JobManifest, JobSummary
+from gpu.model import read_metadata
+from gpu.stylize import COMPILE_MODES, resolve_compile_mode
+from tasks.media.chunking import DEFAULT_CHUNK_SECONDS
+from tasks.repo import REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
-SHIPPED_MODEL = REPO / "gpu/styles/starry_night.safetensors"
-SAMPLE_FRAMES = {"cuda": 60, "cpu": 12}
-"""Frames the model stylizes for the encode-rate measurements (repeated as needed); fewer on
-the CPU, where stylizing them takes seconds."""
-CHUNK_SECONDS = 4.0
-"""The CPU side's default chunk length (``compute.chunk_seconds``)."""
 SMOKE_CHUNK_SECONDS = 0.5
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    """A benchmark clip built from a test pattern."""
-
-    width: int
-    height: int
-    fps: int
-    frames: int
-    audio: bool
-
-
-BUILT_CLIPS = {
-    "1080p": ClipSpec(1920, 1080, 30, 900, audio=False),
-    "square720": ClipSpec(720, 720, 30, 823, audio=True),
-    # Enough chunks (45) to keep 4 GPUs' lanes busy past the first wave (bench.scaling).
-    "1080p_90s": ClipSpec(1920, 1080, 30, 2700, audio=False),
-}
-SMOKE_CLIPS = {
-    "1080p": ClipSpec(96, 54, 30, 45, audio=False),
-    "square720": ClipSpec(72, 72, 30, 41, audio=True),
-    "1080p_90s": ClipSpec(96, 54, 30, 135, audio=False),
-}
-DEFAULT_CLIPS = ("1080p", "square720")
-"""The issue's two workloads: 30 s of 1080p30, and the 2019 reference's 823 frames of 720x720."""
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -138,7 +92,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "measured too, for comparison")
     parser.add_argument("--chunk-seconds", type=float, default=None,
                         help="chunk length, as the CPU side's compute.chunk_seconds (default "
-                             f"{CHUNK_SECONDS}, {SMOKE_CHUNK_SECONDS} with --smoke)")
+                             f"{DEFAULT_CHUNK_SECONDS}, {SMOKE_CHUNK_SECONDS} with --smoke)")
     parser.add_argument("--rate-frames", type=int, default=450,
                         help="frames encoded per encode-rate measurement")
     parser.add_argument("--job-runs", type=int, default=1,
@@ -156,67 +110,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny clips and chunks, for tests (use with --device cpu)")
     return parser
-
-
-def build_clip(name: str, spec: ClipSpec, folder: Path, ffmpeg: str) -> Path:
-    target = folder / f"{name}.mp4"
-    run_ffmpeg(codec_rates.source_clip_argv(ffmpeg, target, spec.width, spec.height, spec.fps,
-                                            spec.frames, spec.audio))
-    return target
-
-
-def split_clip(source: Path, info: codec_rates.VideoInfo, input_dir: Path, chunk_frames: int,
-               encode: EncodeSettings, ffmpeg: str, codec: str = "utvideo") -> JobManifest:
-    """A job folder holding ``source`` cut as the CPU side cuts it into ``codec`` chunks
-    (manifest included)."""
-    chunks_dir = input_dir / jobdir.CHUNKS_DIR
-    chunks_dir.mkdir(parents=True)
-    chunk_format = replace(info.chunk_format, codec=codec)
-    run_ffmpeg(build_split_argv(ffmpeg, source, info.demuxer, info.stream_index,
-                                chunk_starts(info.frames, chunk_frames),
-                                chunks_dir / f"%05d{chunk_format.suffix}", chunk_format))
-    paths = sorted(chunks_dir.glob(f"*{chunk_format.suffix}"))
-    # The chunks are in display orientation: their size, not the source stream's, is the job's.
-    if codec == "rawvideo":  # no header to probe: sizes must be whole frames of the source's
-        width, height = codec_rates.display_size(ffmpeg, source, info.stream_index)
-        counts = [raw_chunk_frames(p, chunk_format.pix_fmt, width, height) for p in paths]
-    else:
-        counts = [codec_rates.count_frames(ffmpeg, p) for p in paths]
-        chunk_info = codec_rates.probe(ffmpeg, paths[0])
-        if chunk_info.pix_fmt != chunk_format.pix_fmt:
-            raise RuntimeError(f"{source}: chunks are {chunk_info.pix_fmt}, not "
-                               f"{chunk_format.pix_fmt}")
-        width, height = chunk_info.width, chunk_info.height
-    chunks, first_frame = [], 0
-    for index, (path, frames) in enumerate(zip(paths, counts, strict=True)):
-        chunks.append(ChunkSpec(index=index, file=f"{jobdir.CHUNKS_DIR}/{path.name}",
-                                frames=frames, first_frame=first_frame))
-        first_frame += frames
-    if first_frame != info.frames:
-        raise RuntimeError(f"{source}: chunks hold {first_frame} frames, the source {info.frames}")
-    manifest = JobManifest(width=width, height=height,
-                           total_frames=first_frame, chunks=chunks, encode=encode,
-                           input_format=chunk_format.input_format)
-    jobdir.write_manifest(input_dir, manifest)
-    return manifest
-
-
-def stylized_sample(model_path: Path, chunk: Path, manifest: JobManifest,
-                    device: torch.device, ffmpeg: str) -> np.ndarray:
-    """The first frames of ``chunk`` stylized as the job does it, as YUV 4:2:0 rows."""
-    layout = FrameLayout.of(manifest)
-    width, height = layout.width, layout.height
-    frames = np.empty((SAMPLE_FRAMES[device.type], layout.frame_bytes), np.uint8)
-    with open_chunk_reader(ffmpeg, chunk, layout) as reader:
-        count = reader.read_into(frames)
-    stylizer = Stylizer(load_style_model(model_path), device, layout)
-    out = torch.empty((len(frames), yuv420_frame_bytes(*even_size(width, height))),
-                      dtype=torch.uint8)
-    stylizer(torch.from_numpy(frames), out, count)
-    del stylizer
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return out[:count].numpy()
 
 
 def job_argv(args: argparse.Namespace, input_dir: Path, output_dir: Path,
@@ -292,74 +185,10 @@ def job_variant(device: torch.device, compile_mode: str) -> str:
     return f"{precision}-{'eager' if compile_mode == 'none' else compile_mode}"
 
 
-def lane_layout(args: argparse.Namespace) -> tuple[int, int, int]:
-    """This host's cores, the job's chunks in flight over all ranks, and each decoder's threads."""
-    cores = len(os.sched_getaffinity(0))
-    threads = args.threads or max(1, cores // args.ranks)
-    encoders = args.encoders or default_encoders(threads)
-    return cores, encoders * args.ranks, default_decoder_threads(threads)
-
-
-def encode_layouts(args: argparse.Namespace) -> dict[str, int]:
-    """x264 threads of each encoder in the two layouts the host's rate is measured in."""
-    cores, lanes, _ = lane_layout(args)
-    return {"all_cores": cores, "shared": max(1, cores // lanes)}
-
-
-def x264_rate(args: argparse.Namespace, manifest: JobManifest, sample: np.ndarray,
-              workdir: Path, ffmpeg: str, preset: str, threads_each: int) -> float:
-    """Frames/s of as many x264 processes at once as the job has chunks in flight."""
-    _, lanes, _ = lane_layout(args)
-    width, height = even_size(manifest.width, manifest.height)
-    return codec_rates.encode_rate(ffmpeg, sample, width, height, args.crf, preset,
-                                   processes=lanes, threads=threads_each,
-                                   frames=max(len(sample), args.rate_frames // lanes),
-                                   workdir=workdir)
-
-
-def measure_host(args: argparse.Namespace, manifest: JobManifest, input_dir: Path,
-                 sample: np.ndarray, workdir: Path, ffmpeg: str) -> dict[str, Any]:
-    """Decode and encode rates of this host for the job's chunks, laid out as the job runs.
-
-    Decoding: as many decoders at once as the job has chunks in flight, each with the job's
-    decoder threads, to the chunks' own planar format; raw chunks are read instead, as many at
-    once (``decode_method`` says which). Encoding: as many x264 processes at once,
-    each once with every core's worth of threads (``all_cores``) and once with the cores shared
-    out among them (``shared``; the job gives its encoders every core by default); the reference
-    ``fps`` is the faster of the two.
-    """
-    cores, lanes, decoder_threads = lane_layout(args)
-    decode_fps = codec_rates.decode_rate(ffmpeg, input_dir, manifest, lanes, decoder_threads)
-    width, height = even_size(manifest.width, manifest.height)
-    presets = [args.preset] + [p for p in args.compare_presets.split(",")
-                               if p and p != args.preset]
-    layouts = encode_layouts(args)
-    encode = {}
-    for preset in presets:
-        rates = {name: x264_rate(args, manifest, sample, workdir, ffmpeg, preset, threads_each)
-                 for name, threads_each in layouts.items()}
-        psnr, bytes_per_frame = codec_rates.encode_quality(ffmpeg, sample, width, height,
-                                                           args.crf, preset, workdir)
-        encode[preset] = {
-            "parallel_processes": lanes,
-            **{f"{name}_fps": round(rate, 2) for name, rate in rates.items()},
-            **{f"{name}_threads_each": layouts[name] for name in rates},
-            "fps": round(max(rates.values()), 2),
-            "fps_from": max(rates, key=lambda name: rates[name]),
-            "psnr_db": round(psnr, 2),
-            "kbit_per_frame": round(bytes_per_frame * 8 / 1000, 2),
-        }
-    return {"decode_fps": round(decode_fps, 2), "decode_processes": lanes,
-            "decode_pix_fmt": manifest.input_format.pix_fmt,
-            "decode_codec": manifest.input_format.codec,
-            "decode_method": codec_rates.DECODE_METHODS[manifest.input_format.codec],
-            "decoder_threads_each": decoder_threads, "crf": args.crf, "encode": encode}
-
-
 def run_job(args: argparse.Namespace, input_dir: Path, output_dir: Path,
             ffmpeg: str) -> tuple[JobSummary, float]:
     started = time.perf_counter()
-    proc = subprocess.run(job_argv(args, input_dir, output_dir, ffmpeg), cwd=REPO,
+    proc = subprocess.run(job_argv(args, input_dir, output_dir, ffmpeg), cwd=REPO_ROOT,
                           capture_output=True, text=True)
     launch_seconds = time.perf_counter() - started
     sys.stderr.write(proc.stdout[-4000:])
@@ -371,19 +200,24 @@ def run_job(args: argparse.Namespace, input_dir: Path, output_dir: Path,
 
 @dataclass(frozen=True)
 class PreparedClip:
-    """A benchmark clip cut into the job's input folder."""
+    """A benchmark clip cut into the job's input folder, in a folder of its own."""
 
     name: str
     folder: Path
-    source: Path
-    info: codec_rates.VideoInfo
-    manifest: JobManifest
-    chunk_frames: int
+    split: SplitClip
     prepare_seconds: float
 
     @property
     def input_dir(self) -> Path:
-        return self.folder / "in"
+        return self.split.input_dir
+
+    @property
+    def manifest(self) -> JobManifest:
+        return self.split.manifest
+
+    @property
+    def chunk_frames(self) -> int:
+        return self.split.plan.chunk_frames
 
 
 def prepare_clip(args: argparse.Namespace, name: str, workdir: Path,
@@ -392,28 +226,26 @@ def prepare_clip(args: argparse.Namespace, name: str, workdir: Path,
     folder = workdir / name.replace("/", "_")
     folder.mkdir(parents=True)
     started = time.perf_counter()
-    built = SMOKE_CLIPS if args.smoke else BUILT_CLIPS
-    source = build_clip(name, built[name], folder, ffmpeg) if name in built else Path(name)
-    info = codec_rates.probe(ffmpeg, source)
-    chunk_seconds = args.chunk_seconds or (SMOKE_CHUNK_SECONDS if args.smoke else CHUNK_SECONDS)
-    chunk_frames = frames_per_chunk(chunk_seconds, info.fps)
-    manifest = split_clip(source, info, folder / "in", chunk_frames,
-                          EncodeSettings(crf=args.crf, preset=args.preset), ffmpeg,
-                          args.chunk_codec)
+    source = clip_source(name, args.smoke, folder, ffmpeg)
+    chunk_seconds = args.chunk_seconds or (SMOKE_CHUNK_SECONDS if args.smoke
+                                           else DEFAULT_CHUNK_SECONDS)
+    split = split_clip(source, folder / "in", chunk_seconds, args.chunk_codec,
+                       EncodeSettings(crf=args.crf, preset=args.preset), ffmpeg)
     prepare_seconds = time.perf_counter() - started
-    log(f"{name}: {info.frames} frames at {manifest.width}x{manifest.height}, "
-        f"{len(manifest.chunks)} chunks ({info.chunk_format.reason}), prepared in "
-        f"{prepare_seconds:.1f} s")
-    return PreparedClip(name, folder, source, info, manifest, chunk_frames, prepare_seconds)
+    manifest = split.manifest
+    log(f"{name}: {manifest.total_frames} frames at {manifest.width}x{manifest.height}, "
+        f"{len(manifest.chunks)} {split.plan.describe()}, prepared in {prepare_seconds:.1f} s")
+    return PreparedClip(name, folder, split, prepare_seconds)
 
 
 def clip_host_rates(args: argparse.Namespace, clip: PreparedClip, device: torch.device,
                     ffmpeg: str) -> tuple[dict[str, Any], np.ndarray]:
     """:func:`measure_host` on frames the model stylized from the clip's first chunk, and
     those frames."""
-    sample = stylized_sample(args.model, clip.input_dir / clip.manifest.chunks[0].file,
+    sample = codec_rates.stylized_sample(args.model, clip.input_dir / clip.manifest.chunks[0].file,
                              clip.manifest, device, ffmpeg)
-    host = measure_host(args, clip.manifest, clip.input_dir, sample, clip.folder, ffmpeg)
+    host = codec_rates.measure_host(args, clip.manifest, clip.input_dir, sample, clip.folder,
+                                    ffmpeg)
     log(f"{clip.name}: host {json.dumps(host)}")
     return host, sample
 
@@ -440,14 +272,14 @@ def run_jobs(args: argparse.Namespace, clip: PreparedClip, host: dict[str, Any],
     if args.job_runs == 1:
         return [JobRun(*run_job(args, clip.input_dir, clip.folder / "out", ffmpeg))]
     reference = host["encode"][args.preset]
-    threads_each = encode_layouts(args)[reference["fps_from"]]
+    threads_each = codec_rates.encode_layouts(args)[reference["fps_from"]]
     before, runs = reference["fps"], []
     for run in range(args.job_runs):
         output_dir = clip.folder / f"out-{run}"
         summary, launch_seconds = run_job(args, clip.input_dir, output_dir, ffmpeg)
         shutil.rmtree(output_dir)
-        after = x264_rate(args, clip.manifest, sample, clip.folder, ffmpeg, args.preset,
-                          threads_each)
+        after = codec_rates.x264_rate(args, clip.manifest, sample, clip.folder, ffmpeg,
+                                      args.preset, threads_each)
         runs.append(JobRun(summary, launch_seconds, round(before, 2), round(after, 2)))
         log(f"{clip.name}: run {run + 1} of {args.job_runs}: {summary.steady_fps} fps, x264 "
             f"{before:.1f} before and {after:.1f} after")
@@ -473,7 +305,7 @@ def run_shares(runs: list[JobRun], model_fps: float | None) -> list[dict[str, An
 def bench_clip(args: argparse.Namespace, name: str, workdir: Path, ffmpeg: str,
                device: torch.device) -> dict[str, Any]:
     clip = prepare_clip(args, name, workdir, ffmpeg)
-    source, info, manifest = clip.source, clip.info, clip.manifest
+    source, manifest = clip.split.source, clip.manifest
     host, sample = clip_host_rates(args, clip, device, ffmpeg)
     runs = run_jobs(args, clip, host, sample, ffmpeg)
     summary, launch_seconds = runs[0].summary, runs[0].launch_seconds
@@ -489,9 +321,7 @@ def bench_clip(args: argparse.Namespace, name: str, workdir: Path, ffmpeg: str,
     target = TARGET_SHARE * limit
     report = {
         "clip": name,
-        "source": {"file": source.name, "width": info.width, "height": info.height,
-                   "fps": info.fps, "frames": info.frames, "audio": info.audio,
-                   "pix_fmt": info.pix_fmt, "colorspace": info.colorspace},
+        "source": source.report(),
         "frames": manifest.total_frames,
         "size": f"{manifest.width}x{manifest.height}",
         "input_format": {"pix_fmt": manifest.input_format.pix_fmt,
@@ -545,38 +375,9 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def git_commit() -> str | None:
-    """The checked-out commit, when this is a git checkout and git is installed."""
-    try:
-        proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                              capture_output=True, text=True)
-    except OSError:
-        return None
-    return proc.stdout.strip() or None
-
-
-def describe_host(ffmpeg: str, device: torch.device) -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    version = run_ffmpeg([ffmpeg, "-hide_banner", "-version"]).decode().splitlines()[0]
-    return {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": git_commit(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "host_cores": len(os.sched_getaffinity(0)),
-        "cpu": cpu,
-        "torch": torch.__version__,
-        "ffmpeg": version,
-    }
-
-
 def check_model_fps_json(path: Path | None) -> None:
-    """Refuse an unreadable ``--model-fps-json`` before any clip is built, not after each one.
-
-    Seen on the H200 (2026-11-29): ``--model-fps-json /dev/null`` failed both clips after their
-    preparation and host timings, a whole device call for nothing.
-    """
+    """Refuse an unreadable ``--model-fps-json`` before any clip is built, not after each one
+    (whose preparation and host timings would be a device call's time for nothing)."""
     if path is None:
         return
     try:
@@ -596,7 +397,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stylize-bench-"))
-    report = describe_host(ffmpeg, device) | {
+    report = codec_rates.describe_host(ffmpeg, device) | {
         "settings": {"ranks": args.ranks, "encoders": args.encoders or "default",
                      "compile": resolve_compile_mode(args.compile),
                      "encoder_threads": args.encoder_threads or "default",

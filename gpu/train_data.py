@@ -1,7 +1,8 @@
 """Images for training: the style image and the content set.
 
 The GPU machine may lack Pillow, so images are decoded with Pillow when it is importable and
-otherwise with the ffmpeg binary (``rawvideo``/``rgb24`` on stdout).
+otherwise with the FFmpeg binary (:mod:`gpu.ffmpeg`): its packet listing gives an image's size
+without decoding it, and a PPM on stdout gives its pixels and size in one go.
 
 Content set formats accepted by :func:`load_content` (all give a uint8 tensor (N, H, W, 3), RGB):
 
@@ -16,35 +17,23 @@ Content set formats accepted by :func:`load_content` (all give a uint8 tensor (N
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gpu.ffmpeg import QUIET_OPTIONS, FFmpegError, find_ffmpeg, list_packets, run_ffmpeg
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 MIN_STYLE_SIDE = 64
 MAX_STYLE_PIXELS = 40_000_000
+PPM_HEADER = re.compile(rb"P6\s(\d+)\s(\d+)\s255\s")
+"""A binary 8-bit PPM's header as FFmpeg writes it: one whitespace byte between fields."""
 
 
 class ImageError(ValueError):
     """An input image is unreadable or unusable; the message names the file and the reason."""
-
-
-def find_ffmpeg(explicit: str | None = None) -> str | None:
-    """The ffmpeg binary: ``explicit``, else one on PATH, else imageio-ffmpeg's, else ``None``."""
-    if explicit:
-        return explicit
-    on_path = shutil.which("ffmpeg")
-    if on_path:
-        return on_path
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        return None
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def _pillow():
@@ -64,21 +53,47 @@ def image_size(path: Path, ffmpeg: str | None = None) -> tuple[int, int]:
                 return image.size
         except (OSError, SyntaxError) as err:  # Pillow's UnidentifiedImageError is an OSError
             raise ImageError(f"{path}: not a readable image ({err})") from None
-    binary = _require_ffmpeg(ffmpeg)
-    probe = subprocess.run([binary, "-hide_banner", "-i", str(path)], capture_output=True,
-                           text=True, errors="replace")
-    match = re.search(r"Stream #.*?Video: .*?(\d{2,6})x(\d{2,6})", probe.stderr)
-    if not match:
-        tail = probe.stderr.strip().splitlines()[-1:] or ["no video stream"]
-        raise ImageError(f"{path}: not a readable image ({tail[0]})")
-    return int(match.group(1)), int(match.group(2))
+    try:
+        listing = list_packets(_require_ffmpeg(ffmpeg), path)
+    except FFmpegError as err:
+        raise ImageError(f"{path}: not a readable image ({_last_line(err)})") from None
+    if not listing.width or not listing.height:
+        raise ImageError(f"{path}: not a readable image (FFmpeg finds no picture size)")
+    return listing.width, listing.height
 
 
 def _require_ffmpeg(ffmpeg: str | None) -> str:
-    binary = find_ffmpeg(ffmpeg)
-    if binary is None:
-        raise RuntimeError("decoding images needs Pillow or an ffmpeg binary (pass --ffmpeg PATH)")
-    return binary
+    try:
+        return find_ffmpeg(ffmpeg)
+    except FileNotFoundError:
+        raise RuntimeError("decoding images needs Pillow or an ffmpeg binary (pass --ffmpeg "
+                           "PATH)") from None
+
+
+def _last_line(err: FFmpegError) -> str:
+    return (err.stderr.strip().splitlines() or ["no picture"])[-1]
+
+
+def _decode_ppm(path: Path, ffmpeg: str | None) -> torch.Tensor:
+    """The first picture of ``path`` decoded by FFmpeg, as uint8 (H, W, 3) RGB.
+
+    A binary PPM carries its own size (``P6\\n<width> <height>\\n255\\n``), then the pixels.
+    """
+    argv = [_require_ffmpeg(ffmpeg), *QUIET_OPTIONS, "-i", str(path), "-frames:v", "1",
+            "-f", "image2pipe", "-c:v", "ppm", "-pix_fmt", "rgb24", "pipe:1"]
+    try:
+        data = run_ffmpeg(argv)
+    except FFmpegError as err:
+        raise ImageError(f"{path}: not a readable image ({_last_line(err)})") from None
+    header = PPM_HEADER.match(data)
+    if header is None:
+        raise ImageError(f"{path}: not a readable image (FFmpeg wrote no picture)")
+    width, height = int(header[1]), int(header[2])
+    pixels = data[header.end():]
+    if len(pixels) != width * height * 3:
+        raise ImageError(f"{path}: not a readable image ({len(pixels)} bytes of pixels for "
+                         f"{width}x{height})")
+    return torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(height, width, 3)
 
 
 def read_image(path: Path, ffmpeg: str | None = None) -> torch.Tensor:
@@ -90,14 +105,7 @@ def read_image(path: Path, ffmpeg: str | None = None) -> torch.Tensor:
                 return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8))
         except (OSError, SyntaxError) as err:
             raise ImageError(f"{path}: not a readable image ({err})") from None
-    width, height = image_size(path, ffmpeg)
-    decoded = subprocess.run(
-        [_require_ffmpeg(ffmpeg), "-v", "error", "-i", str(path), "-frames:v", "1",
-         "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True)
-    if decoded.returncode != 0 or len(decoded.stdout) != width * height * 3:
-        message = decoded.stderr.decode(errors="replace").strip() or "unexpected decoded size"
-        raise ImageError(f"{path}: not a readable image ({message})")
-    return torch.frombuffer(bytearray(decoded.stdout), dtype=torch.uint8).view(height, width, 3)
+    return _decode_ppm(path, ffmpeg)
 
 
 def load_style_image(path: Path, ffmpeg: str | None = None) -> torch.Tensor:

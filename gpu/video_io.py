@@ -15,14 +15,17 @@ chunk of a job has byte-identical SPS and PPS and the CPU side can join them by 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import IO
 
 import numpy as np
+
+# FFmpegError, find_ffmpeg and run_ffmpeg are re-exported for the modules and tests that
+# imported them from here before gpu.ffmpeg owned them.
+from gpu.ffmpeg import QUIET_OPTIONS, FFmpegError, FFmpegProcess
+from gpu.ffmpeg import find_ffmpeg as find_ffmpeg
+from gpu.ffmpeg import run_ffmpeg as run_ffmpeg
 
 NOMINAL_FRAME_RATE = 25
 """Output chunks carry a nominal constant rate: the CPU side retimes frames to the source's
@@ -30,44 +33,6 @@ timestamps when it reassembles, and a constant rate keeps the level, and so the 
 
 COLOUR_TAGS = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
                "-color_range", "tv"]
-
-
-class FFmpegError(RuntimeError):
-    """A chunk could not be read, or a video written: an FFmpeg child process failed
-    (``stderr`` holds what it said), or a raw chunk ended inside a frame."""
-
-    def __init__(self, message: str, stderr: str = "") -> None:
-        super().__init__(f"{message}\n{stderr.strip()}" if stderr.strip() else message)
-        self.stderr = stderr
-
-
-def find_ffmpeg(explicit: str | None = None) -> str:
-    """The FFmpeg binary to use.
-
-    Args:
-        explicit: A path given on the command line; wins when set.
-
-    Returns:
-        ``explicit``, else ``$RESTYLE_FFMPEG``, else the binary of the ``imageio-ffmpeg`` wheel
-        when it is installed, else ``ffmpeg`` from PATH.
-
-    Raises:
-        FileNotFoundError: No FFmpeg binary could be found.
-    """
-    candidate = explicit or os.environ.get("RESTYLE_FFMPEG")
-    if not candidate:
-        try:
-            import imageio_ffmpeg
-
-            candidate = imageio_ffmpeg.get_ffmpeg_exe()
-        except (ImportError, RuntimeError):
-            candidate = shutil.which("ffmpeg")
-    if not candidate or not (Path(candidate).is_file() or shutil.which(candidate)):
-        raise FileNotFoundError(
-            f"ffmpeg binary not found ({candidate or 'nothing on PATH'}): pass --ffmpeg or set "
-            "RESTYLE_FFMPEG"
-        )
-    return candidate
 
 
 def even_size(width: int, height: int) -> tuple[int, int]:
@@ -110,7 +75,7 @@ def decode_argv(ffmpeg: str, source: Path, pix_fmt: str, threads: int = 0) -> li
     """
     if pix_fmt not in RAW_PIX_FMTS:
         raise ValueError(f"unknown raw pixel format {pix_fmt!r}; expected one of {RAW_PIX_FMTS}")
-    return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", str(threads),
+    return [ffmpeg, *QUIET_OPTIONS, "-threads", str(threads),
             "-i", str(source), "-map", "0:v:0", "-fps_mode", "passthrough",
             "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]
 
@@ -140,7 +105,7 @@ def encode_argv(ffmpeg: str, target: Path, width: int, height: int, crf: int, pr
     """
     if width % 2 or height % 2:
         raise ValueError(f"H.264 4:2:0 needs even dimensions, got {width}x{height}: pad first")
-    return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error",
+    return [ffmpeg, *QUIET_OPTIONS,
             "-f", "rawvideo", "-pix_fmt", "yuv420p", "-video_size", f"{width}x{height}",
             "-framerate", str(NOMINAL_FRAME_RATE), *COLOUR_TAGS, "-i", "pipe:0",
             "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
@@ -151,32 +116,7 @@ def encode_argv(ffmpeg: str, target: Path, width: int, height: int, crf: int, pr
             *COLOUR_TAGS, "-an", "-f", "matroska", str(target)]
 
 
-class _FFmpegChild:
-    """An FFmpeg child process whose stderr is kept in a temporary file for error reports."""
-
-    def __init__(self, argv: list[str], **pipes: int) -> None:
-        self._argv = argv
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
-        self._proc = subprocess.Popen(argv, stderr=self._stderr, **pipes)
-
-    def _error(self, message: str) -> FFmpegError:
-        self._proc.wait()
-        self._stderr.seek(0)
-        return FFmpegError(f"{message}: {' '.join(self._argv)}",
-                           self._stderr.read().decode(errors="replace"))
-
-    def _stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._proc.wait()
-        for stream in (self._proc.stdin, self._proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(BrokenPipeError):
-                    stream.close()
-        self._stderr.close()
-
-
-class FrameReader(_FFmpegChild):
+class FrameReader(FFmpegProcess):
     """Reads batches of raw ``pix_fmt`` frames from a video through an FFmpeg pipe.
 
     Use as a context manager; call :meth:`read_into` until it returns fewer frames than
@@ -194,7 +134,7 @@ class FrameReader(_FFmpegChild):
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop()
+        self.stop()
 
     def read_into(self, frames: np.ndarray) -> int:
         """Fill ``frames``, a writable C-contiguous uint8 array of ``N`` frames, from the stream.
@@ -213,13 +153,13 @@ class FrameReader(_FFmpegChild):
         """
         view = _frame_buffer_view(frames, self.frame_bytes, self.pix_fmt, self.width,
                                   self.height)
-        assert self._proc.stdout is not None
-        filled = _fill(self._proc.stdout, view)
+        assert self.proc.stdout is not None
+        filled = _fill(self.proc.stdout, view)
         if filled % self.frame_bytes:
-            raise self._error(f"decoded stream ended inside a frame: the video is not "
+            raise self.error(f"decoded stream ended inside a frame: the video is not "
                               f"{self.width}x{self.height} as the manifest says")
-        if filled < len(view) and self._proc.wait() != 0:
-            raise self._error(f"ffmpeg decode failed (exit {self._proc.returncode})")
+        if filled < len(view) and self.proc.wait() != 0:
+            raise self.error(f"ffmpeg decode failed (exit {self.proc.returncode})")
         self.frames_read += filled // self.frame_bytes
         return filled // self.frame_bytes
 
@@ -305,7 +245,7 @@ def yuv420_frame_bytes(width: int, height: int) -> int:
     return width * height + 2 * (width // 2) * (height // 2)
 
 
-class FrameWriter(_FFmpegChild):
+class FrameWriter(FFmpegProcess):
     """Writes ``(N, yuv420_frame_bytes)`` uint8 batches to an H.264 file via FFmpeg.
 
     Use as a context manager; :meth:`close` finishes the file, leaving without it kills FFmpeg.
@@ -322,17 +262,17 @@ class FrameWriter(_FFmpegChild):
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop()
+        self.stop()
 
     def write(self, frames: np.ndarray) -> None:
         if frames.shape[1:] != self._shape or frames.dtype != np.uint8:
             raise ValueError(f"expected uint8 frames shaped (N, {self._shape[0]}), "
                              f"got {frames.dtype} {frames.shape}")
-        assert self._proc.stdin is not None
+        assert self.proc.stdin is not None
         try:
-            self._proc.stdin.write(np.ascontiguousarray(frames).data)
+            self.proc.stdin.write(np.ascontiguousarray(frames).data)
         except BrokenPipeError:
-            raise self._error("ffmpeg encode stopped reading its input") from None
+            raise self.error("ffmpeg encode stopped reading its input") from None
         self.frames_written += len(frames)
 
     def close(self) -> None:
@@ -341,21 +281,8 @@ class FrameWriter(_FFmpegChild):
         Raises:
             FFmpegError: The encoder failed.
         """
-        assert self._proc.stdin is not None
+        assert self.proc.stdin is not None
         with contextlib.suppress(BrokenPipeError):
-            self._proc.stdin.close()
-        if self._proc.wait() != 0:
-            raise self._error(f"ffmpeg encode failed (exit {self._proc.returncode})")
-
-
-def run_ffmpeg(argv: list[str]) -> bytes:
-    """Run one FFmpeg command to completion and return its stdout.
-
-    Raises:
-        FFmpegError: It exited non-zero; the error carries its stderr.
-    """
-    proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise FFmpegError(f"ffmpeg failed (exit {proc.returncode}): {' '.join(argv)}",
-                          proc.stderr.decode(errors="replace"))
-    return proc.stdout
+            self.proc.stdin.close()
+        if self.proc.wait() != 0:
+            raise self.error(f"ffmpeg encode failed (exit {self.proc.returncode})")

@@ -1,16 +1,16 @@
 """Tiny test clips generated with FFmpeg's lavfi sources (shared by the test suite).
 
-Every clip is built by the imageio-ffmpeg binary from synthetic sources, so tests need no
-media files and no network. Clips are small (tens of kilobytes) and take well under a second.
+Every clip is built by the project's FFmpeg binary (:mod:`gpu.ffmpeg`) from synthetic sources,
+so tests need no media files and no network. Clips are small (tens of kilobytes) and take
+well under a second.
 """
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-import imageio_ffmpeg
+from gpu.ffmpeg import base_argv, find_ffmpeg, run_ffmpeg
 
 # Sine frequencies of the generated audio streams, one per stream.
 AUDIO_FREQUENCIES = (440, 880, 1320, 1760)
@@ -31,12 +31,8 @@ def counter_value_rgb(grey: float) -> int:
 
 
 def ffmpeg(*args: str) -> None:
-    """Run the FFmpeg binary quietly; raise with its stderr on failure."""
-    argv = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
-            "-y", *args]
-    result = subprocess.run(argv, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed: {' '.join(argv)}\n{result.stderr}")
+    """Run the FFmpeg binary quietly, overwriting its output; FFmpegError on failure."""
+    run_ffmpeg([*base_argv(find_ffmpeg()), *args])
 
 
 def make_clip(

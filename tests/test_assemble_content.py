@@ -10,13 +10,13 @@ import random
 import subprocess
 from pathlib import Path
 
-import imageio_ffmpeg
 import pytest
 from PIL import Image
 
+from gpu.ffmpeg import FFmpegError, find_ffmpeg, run_ffmpeg
 from tools import assemble_content as ac
 
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+FFMPEG = find_ffmpeg()
 
 
 def test_frame_png_argv_seeks_before_input_and_writes_one_png_to_stdout() -> None:
@@ -35,8 +35,8 @@ def test_clip_argv_cuts_video_only_h264_yuv420p() -> None:
 
 
 def test_run_ffmpeg_error_carries_stderr(tmp_path: Path) -> None:
-    with pytest.raises(ac.FFmpegError, match="missing.avi"):
-        ac.run_ffmpeg(ac.frame_png_argv(FFMPEG, tmp_path / "missing.avi", 0.0))
+    with pytest.raises(FFmpegError, match="missing.avi"):
+        run_ffmpeg(ac.frame_png_argv(FFMPEG, tmp_path / "missing.avi", 0.0))
 
 
 def test_crop_counts_sum_exactly_and_favour_larger_sources() -> None:

@@ -1,27 +1,33 @@
 """The throughput benchmarks in their CPU smoke modes: their JSON, and that they measure the
-real thing (chunks cut as the CPU side cuts them, PSNR of identical computations)."""
+real thing (chunks cut by the CPU side's own split, PSNR as FFmpeg computes it)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
 
-from bench import codec_rates, model_fps
+from bench import clips, codec_rates, model_fps
+from gpu.ffmpeg import find_ffmpeg
 from gpu.jobdir import EncodeSettings, InputFormat
-from gpu.video_io import FrameReader, frame_bytes
+from gpu.stylize import rgb_to_yuv420
+from gpu.video_io import COLOUR_TAGS, FrameReader, frame_bytes
+from tasks import media
+from tasks.media.chunking import DEFAULT_CHUNK_SECONDS
+from tasks.repo import REPO_ROOT
+from tasks.settings import LimitSettings
 from tests.clips import make_clip
 
-REPO = Path(__file__).resolve().parent.parent
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+FFMPEG = find_ffmpeg()
 
 
 def positive(value: Any) -> bool:
@@ -71,6 +77,7 @@ def test_synthetic_frames_look_like_video() -> None:
     assert model_fps.psnr_db(same, same + 1) == pytest.approx(20 * math.log10(255))
 
 
+@pytest.mark.slow
 def test_stylize_job_smoke_reports_rates_and_the_target(tiny_model_path: Path,
                                                         tmp_path: Path) -> None:
     fps_json = tmp_path / "model_fps.json"
@@ -84,7 +91,7 @@ def test_stylize_job_smoke_reports_rates_and_the_target(tiny_model_path: Path,
          "--chunk-codec", "utvideo",
          "--compare-presets", "ultrafast", "--rate-frames", "30",
          "--model-fps-json", str(fps_json), "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert json.loads(out.read_text()) == report
@@ -136,20 +143,22 @@ def test_stylize_job_smoke_reports_rates_and_the_target(tiny_model_path: Path,
 
 
 @pytest.mark.parametrize("rotate", [0, 90])
-def test_stylize_job_cuts_raw_chunks_like_ut_video_ones_and_reads_them_as_the_job_does(
+def test_a_given_clip_is_probed_and_cut_by_the_product_and_read_as_the_job_does(
         tmp_path: Path, rotate: int) -> None:
-    """The benchmark's ``--chunk-codec rawvideo`` split, without a whole smoke run: the same
-    frames as the Ut Video chunks, in display orientation, and a decode rate that reads them."""
-    from bench import stylize_job
-
-    source = make_clip(tmp_path / "clip.mp4", width=64, height=48, seconds=1.0,
-                       rotate=rotate)
-    info = codec_rates.probe(FFMPEG, source)
-    assert codec_rates.display_size(FFMPEG, source, info.stream_index) == \
+    """``--clip FILE``: the product's probe and split, raw chunks holding the Ut Video chunks'
+    frames in display orientation, and decode rates that read both."""
+    source = clips.probed_source(make_clip(tmp_path / "clip.mp4", width=64, height=48,
+                                           seconds=1.0, rotate=rotate))
+    assert (source.video.display_width, source.video.display_height) == \
         ((48, 64) if rotate else (64, 48))
     encode = EncodeSettings()
-    utvideo = stylize_job.split_clip(source, info, tmp_path / "utvideo", 7, encode, FFMPEG)
-    raw = stylize_job.split_clip(source, info, tmp_path / "raw", 7, encode, FFMPEG, "rawvideo")
+    utvideo = clips.split_clip(source, tmp_path / "utvideo", 0.3, "utvideo", encode, FFMPEG)
+    raw = clips.split_clip(source, tmp_path / "raw", 0.3, "rawvideo", encode, FFMPEG)
+    assert utvideo.plan.chunk_frames == raw.plan.chunk_frames == 8  # 0.3 s at 25 frames/s
+    product = media.split_video(source.path, media.probe(source.path, LimitSettings()),
+                                tmp_path / "product", 8, encode, "rawvideo")
+    assert raw.manifest == product
+    raw, utvideo = raw.manifest, utvideo.manifest
     assert raw.input_format == InputFormat("yuv420p", "bt601", codec="rawvideo")
     assert (raw.width, raw.height) == (utvideo.width, utvideo.height)
     assert [(c.frames, c.first_frame) for c in raw.chunks] == \
@@ -167,6 +176,42 @@ def test_stylize_job_cuts_raw_chunks_like_ut_video_ones_and_reads_them_as_the_jo
     assert set(codec_rates.DECODE_METHODS) == {"utvideo", "rawvideo"}
 
 
+@pytest.mark.parametrize("name", sorted(clips.SMOKE_CLIPS))
+def test_a_built_clip_is_what_its_spec_says_by_the_products_probe(tmp_path: Path,
+                                                                  name: str) -> None:
+    """Built clips are cut without a probe (the GPU host has no PyAV): the product's probe
+    must find exactly the stream their spec states."""
+    spec = clips.SMOKE_CLIPS[name]
+    built = clips.build_clip(name, spec, tmp_path, FFMPEG)
+    probe = media.probe(built.path, LimitSettings())
+    assert probe.source_video == dataclasses.replace(spec.source_video(),
+                                                     fps=pytest.approx(spec.fps))
+    assert bool(probe.audio) == spec.audio == built.audio
+    assert probe.video.pixel_format == built.pix_fmt
+
+
+def test_encode_quality_is_ffmpegs_psnr(tmp_path: Path) -> None:
+    width, height = 64, 48
+    rgb = model_fps.natural_frames(6, width, height, seed=1)
+    sample = rgb_to_yuv420(rgb).numpy()
+    psnr, bytes_per_frame = codec_rates.encode_quality(FFMPEG, sample, width, height, 30,
+                                                       "ultrafast", tmp_path)
+    assert bytes_per_frame > 0 and list(tmp_path.iterdir()) == []
+    raw, encoded = tmp_path / "sample.yuv", tmp_path / "sample.mkv"
+    raw.write_bytes(sample.tobytes())
+    with codec_rates.FrameWriter(FFMPEG, encoded, width, height, 30, "ultrafast") as writer:
+        writer.write(sample)
+        writer.close()
+    proc = subprocess.run(
+        [FFMPEG, "-hide_banner", "-nostdin", "-f", "rawvideo", "-pix_fmt", "yuv420p",
+         "-video_size", f"{width}x{height}", *COLOUR_TAGS, "-i", str(raw), "-i", str(encoded),
+         "-lavfi", "[1:v][0:v]psnr", "-f", "null", "-"], capture_output=True, text=True)
+    ffmpegs = float(re.search(r"PSNR .*average:(\S+)", proc.stderr).group(1))
+    assert 20 < psnr < 60
+    assert psnr == pytest.approx(ffmpegs, abs=0.01)
+    assert codec_rates.psnr_db(sample, sample) == math.inf
+
+
 def test_stylize_job_records_the_chunk_codec_in_its_settings(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from bench import stylize_job
@@ -182,45 +227,11 @@ def test_stylize_job_records_the_chunk_codec_in_its_settings(
 
 
 def test_stylize_job_cuts_chunks_as_long_as_the_flows_default() -> None:
-    """The benchmark runs where the flow's packages are missing (the device has no PyAV), so it
-    keeps its own copy of the default chunk length; this keeps the two from drifting apart."""
-    from bench import stylize_job
+    """The benchmark runs where the settings' packages are missing (the GPU host has no
+    pydantic), so both take the default from the stdlib chunk policy; this keeps them one."""
     from tasks.settings import ComputeSettings
 
-    assert ComputeSettings().chunk_seconds == stylize_job.CHUNK_SECONDS
-
-
-def test_codec_rates_reads_the_pixels_from_ffmpegs_report() -> None:
-    lines = {
-        "Stream #0:0[0x1](und): Video: h264 (High) (avc1 / 0x31637661), yuv420p(progressive), "
-        "1920x1080 [SAR 1:1 DAR 16:9], 8699 kb/s, 30 fps, 30 tbr, 15360 tbn (default)":
-            ("yuv420p", None, False, ("yuv420p", "bt709")),
-        "Stream #0:0[0x1](und): Video: h264 (High) (avc1 / 0x31637661), yuvj420p(pc, "
-        "progressive), 64x48 [SAR 1:1 DAR 4:3], 64 kb/s, 25 fps, 25 tbr, 12800 tbn (default)":
-            ("yuvj420p", None, True, ("yuv420p", "bt601")),
-        "Stream #0:0: Video: h264 (High 10), yuv420p10le(tv, bt2020nc/bt2020/smpte2084, "
-        "progressive), 3840x2160, 25 fps, 25 tbr, 1k tbn":
-            ("yuv420p10le", "bt2020nc", False, ("yuv420p", "bt2020nc")),
-        "Stream #0:1: Video: h264, yuv420p(tv, bt709, progressive), 1280x720, 25 fps":
-            ("yuv420p", "bt709", False, ("yuv420p", "bt709")),
-        "Stream #0:0: Video: ffv1, bgr0(pc, gbr/unknown/unknown, progressive), 64x48, SAR 1:1 "
-        "DAR 4:3, 25 fps, 25 tbr, 1k tbn": ("bgr0", "gbr", True, ("gbrp", None)),
-        "Stream #0:0: Video: h264, yuv444p(tv, unknown/bt709/bt709, progressive), 65x48, 25 fps":
-            ("yuv444p", None, False, ("gbrp", None)),
-    }
-    for line, (pix_fmt, colorspace, full_range, chunks) in lines.items():
-        found = codec_rates.VIDEO_STREAM.search(line)
-        assert found is not None, line
-        assert found["pix_fmt"] == pix_fmt
-        info = codec_rates.VideoInfo(
-            width=int(found["width"]), height=int(found["height"]), fps=float(found["fps"]),
-            frames=1, stream_index=int(found["index"]), demuxer="mov", audio=False,
-            pix_fmt=pix_fmt, **dict(zip(("colorspace", "full_range"),
-                                        codec_rates.colour_details(found["details"]),
-                                        strict=True)))
-        assert (info.colorspace, info.full_range or pix_fmt.startswith("yuvj")) == \
-            (colorspace, full_range), line
-        assert (info.chunk_format.pix_fmt, info.chunk_format.matrix) == chunks, line
+    assert ComputeSettings().chunk_seconds == DEFAULT_CHUNK_SECONDS
 
 
 @pytest.mark.parametrize("content", ["", "[]", '{"results": 3}'])
@@ -244,6 +255,7 @@ def test_model_specs_may_carry_hyper_parameters() -> None:
     assert model.hparams["head"] == "full_res" and model.hparams["blocks"] == 2
 
 
+@pytest.mark.slow
 def test_scaling_smoke_runs_every_rank_count_on_the_same_chunks(tiny_model_path: Path,
                                                                  tmp_path: Path) -> None:
     out = tmp_path / "scaling.json"
@@ -251,7 +263,7 @@ def test_scaling_smoke_runs_every_rank_count_on_the_same_chunks(tiny_model_path:
         [sys.executable, "-m", "bench.scaling", "--device", "cpu", "--smoke",
          "--model", str(tiny_model_path), "--rank-counts", "1,2", "--rate-frames", "20",
          "--clip", "1080p", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["settings"]["rank_counts"] == [1, 2] and report["gpus"] == 0
@@ -337,9 +349,10 @@ def test_variant_summary_groups_runs_by_settings_and_clip() -> None:
     assert [(g["median_share"], g["met_runs"]) for g in single] == [(0.9, 1)]
 
 
+@pytest.mark.slow
 def test_stylize_job_runs_the_job_again_between_x264_measurements(
         tiny_model_path: Path, tmp_path: Path) -> None:
-    from bench import stylize_job, variant_summary
+    from bench import variant_summary
 
     out = tmp_path / "runs.json"
     proc = subprocess.run(
@@ -347,11 +360,11 @@ def test_stylize_job_runs_the_job_again_between_x264_measurements(
          "--model", str(tiny_model_path), "--batch-size", "4", "--encoders", "2",
          "--rate-frames", "30", "--clip", "1080p_90s", "--job-runs", "3", "--out", str(out),
          "--workdir", str(tmp_path / "work")],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     [clip] = json.loads(out.read_text())["clips"]
     # The long clip for 4-GPU scaling is built like the others (its tiny form here).
-    assert clip["frames"] == clip["source"]["frames"] == stylize_job.SMOKE_CLIPS["1080p_90s"].frames
+    assert clip["frames"] == clip["source"]["frames"] == clips.SMOKE_CLIPS["1080p_90s"].frames
     runs = clip["job_runs"]
     assert len(runs) == 3 and clip["job"]["fps"] == runs[0]["fps"]
     assert runs[0]["x264_fps_before"] == clip["encode_fps"]

@@ -1,19 +1,21 @@
 """Chunk pixel formats end to end on the CPU, with the real FFmpeg binary.
 
-The split picks ``yuv420p`` or ``gbrp`` per source (:func:`tasks.split_command.choose_chunk_format`)
-and the GPU job reads the chunks as raw planes and converts them to RGB with torch (here on the
-CPU device): both must give the colours FFmpeg's own RGB conversion of the source gives.
+The split picks ``yuv420p`` or ``gbrp`` per source
+(:func:`tasks.media.chunking.choose_chunk_format`) and the GPU job reads the chunks as raw
+planes and converts them to RGB with torch (here on the CPU device): both must give the colours
+FFmpeg's own RGB conversion of the source gives.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
 
+from gpu.ffmpeg import find_ffmpeg, run_ffmpeg
 from gpu.jobdir import YCBCR_MATRICES, EncodeSettings, InputFormat
 from gpu.stylize import (
     FrameLayout,
@@ -23,12 +25,17 @@ from gpu.stylize import (
     upsample_chroma,
     yuv420_to_rgb,
 )
-from gpu.video_io import FrameReader, decode_argv, run_ffmpeg
+from gpu.video_io import FrameReader, decode_argv
 from tasks import media
+from tasks.media.chunking import (
+    FALLBACK_FPS,
+    ChunkFormat,
+    build_split_argv,
+    choose_chunk_format,
+)
 from tasks.settings import LimitSettings
-from tasks.split_command import ChunkFormat, build_split_argv, choose_chunk_format
 
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+FFMPEG = find_ffmpeg()
 WIDTH, HEIGHT, FRAMES = 96, 64, 4
 # FFmpeg converting YUV to RGB as the GPU job does, following the source's matrix tag: careful
 # rounding, chroma interpolated bilinearly from H.264's default siting (FFmpeg's scaler would
@@ -315,3 +322,26 @@ def test_raw_chunks_bytes_counts_every_frame_in_its_chunk_format(tmp_path: Path)
                                  EncodeSettings(), "rawvideo")
     written = sum(p.stat().st_size for p in (tmp_path / "in" / "chunks").iterdir())
     assert (written, len(manifest.chunks)) == (media.raw_chunks_bytes(video), 3)
+
+
+def test_the_chunk_plan_takes_length_codec_and_format_from_one_place() -> None:
+    video = media.SourceVideo(demuxer="mov", stream_index=0, frame_count=100, display_width=64,
+                              display_height=48, fps=25.0, pixel_family="yuv",
+                              tagged_matrix=None, full_range=False)
+    plan = media.plan_chunks(video, 2.0, "auto", "local", 100 * GB)
+    assert plan.chunk_frames == 50
+    assert plan.chunk_format == ChunkFormat("yuv420p", "bt601", codec="rawvideo",
+                                            reason=video.chunk_format.reason)
+    assert plan.describe() == (f"rawvideo chunks ({plan.codec_reason}) of at most 50 frames, "
+                               "yuv420p: YUV source, bt601 matrix (assumed, untagged), "
+                               "limited range")
+    assert media.plan_chunks(video, 2.0, "auto", "azureml", 100 * GB).chunk_format.codec == \
+        "utvideo"
+    # A single frame has no rate: chunk lengths assume FALLBACK_FPS.
+    still = dataclasses.replace(video, fps=0.0, frame_count=1)
+    assert media.plan_chunks(still, 2.0, "utvideo", "local", GB).chunk_frames == \
+        round(2.0 * FALLBACK_FPS)
+    odd = dataclasses.replace(video, display_width=65)
+    assert media.plan_chunks(odd, 2.0, "utvideo", "local", GB).chunk_format.pix_fmt == "gbrp"
+    with pytest.raises(media.InsufficientDiskError):
+        media.plan_chunks(video, 2.0, "rawvideo", "local", 1000)

