@@ -14,7 +14,7 @@ from gpu.jobdir import EncodeSettings, JobManifest
 from tasks import media
 from tasks.media import MediaProbe
 from tasks.settings import ComputeSettings, LimitSettings
-from tasks.split_command import frames_per_chunk
+from tasks.media import frames_per_chunk
 
 
 @task(name="probe-video")

