@@ -12,9 +12,8 @@ from prefect import get_run_logger, task
 
 from gpu.jobdir import EncodeSettings, JobManifest
 from tasks import media
-from tasks.media import MediaProbe
+from tasks.media import MediaProbe, frames_per_chunk
 from tasks.settings import ComputeSettings, LimitSettings
-from tasks.media import frames_per_chunk
 
 
 @task(name="probe-video")
