@@ -23,30 +23,21 @@ import torch
 from gpu import jobdir
 from gpu.jobdir import ChunkSpec, EncodeSettings, InputFormat, JobManifest
 from gpu.model import build_model, load_style_model, save_weights
-from gpu.stylize import (
-    _LANE_DONE,
+from gpu.stylize.colour import rgb_to_yuv420
+from gpu.stylize.defaults import (
     AUTO_COMPILE_MEGAPIXEL_FRAMES,
-    CompileError,
-    CpuTicks,
-    FrameLayout,
-    JobInputError,
-    RankWork,
-    StageClock,
-    Stylizer,
-    _Claim,
-    _Pipe,
     default_batch_size,
     default_decoder_threads,
     default_encoder_threads,
     default_encoders,
-    host_cpu_busy_fraction,
-    plan_job,
-    read_cpu_ticks,
-    read_valid_manifest,
     resolve_compile_mode,
-    rgb_to_yuv420,
-    warm_up_or_fall_back,
 )
+from gpu.stylize.errors import CompileError, JobInputError
+from gpu.stylize.frames import FrameLayout
+from gpu.stylize.metrics import CpuTicks, host_cpu_busy_fraction, read_cpu_ticks
+from gpu.stylize.pipeline import LANE_DONE, Claim, Pipe, RankWork, StageClock
+from gpu.stylize.plan import plan_job, read_valid_manifest
+from gpu.stylize.stylizer import Stylizer, warm_up_or_fall_back
 from gpu.video_io import (
     FFmpegError,
     FrameWriter,
@@ -448,9 +439,9 @@ def serve_in_order(max_waiting_batches: int) -> list[str]:
                         chunks=[SimpleNamespace(index=n) for n in range(10)])),
                     placement=SimpleNamespace(rank=0), fault_rank=None, fault_after_chunks=0,
                     max_waiting_batches=max_waiting_batches)
-    requests = _Pipe(threading.Event())
-    for item in (_Claim(Reply("A"), None), batch("a1"), batch("a2"), _Claim(Reply("B"), None),
-                 batch("a3"), batch("a4"), _LANE_DONE, _LANE_DONE):
+    requests = Pipe(threading.Event())
+    for item in (Claim(Reply("A"), None), batch("a1"), batch("a2"), Claim(Reply("B"), None),
+                 batch("a3"), batch("a4"), LANE_DONE, LANE_DONE):
         requests.put(item)
     work.serve(requests, lanes=2)
     return events
