@@ -175,6 +175,7 @@ def runs_by_ranks(tmp_path_factory: pytest.TempPathFactory,
     return outputs
 
 
+@pytest.mark.slow
 def test_every_rank_count_accounts_for_every_frame(
     runs_by_ranks: dict[int, Path], even_job: tuple[Path, JobManifest]
 ) -> None:
@@ -198,6 +199,7 @@ def test_every_rank_count_accounts_for_every_frame(
         assert not list((output_dir / jobdir.CHUNKS_DIR).glob(".*")), "temporary files left"
 
 
+@pytest.mark.slow
 def test_output_is_stylized_and_the_same_whatever_the_rank_count(
     runs_by_ranks: dict[int, Path], even_job: tuple[Path, JobManifest]
 ) -> None:
@@ -231,6 +233,7 @@ def runs_with_chunks_in_flight(tmp_path_factory: pytest.TempPathFactory,
     return outputs
 
 
+@pytest.mark.slow
 def test_raw_chunks_stylize_exactly_like_the_chunks_they_were_decoded_from(
     runs_by_ranks: dict[int, Path], even_job: tuple[Path, JobManifest], tmp_path: Path
 ) -> None:
@@ -273,6 +276,7 @@ def test_raw_frame_reader_reads_whole_frames_and_refuses_a_partial_one(tmp_path:
             pass
 
 
+@pytest.mark.slow
 def test_chunks_in_flight_change_neither_frames_nor_pictures(
     runs_with_chunks_in_flight: dict[tuple[int, int], Path], runs_by_ranks: dict[int, Path],
     even_job: tuple[Path, JobManifest],
@@ -312,6 +316,7 @@ def rgb_twin(yuv_dir: Path, folder: Path, manifest: JobManifest) -> JobManifest:
     return twin
 
 
+@pytest.mark.slow
 def test_yuv420p_chunks_stylize_like_their_rgb_conversion(tmp_path: Path,
                                                           model_file: Path) -> None:
     """BT.709 4:2:0 chunks, converted to RGB by the job itself, stylize to what the same
@@ -354,6 +359,7 @@ def test_bad_encoder_threads_is_a_clear_error(even_job: tuple[Path, JobManifest]
     assert "--encoder-threads must be at least 1" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_summary_reports_warm_up_steady_rate_and_device_busy(
     runs_by_ranks: dict[int, Path]
 ) -> None:
@@ -397,6 +403,7 @@ intr 12345 0 0
 """
 
 
+@pytest.mark.slow
 def test_held_claims_keep_a_network_bound_rank_to_few_chunks_and_still_finish(
     runs_by_ranks: dict[int, Path], even_job: tuple[Path, JobManifest], tmp_path: Path
 ) -> None:
@@ -545,6 +552,7 @@ def test_auto_compile_that_fails_goes_on_eager(model_file: Path) -> None:
     assert warm_up_or_fall_back(working, 3, fall_back=True) == (working, 0.0, None)
 
 
+@pytest.mark.slow
 def test_chunks_share_parameter_sets_and_carry_bt709_tags(
     runs_by_ranks: dict[int, Path], even_job: tuple[Path, JobManifest]
 ) -> None:
@@ -560,6 +568,7 @@ def test_chunks_share_parameter_sets_and_carry_bt709_tags(
     assert "h264" in probe and "yuv420p(tv, bt709" in probe and "66x50" in probe, probe
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoders", [1, 3])
 def test_dead_rank_fails_the_job_and_the_rerun_does_only_the_rest(
     tmp_path: Path, model_file: Path, encoders: int
@@ -604,6 +613,7 @@ def test_dead_rank_fails_the_job_and_the_rerun_does_only_the_rest(
         assert np.abs(coded[:, :, 65] - coded[:, :, 64]).mean() < 6
 
 
+@pytest.mark.slow
 def test_frame_count_mismatch_fails_every_rank_with_a_clear_error(
     tmp_path: Path, model_file: Path
 ) -> None:
