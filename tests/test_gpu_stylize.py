@@ -495,7 +495,7 @@ def test_compile_encoder_and_thread_defaults() -> None:
     assert resolve_compile_mode("max-autotune") == "max-autotune"
     assert resolve_compile_mode("none", "cuda", 1e9) == "none"
     assert [default_encoders(t) for t in (1, 2, 4, 8, 16)] == [1, 1, 2, 4, 8]
-    # Each chunk's x264 may use all of the rank's threads (faster at 1080p on the H200 host).
+    # Each chunk's x264 may use all of the rank's threads (why: docs/performance.md).
     assert [default_encoder_threads(t) for t in (1, 2, 4, 8, 16)] == [1, 2, 4, 8, 16]
     assert [default_decoder_threads(t) for t in (1, 2, 16, 64)] == [1, 2, 2, 2]
 

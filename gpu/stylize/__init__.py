@@ -14,10 +14,10 @@ flight (``--encoders``, by default one per two of its cores): every chunk has it
 and encoder threads, each driving an FFmpeg process, while the rank's main thread runs the
 network for all of them in turn, so the host's cores all encode while one thread feeds the
 device. Each chunk's x264 may use all of the rank's threads (``--encoder-threads`` to change
-that; see :func:`default_encoder_threads`) and each decoder a small fixed count
-(:data:`DECODER_THREADS`). A chunk's output is
-renamed into place and then its report is written, so a rerun after any failure redoes only the
-chunks without a report. When every rank is through, rank 0 writes ``summary.json``.
+that; see :func:`~gpu.stylize.defaults.default_encoder_threads`) and each decoder a small fixed
+count (:data:`~gpu.stylize.defaults.DECODER_THREADS`). A chunk's output is renamed into place
+and then its report is written, so a rerun after any failure redoes only the chunks without a
+report. When every rank is through, rank 0 writes ``summary.json``.
 
 Input chunks are lossless, raw or Ut Video, in the manifest's ``input_format``: ``yuv420p``
 (limited range, in the YCbCr matrix the manifest names) for most sources, ``gbrp`` (planar RGB)
@@ -27,7 +27,7 @@ big cost beside x264; the raw planes go to the device as they are, and the conve
 (chroma upsampling and the matrix at limited range, or reordering G, B, R planes) runs there,
 inside the compiled step under ``--compile``. Chunks of codec ``rawvideo`` already hold those
 planes: they are read straight into the batch buffers, with no FFmpeg decoder at all (see
-:func:`open_chunk_reader`).
+:func:`~gpu.stylize.frames.open_chunk_reader`).
 
 Before it claims any chunk, each rank warms the network up on a batch of the job's shape: under
 ``--compile`` (``torch.compile``; by default only for long CUDA jobs) that is when compilation

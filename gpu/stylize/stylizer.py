@@ -75,7 +75,8 @@ class Stylizer:
         return self._started.elapsed_time(self._finished) / 1000
 
     def _step(self, frames: torch.Tensor) -> torch.Tensor:
-        """YUV 4:2:0 rows (see :func:`rgb_to_yuv420`) of stylized raw device frames."""
+        """YUV 4:2:0 rows of stylized raw device frames (see
+        :func:`~gpu.stylize.colour.rgb_to_yuv420`)."""
         # RGB comes out channels_last (NHWC in memory), the layout tensor cores want.
         x = raw_to_rgb(frames, self.layout)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
