@@ -40,8 +40,13 @@ MODEL_NAME = "model.safetensors"
 CHUNKS_DIR = "chunks"
 DONE_DIR = "done"
 SUMMARY_NAME = "summary.json"
-MANIFEST_VERSION = 2
-"""Version 2 added ``input_format``: chunks are no longer always planar RGB."""
+MANIFEST_VERSION = 3
+"""Version 2 added ``input_format`` (chunks are no longer always planar RGB); version 3 made
+``input_format.codec`` required, since chunks may now also be raw planes."""
+
+READABLE_MANIFEST_VERSIONS = (2, MANIFEST_VERSION)
+"""Versions this job reads. A version 2 manifest without ``input_format.codec`` was written
+before raw chunks existed, so its chunks are Ut Video; one with it is read like version 3."""
 
 CHUNK_CODECS = {"utvideo": ".mkv", "rawvideo": ".yuv"}
 """Codecs of input chunks, and the suffix of their files. ``utvideo``: lossless Ut Video in
@@ -96,8 +101,8 @@ class InputFormat:
         pix_fmt: One of :data:`CHUNK_PIX_FMTS`.
         matrix: For ``yuv420p``, the YCbCr matrix, a key of :data:`YCBCR_MATRICES`; None for
             ``gbrp``.
-        codec: How the chunk files store the frames, a key of :data:`CHUNK_CODECS`. Added after
-            version 2 came out: manifests without it are Ut Video's.
+        codec: How the chunk files store the frames, a key of :data:`CHUNK_CODECS` (required
+            from manifest version 3 on).
 
     Raises:
         ValueError: The pixel format, matrix or codec is unknown, or they do not go together.
@@ -148,30 +153,37 @@ class JobManifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobManifest:
-        """The manifest in ``data``, as :meth:`to_json` writes it.
+        """The manifest in ``data``, as :meth:`to_json` writes it (or an older readable version,
+        read as the current one).
 
         Raises:
-            ValueError: Another version, or values that do not fit (the message says which).
+            ValueError: A version not in :data:`READABLE_MANIFEST_VERSIONS`, or values that do
+                not fit (the message says which).
             KeyError: A required key is missing.
             TypeError: An object has keys its dataclass does not know.
         """
-        if data.get("version") != MANIFEST_VERSION:
-            raise ValueError(f"unsupported job manifest version {data.get('version')!r} "
-                             f"(this job reads version {MANIFEST_VERSION})")
+        version = data.get("version")
+        if version not in READABLE_MANIFEST_VERSIONS:
+            readable = " and ".join(map(str, READABLE_MANIFEST_VERSIONS))
+            raise ValueError(f"unsupported job manifest version {version!r} "
+                             f"(this job reads versions {readable})")
         chunks = [ChunkSpec(**c) for c in data["chunks"]]
         if sum(c.frames for c in chunks) != data["total_frames"]:
             raise ValueError("job manifest: chunk frame counts do not add up to total_frames")
-        input_format = data["input_format"]
-        if not isinstance(input_format, dict):
+        stored_format = data["input_format"]
+        if not isinstance(stored_format, dict):
             raise ValueError(f"job manifest: input_format must be an object, got "
-                             f"{input_format!r}")
+                             f"{stored_format!r}")
+        input_format = InputFormat(**stored_format)
+        if version >= 3 and "codec" not in stored_format:
+            raise ValueError(f"job manifest: version {version} needs input_format.codec")
         return cls(
             width=data["width"],
             height=data["height"],
             total_frames=data["total_frames"],
             chunks=chunks,
             encode=EncodeSettings(**data.get("encode", {})),
-            input_format=InputFormat(**input_format),
+            input_format=input_format,
         )
 
 

@@ -708,15 +708,20 @@ def test_manifest_records_the_input_format_strictly() -> None:
                          InputFormat("yuv420p", "bt2020nc"), InputFormat("gbrp")):
         manifest = JobManifest(64, 48, 5, chunks, input_format=input_format)
         data = json.loads(json.dumps(manifest.to_json()))
-        assert data["version"] == 2
+        assert data["version"] == 3
         assert data["input_format"] == {"pix_fmt": input_format.pix_fmt,
                                         "matrix": input_format.matrix, "codec": "utvideo"}
         assert JobManifest.from_json(data) == manifest
-        # Written before the codec was recorded: Ut Video, which was all there was.
-        del data["input_format"]["codec"]
-        assert JobManifest.from_json(data) == manifest
+        without_codec = {**data, "input_format": {
+            k: v for k, v in data["input_format"].items() if k != "codec"}}
+        with pytest.raises(ValueError, match="version 3 needs input_format.codec"):
+            JobManifest.from_json(without_codec)
+        # Version 2, written before the codec was recorded: Ut Video, which was all there was.
+        assert JobManifest.from_json({**without_codec, "version": 2}) == manifest
     raw = JobManifest(64, 48, 5, chunks, input_format=InputFormat("gbrp", codec="rawvideo"))
     assert JobManifest.from_json(json.loads(json.dumps(raw.to_json()))) == raw
+    # Version 2 manifests written after the codec field came, without a version bump.
+    assert JobManifest.from_json({**raw.to_json(), "version": 2}) == raw
     good = JobManifest(64, 48, 5, chunks, input_format=InputFormat("yuv420p", "bt709")).to_json()
     bad = {
         "'rgb24' is not one of yuv420p, gbrp": {"pix_fmt": "rgb24", "matrix": None},
@@ -735,8 +740,13 @@ def test_manifest_records_the_input_format_strictly() -> None:
         JobManifest.from_json({**good, "input_format": {**good["input_format"], "range": "pc"}})
     with pytest.raises(KeyError, match="input_format"):
         JobManifest.from_json({k: v for k, v in good.items() if k != "input_format"})
-    with pytest.raises(ValueError, match="unsupported job manifest version 1"):
+    with pytest.raises(ValueError, match="unsupported job manifest version 1 "
+                                         r"\(this job reads versions 2 and 3\)"):
         JobManifest.from_json({**good, "version": 1})  # RGB-only manifests are refused
+    with pytest.raises(ValueError, match="unsupported job manifest version 4"):
+        JobManifest.from_json({**good, "version": 4})  # from a newer CPU side
+    with pytest.raises(ValueError, match="unsupported job manifest version None"):
+        JobManifest.from_json({k: v for k, v in good.items() if k != "version"})
 
 
 def test_ffmpeg_command_lines() -> None:
