@@ -231,6 +231,13 @@ class RankSummary:
         host_cpu_busy_fraction: The share of all the host's CPU time that was busy over its
             run (every process's, not only its own: ranks on one host see the same figure);
             None where ``/proc/stat`` is unreadable.
+        host_cores: The host's CPUs, which the core shares of :class:`JobSummary` divide by.
+        decode_cpu_seconds: CPU time of its decoding over its run: its decode threads and
+            their FFmpeg decoders. None where a decoder's time could not be read.
+        infer_cpu_seconds: CPU time of the rest of its own process: the network on the CPU,
+            or feeding the GPU, and MPI.
+        encode_cpu_seconds: CPU time of its encoding: its lane threads and their x264
+            encoders. None where the decoders' time could not be told apart from it.
     """
 
     rank: int
@@ -253,6 +260,10 @@ class RankSummary:
     device_seconds: float = 0.0
     device_busy_fraction: float = 0.0
     host_cpu_busy_fraction: float | None = None
+    host_cores: int = 0
+    decode_cpu_seconds: float | None = None
+    infer_cpu_seconds: float | None = None
+    encode_cpu_seconds: float | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RankSummary:
@@ -281,6 +292,16 @@ class JobSummary:
             spent on the job's batches (see :attr:`RankSummary.device_seconds`).
         input_pix_fmt: The input chunks' pixel format (:attr:`InputFormat.pix_fmt`).
         input_matrix: Their YCbCr matrix (:attr:`InputFormat.matrix`), None for RGB chunks.
+        encoder: The FFmpeg encoder of the stylized chunks (``libx264``).
+        encoder_preset: Its preset (:attr:`EncodeSettings.preset`).
+        encoder_crf: Its constant rate factor (:attr:`EncodeSettings.crf`).
+        encoder_threads: Threads of each encoder (rank 0's; see :class:`RankSummary`).
+        host_cpu_busy_fraction: Mean over the hosts of the share of their CPU time that was
+            busy over the run, every process's; None where ``/proc/stat`` is unreadable.
+        decode_core_share: The share of the hosts' cores (all of them, over ``run_seconds``)
+            that decoding kept busy; None where it could not be told apart from encoding.
+        infer_core_share: The same for the network's stage (on CUDA, feeding the GPU).
+        encode_core_share: The same for encoding (x264 and the threads feeding it).
     """
 
     total_frames: int
@@ -298,6 +319,14 @@ class JobSummary:
     device_busy_fraction: float = 0.0
     input_pix_fmt: str = ""
     input_matrix: str | None = None
+    encoder: str = ""
+    encoder_preset: str = ""
+    encoder_crf: int | None = None
+    encoder_threads: int = 0
+    host_cpu_busy_fraction: float | None = None
+    decode_core_share: float | None = None
+    infer_core_share: float | None = None
+    encode_core_share: float | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobSummary:

@@ -33,7 +33,9 @@ Before it claims any chunk, each rank warms the network up on a batch of the job
 ``--compile`` (``torch.compile``; by default only for long CUDA jobs) that is when compilation
 happens, and on CUDA when cuDNN picks its algorithms. The summary reports the warm-up apart
 from the steady-state rate, the share of the run each device spent on the rank's batches (timed
-with CUDA events), and how busy the host's CPUs were over the run (from ``/proc/stat``).
+with CUDA events), how busy the host's CPUs were over the run (from ``/proc/stat``), the share
+of the host's cores each stage (decode, infer, encode) kept busy (see
+:mod:`~gpu.stylize.metrics`), and the encoder's settings: enough to see which is the limit.
 
 Each rank drives GPU ``OMPI_COMM_WORLD_LOCAL_RANK mod device count``, so two ranks may share
 a GPU; that helps when FFmpeg, not the GPU, is the limit. Launch with ``--bind-to none``: by

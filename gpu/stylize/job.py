@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -20,11 +21,12 @@ from gpu.stylize.defaults import (
 )
 from gpu.stylize.errors import JobInputError
 from gpu.stylize.frames import FrameLayout
-from gpu.stylize.metrics import host_cpu_busy_fraction, read_cpu_ticks, write_summary
+from gpu.stylize.metrics import ProcessCpu, host_cpu_busy_fraction, read_cpu_ticks
 from gpu.stylize.pipeline import Buffers, JobContext, Pipe, RankWork, run_lane, run_stage
 from gpu.stylize.placement import WorkCounter, log, place
 from gpu.stylize.plan import plan_job
 from gpu.stylize.stylizer import Stylizer, warm_up_or_fall_back
+from gpu.stylize.summary import write_summary
 from gpu.video_io import find_ffmpeg
 
 if TYPE_CHECKING:
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
         log(placement, f"warm-up, compile {compile_mode}: {warmup_seconds:.1f} s")
     comm.Barrier()  # every rank starts claiming at once: the steady-state window is common
     run_started = time.perf_counter()
-    cpu_ticks_at_start = read_cpu_ticks()
+    cpu_ticks_at_start, process_cpu_at_start = read_cpu_ticks(), ProcessCpu.now()
     work = RankWork(stylizer=stylizer, counter=counter, plan=plan, placement=placement,
                     fault_rank=args.fault_rank, fault_after_chunks=args.fault_after_chunks,
                     max_waiting_batches=args.max_waiting_batches)
@@ -116,6 +118,7 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
         raise errors[0]
     run_seconds = time.perf_counter() - run_started
     host_cpu_busy = host_cpu_busy_fraction(cpu_ticks_at_start, read_cpu_ticks())
+    stage_cpu = job.cpu.split(process_cpu_at_start, ProcessCpu.now())
     counter.free()
 
     reports = work.reports
@@ -132,6 +135,10 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
         device_seconds=round(work.device_seconds, 3),
         device_busy_fraction=round(work.device_seconds / run_seconds, 4),
         host_cpu_busy_fraction=None if host_cpu_busy is None else round(host_cpu_busy, 4),
+        host_cores=os.cpu_count() or 1,
+        decode_cpu_seconds=_rounded(stage_cpu.decode),
+        infer_cpu_seconds=_rounded(stage_cpu.infer),
+        encode_cpu_seconds=_rounded(stage_cpu.encode),
     )
     host_cpu = "unknown" if host_cpu_busy is None else f"{host_cpu_busy:.0%}"
     log(placement, f"run: {mine.chunks} chunks, {mine.frames} frames in {run_seconds:.2f} s, "
@@ -145,3 +152,5 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     comm.Barrier()
 
 
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)

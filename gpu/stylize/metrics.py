@@ -1,31 +1,26 @@
-"""How busy the job kept its devices and the host's CPUs, and the job's summary."""
+"""How busy a rank kept the host's CPUs: the whole host's share, and each stage's CPU time.
+
+A rank's CPU time splits into its pipeline's stages (decode, infer, encode) like this:
+
+* each decode thread measures its own CPU time and its FFmpeg decoder's, read from
+  ``/proc/PID/stat`` once the decoder has written its last frame and before it is reaped (a
+  finished process's times stay readable until its parent waits for it);
+* each lane thread, which writes to its chunks' x264 encoders, measures its own CPU time;
+* what the rank's children used in all is exact (``os.times``, once every child is reaped):
+  the encoders' share is that total less the decoders';
+* the rest of the rank's own CPU time is the infer stage: the network on the CPU, or feeding
+  the GPU (uploads, launches, downloads), and MPI.
+"""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+import os
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
-from gpu import jobdir
-from gpu.jobdir import JobManifest, JobSummary, RankSummary
-from gpu.stylize.placement import Placement, log
-from gpu.stylize.plan import Plan
-
-
-def device_busy_fraction(ranks: list[RankSummary], run_seconds: float) -> float:
-    """Mean over the devices the job used of the share of ``run_seconds`` each was busy.
-
-    Ranks sharing a GPU add up. They are time-sliced, so one rank's event-timed batches can
-    include time the GPU spent on another's: the figure is an upper bound when ranks share.
-    Each CPU rank counts as a device of its own (its share of the cores).
-    """
-    busy: dict[tuple[str, str], float] = {}
-    for r in ranks:
-        key = (r.host, r.device_id if r.device_id.startswith("cuda") else f"cpu rank {r.rank}")
-        busy[key] = busy.get(key, 0.0) + r.device_seconds
-    if not busy or run_seconds <= 0:
-        return 0.0
-    return sum(busy.values()) / len(busy) / run_seconds
+PROC = Path("/proc")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 PROC_STAT = Path("/proc/stat")
@@ -80,38 +75,118 @@ def host_cpu_busy_fraction(start: CpuTicks | None, end: CpuTicks | None) -> floa
     return min(1.0, max(0.0, busy / (busy + idle)))
 
 
-def write_summary(output_dir: Path, manifest: JobManifest, plan: Plan, ranks: list[RankSummary],
-                  placement: Placement, wall_seconds: float, run_seconds: float) -> None:
-    """Check that every chunk is done, then write ``summary.json`` (rank 0 only)."""
-    missing = [c.stem for c in manifest.chunks if not jobdir.is_chunk_done(output_dir, c)]
-    if missing:
-        raise RuntimeError(f"every rank finished but chunks {', '.join(missing[:10])} "
-                           "have no output: the work counter lost them")
-    frames = sum(r.frames for r in ranks)
-    summary = JobSummary(
-        total_frames=sum(r.frames for r in jobdir.read_reports(output_dir)),
-        chunks=len(manifest.chunks),
-        chunks_skipped=len(manifest.chunks) - len(plan.pending),
-        frames_processed=frames,
-        wall_seconds=round(wall_seconds, 3),
-        fps=round(frames / wall_seconds, 2) if wall_seconds > 0 else 0.0,
-        device=placement.device_name,
-        ranks=ranks,
-        compile=ranks[0].compile,
-        warmup_seconds=max(r.warmup_seconds for r in ranks),
-        run_seconds=round(run_seconds, 3),
-        steady_fps=round(frames / run_seconds, 2) if run_seconds > 0 else 0.0,
-        device_busy_fraction=round(device_busy_fraction(ranks, run_seconds), 4),
-        input_pix_fmt=manifest.input_format.pix_fmt,
-        input_matrix=manifest.input_format.matrix,
-    )
-    if summary.total_frames != manifest.total_frames:
-        raise RuntimeError(f"chunk reports add up to {summary.total_frames} frames, "
-                           f"the manifest to {manifest.total_frames}")
-    jobdir.atomic_write_json(output_dir / jobdir.SUMMARY_NAME, asdict(summary))
-    log(placement, f"done: {frames} frames in {wall_seconds:.1f} s ({summary.fps} fps; "
-                   f"{summary.steady_fps} fps after a {summary.warmup_seconds:.1f} s warm-up, "
-                   f"device busy {summary.device_busy_fraction:.0%}); summary "
-                   + json.dumps([asdict(r) for r in ranks]))
+@dataclass(frozen=True)
+class ProcessCpu:
+    """CPU seconds this process has used so far: its own threads', and its reaped children's."""
+
+    own: float
+    children: float
+
+    @classmethod
+    def now(cls) -> ProcessCpu:
+        times = os.times()
+        return cls(own=times.user + times.system,
+                   children=times.children_user + times.children_system)
 
 
+@dataclass(frozen=True)
+class _ProcStat:
+    ppid: int
+    cpu_ticks: int
+    start_ticks: int
+
+
+def _read_proc_stat(path: Path) -> _ProcStat | None:
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    # The command name, in parentheses, may hold spaces: the fields follow the last ')'.
+    fields = text[text.rfind(")") + 2:].split()
+    try:
+        return _ProcStat(ppid=int(fields[1]), cpu_ticks=int(fields[11]) + int(fields[12]),
+                         start_ticks=int(fields[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class ChildProcess:
+    """A child process of this one, named by its pid and its start time (pids are reused)."""
+
+    pid: int
+    start_ticks: int
+
+    def cpu_seconds(self) -> float | None:
+        """Its user and system CPU time so far: final once it has exited, until it is reaped;
+        None after that."""
+        stat = _read_proc_stat(PROC / str(self.pid) / "stat")
+        if stat is None or stat.start_ticks != self.start_ticks:
+            return None
+        return stat.cpu_ticks / CLOCK_TICKS
+
+
+def find_child_process(argument: str) -> ChildProcess | None:
+    """This process's running child that has ``argument`` among its command-line arguments;
+    None when there is none, or no ``/proc`` to look in."""
+    me, wanted = os.getpid(), argument.encode()
+    try:
+        entries = [entry.name for entry in os.scandir(PROC) if entry.name.isdigit()]
+    except OSError:
+        return None
+    for name in entries:
+        stat = _read_proc_stat(PROC / name / "stat")
+        if stat is None or stat.ppid != me:
+            continue
+        try:
+            argv = (PROC / name / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted in argv:
+            return ChildProcess(int(name), stat.start_ticks)
+    return None
+
+
+@dataclass(frozen=True)
+class StageSeconds:
+    """CPU seconds one rank's stages used over its run; None where they could not be told
+    apart (a decoder whose CPU time could not be read)."""
+
+    decode: float | None
+    infer: float
+    encode: float | None
+
+
+class StageCpu:
+    """The CPU time a rank's decode and lane threads report as they end (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.decode_threads = 0.0
+        self.decoder_processes = 0.0
+        self.lane_threads = 0.0
+        self.unmeasured_decoders = 0
+
+    def add_decode(self, thread_seconds: float, process_seconds: float | None) -> None:
+        """One chunk's decode thread, and its FFmpeg decoder (None: unreadable); a chunk read
+        without FFmpeg passes 0 for the decoder."""
+        with self._lock:
+            self.decode_threads += thread_seconds
+            if process_seconds is None:
+                self.unmeasured_decoders += 1
+            else:
+                self.decoder_processes += process_seconds
+
+    def add_lane(self, thread_seconds: float) -> None:
+        with self._lock:
+            self.lane_threads += thread_seconds
+
+    def split(self, start: ProcessCpu, end: ProcessCpu) -> StageSeconds:
+        """The rank's CPU time between two snapshots, taken before its lanes started and after
+        they ended (so every child is reaped), by stage."""
+        own, children = end.own - start.own, end.children - start.children
+        infer = max(0.0, own - self.decode_threads - self.lane_threads)
+        if self.unmeasured_decoders:
+            return StageSeconds(decode=None, infer=infer, encode=None)
+        return StageSeconds(decode=self.decode_threads + self.decoder_processes, infer=infer,
+                            encode=self.lane_threads + max(0.0, children - self.decoder_processes))

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from gpu import jobdir
@@ -20,10 +21,17 @@ from gpu.jobdir import ChunkReport, ChunkSpec, JobManifest
 from gpu.stylize.defaults import QUEUE_DEPTH
 from gpu.stylize.errors import FAULT_EXIT_CODE
 from gpu.stylize.frames import FrameLayout, open_chunk_reader
+from gpu.stylize.metrics import StageCpu, find_child_process
 from gpu.stylize.placement import Placement, WorkCounter, log
 from gpu.stylize.plan import Plan
 from gpu.stylize.stylizer import Stylizer
-from gpu.video_io import FrameWriter, even_size, yuv420_frame_bytes
+from gpu.video_io import (
+    FrameReader,
+    FrameWriter,
+    encode_argv,
+    even_size,
+    yuv420_frame_bytes,
+)
 
 
 class BufferPool:
@@ -168,6 +176,14 @@ class JobContext:
     stop: threading.Event
     encoder_threads: int = 1
     decoder_threads: int = 1
+    cpu: StageCpu = field(default_factory=StageCpu)
+
+
+def encoder_name() -> str:
+    """The FFmpeg encoder of the stylized chunks, read from the writers' own command line so
+    that the summary names what ran."""
+    argv = encode_argv("ffmpeg", Path(os.devnull), 2, 2, crf=18, preset="veryfast")
+    return argv[argv.index("-c:v") + 1]
 
 
 def stylize_chunk(chunk: ChunkSpec, job: JobContext,
@@ -201,23 +217,41 @@ def stylize_chunk(chunk: ChunkSpec, job: JobContext,
 
     def decode() -> None:
         nonlocal frames_read
-        with open_chunk_reader(job.ffmpeg, job.input_dir / chunk.file, FrameLayout.of(manifest),
-                               job.decoder_threads) as reader:
-            while (frames := buffers.decoded.take(stop)) is not None:
-                if (out := buffers.stylized.take(stop)) is None:
-                    return
-                started = time.perf_counter()
-                count = reader.read_into(frames.numpy())
-                clock.decode += time.perf_counter() - started
-                if not count:
-                    buffers.decoded.give(frames)
-                    buffers.stylized.give(out)
-                    break
-                job.requests.put(Batch(frames, out, count, buffers, clock, stylized))
-                if count < len(frames):
-                    break
-            frames_read = reader.frames_read
-        job.requests.put(ChunkEnd(stylized))
+        thread_cpu, decoder_cpu = time.thread_time(), None
+        source, layout = job.input_dir / chunk.file, FrameLayout.of(manifest)
+        try:
+            with open_chunk_reader(job.ffmpeg, source, layout, job.decoder_threads) as reader:
+                runs_ffmpeg = isinstance(reader, FrameReader)  # raw chunks need no decoder
+                decoder = find_child_process(str(source)) if runs_ffmpeg else None
+                decoder_cpu = None if runs_ffmpeg else 0.0
+                # Read no further than the manifest's count, so the decoder's CPU time can be
+                # read after its last frame and before the read that meets its end reaps it.
+                while reader.frames_read < chunk.frames:
+                    if (frames := buffers.decoded.take(stop)) is None:
+                        return
+                    if (out := buffers.stylized.take(stop)) is None:
+                        return
+                    wanted = min(len(frames), chunk.frames - reader.frames_read)
+                    started = time.perf_counter()
+                    count = reader.read_into(frames.numpy()[:wanted])
+                    clock.decode += time.perf_counter() - started
+                    if count:
+                        job.requests.put(Batch(frames, out, count, buffers, clock, stylized))
+                    else:
+                        buffers.decoded.give(frames)
+                        buffers.stylized.give(out)
+                    if count < wanted:
+                        break  # fewer frames than the manifest says: the frame check reports it
+                if decoder:
+                    decoder_cpu = decoder.cpu_seconds()
+                # Frames past the manifest's count are counted for the frame check too.
+                spare = np.empty((1, layout.frame_bytes), np.uint8)
+                while reader.read_into(spare):
+                    pass
+                frames_read = reader.frames_read
+            job.requests.put(ChunkEnd(stylized))
+        finally:
+            job.cpu.add_decode(time.thread_time() - thread_cpu, decoder_cpu)
 
     try:
         decoder = run_stage("decode", decode, stop, errors)
@@ -262,6 +296,7 @@ def run_lane(job: JobContext, buffers: Buffers) -> None:
     """Claim chunks and stylize them one after another until none are left (a lane thread)."""
     placement, replies = job.placement, Pipe(job.stop)
     finished: ChunkReport | None = None
+    thread_cpu = time.thread_time()
     try:
         while True:
             job.requests.put(Claim(replies, finished))
@@ -285,6 +320,7 @@ def run_lane(job: JobContext, buffers: Buffers) -> None:
                            f"({frames / seconds:.1f} fps; decode {clock.decode:.2f} s, "
                            f"infer {clock.infer:.2f} s, encode {clock.encode:.2f} s)")
     finally:
+        job.cpu.add_lane(time.thread_time() - thread_cpu)
         job.requests.put(LANE_DONE)
 
 
