@@ -302,6 +302,12 @@ class JobSummary:
             that decoding kept busy; None where it could not be told apart from encoding.
         infer_core_share: The same for the network's stage (on CUDA, feeding the GPU).
         encode_core_share: The same for encoding (x264 and the threads feeding it).
+        strength: The style strength the network painted with, from 0 (near the input) to 1.
+        stroke_scale: The brush size; the network painted at ``working_width`` x
+            ``working_height`` and the frames were resized to and from that on the device.
+        preserve_colors: Whether the output kept the source's chroma.
+        working_width: Width the network painted at.
+        working_height: Height the network painted at.
     """
 
     total_frames: int
@@ -327,6 +333,11 @@ class JobSummary:
     decode_core_share: float | None = None
     infer_core_share: float | None = None
     encode_core_share: float | None = None
+    strength: float | None = None
+    stroke_scale: float | None = None
+    preserve_colors: bool = False
+    working_width: int = 0
+    working_height: int = 0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobSummary:

@@ -24,9 +24,13 @@ RGB_CHUNKS = InputFormat()
 
 
 def make_job(folder: Path, width: int, height: int, chunk_frames: list[int],
-             model_path: Path, input_format: InputFormat = RGB_CHUNKS) -> JobManifest:
+             model_path: Path, input_format: InputFormat = RGB_CHUNKS,
+             look: str = "") -> JobManifest:
     """A job folder like the CPU side writes, cut from one lavfi test clip: FFV1 planar RGB
-    chunks, or Ut Video YUV 4:2:0 ones in ``input_format.matrix`` at limited range."""
+    chunks, or Ut Video YUV 4:2:0 ones in ``input_format.matrix`` at limited range.
+
+    ``look`` is an FFmpeg filter chain applied to the test pattern first (e.g. to soften its
+    colours)."""
     chunks, first = [], 0
     if input_format.pix_fmt == "gbrp":
         codec = ["-c:v", "ffv1", "-pix_fmt", "gbrp"]
@@ -39,7 +43,8 @@ def make_job(folder: Path, width: int, height: int, chunk_frames: list[int],
                           first_frame=first)
         (folder / "chunks").mkdir(parents=True, exist_ok=True)
         source = (f"testsrc=size={width}x{height}:rate=25,"
-                  f"trim=start_frame={first}:end_frame={first + frames},setpts=PTS-STARTPTS")
+                  f"trim=start_frame={first}:end_frame={first + frames},setpts=PTS-STARTPTS"
+                  + (f",{look}" if look else ""))
         run_ffmpeg([FFMPEG, "-v", "error", "-f", "lavfi", "-i", source, *codec,
                     "-f", "matroska", str(folder / chunk.file)])
         chunks.append(chunk)

@@ -35,7 +35,7 @@ from gpu.stylize.frames import FrameLayout
 from gpu.stylize.metrics import CpuTicks, host_cpu_busy_fraction, read_cpu_ticks
 from gpu.stylize.pipeline import LANE_DONE, Claim, Pipe, RankWork, StageClock
 from gpu.stylize.plan import plan_job, read_valid_manifest
-from gpu.stylize.stylizer import Stylizer, warm_up_or_fall_back
+from gpu.stylize.stylizer import PaintControls, Stylizer, warm_up_or_fall_back
 from gpu.video_io import (
     FFmpegError,
     FrameWriter,
@@ -313,6 +313,7 @@ def test_summaries_written_before_and_after_the_new_fields_both_read(tmp_path: P
     assert summary.ranks[0].host_cpu_busy_fraction is None
     assert (summary.encoder, summary.encoder_crf, summary.encode_core_share) == ("", None, None)
     assert summary.ranks[0].encode_cpu_seconds is None and summary.ranks[0].host_cores == 0
+    assert (summary.strength, summary.stroke_scale, summary.preserve_colors) == (None, None, False)
     newer = {**older, "some_later_field": 1,
              "ranks": [{**older["ranks"][0], "some_later_rank_field": 2}]}
     (tmp_path / jobdir.SUMMARY_NAME).write_text(json.dumps(newer))
@@ -446,16 +447,17 @@ def test_failed_compile_is_a_clear_error(model_file: Path, monkeypatch: pytest.M
 
 
 def test_auto_compile_that_fails_goes_on_eager(model_file: Path) -> None:
-    """``--compile auto`` asks for speed, so its failed compile costs the job nothing; a mode
-    asked for by name still ends the job (above)."""
+    """``--compile auto`` asks for speed, so its failed compile costs the job nothing (and the
+    eager network paints as asked); a mode asked for by name still ends the job (above)."""
     model = load_style_model(model_file)
     frames = torch.from_numpy(np.random.default_rng(0).integers(
         0, 256, (3, FrameLayout(66, 50).frame_bytes), dtype=np.uint8))
     eager_out = torch.empty((3, 66 * 50 * 3 // 2), dtype=torch.uint8)
-    Stylizer(model, torch.device("cpu"), FrameLayout(66, 50))(frames, eager_out, 3)
+    paint = PaintControls(stroke_scale=3.0, preserve_colors=True)
+    Stylizer(model, torch.device("cpu"), FrameLayout(66, 50), paint=paint)(frames, eager_out, 3)
 
     def broken(fall_back: bool) -> Stylizer:
-        stylizer = Stylizer(model, torch.device("cpu"), FrameLayout(66, 50), "default")
+        stylizer = Stylizer(model, torch.device("cpu"), FrameLayout(66, 50), "default", paint)
 
         def broken_compile(frames: torch.Tensor) -> torch.Tensor:
             raise RuntimeError("InvalidCxxCompiler: no working C++ compiler")
@@ -464,7 +466,7 @@ def test_auto_compile_that_fails_goes_on_eager(model_file: Path) -> None:
         return stylizer
 
     stylizer, seconds, error = warm_up_or_fall_back(broken(True), 3, fall_back=True)
-    assert (stylizer.compile_mode, seconds) == ("none", 0.0)
+    assert (stylizer.compile_mode, seconds, stylizer.paint) == ("none", 0.0, paint)
     assert error is not None and "torch.compile(mode='default') failed" in error
     out = torch.empty_like(eager_out)
     stylizer(frames, out, 3)

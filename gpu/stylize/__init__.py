@@ -37,6 +37,13 @@ with CUDA events), how busy the host's CPUs were over the run (from ``/proc/stat
 of the host's cores each stage (decode, infer, encode) kept busy (see
 :mod:`~gpu.stylize.metrics`), and the encoder's settings: enough to see which is the limit.
 
+Three controls shape the painting (see :mod:`gpu.controls`): ``--strength`` (0, near the
+input, to 1, the full style; baked into the network once, so it costs nothing per frame),
+``--stroke-scale`` (the brush size: the network paints at a working size that is the same share
+of any frame, and the device resizes each batch to it and back) and ``--preserve-colors``
+(luminance from the painting, chroma from the source, in the output's BT.709 matrix). The
+summary records them and the working size.
+
 Each rank drives GPU ``OMPI_COMM_WORLD_LOCAL_RANK mod device count``, so two ranks may share
 a GPU; that helps when FFmpeg, not the GPU, is the limit. Launch with ``--bind-to none``: by
 default mpiexec pins each rank, and the FFmpeg processes it starts, to a single core.

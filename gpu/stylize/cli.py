@@ -7,7 +7,15 @@ import sys
 import traceback
 from pathlib import Path
 
-from gpu.stylize.defaults import COMPILE_MODES, CORES_PER_ENCODER, CPU_BATCH_SIZE, CUDA_BATCH_SIZE
+from gpu.controls import REFERENCE_HEIGHT, STROKE_SCALE_RANGE, check_stroke_scale
+from gpu.model import check_strength
+from gpu.stylize.defaults import (
+    COMPILE_MODES,
+    CORES_PER_ENCODER,
+    CPU_BATCH_SIZE,
+    CUDA_BATCH_SIZE,
+    DEFAULT_STROKE_SCALE,
+)
 from gpu.stylize.errors import FAULT_EXIT_CODE, INPUT_ERROR_EXIT_CODE, JobInputError
 from gpu.stylize.job import run
 
@@ -51,6 +59,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "rank whose network is the limit keeps few chunks in flight and "
                              "the last ones spread over the ranks (default 0: start one "
                              "whenever a lane is free)")
+    controls = parser.add_argument_group("painting controls")
+    controls.add_argument("--strength", type=float, default=None,
+                          help="style strength from 0 (near the input) to 1 (the full style) "
+                               "(default: the model's own default strength; networks trained "
+                               "without a strength control take only that)")
+    low, high = STROKE_SCALE_RANGE
+    controls.add_argument("--stroke-scale", type=float, default=DEFAULT_STROKE_SCALE,
+                          help=f"brush size, {low} to {high}: the network paints at "
+                               f"{REFERENCE_HEIGHT} / STROKE_SCALE lines and the frames are "
+                               f"resized on the device (default {DEFAULT_STROKE_SCALE})")
+    controls.add_argument("--preserve-colors", action="store_true",
+                          help="keep the source's colours: luminance from the painting, "
+                               "chroma from the source")
     parser.add_argument("--ffmpeg", default=None,
                         help="FFmpeg binary (default: $RESTYLE_FFMPEG, else the imageio-ffmpeg "
                              "binary, else ffmpeg on PATH)")
@@ -83,6 +104,15 @@ def check_args(args: argparse.Namespace) -> None:
     if args.encoder_threads < 0:
         raise JobInputError(f"--encoder-threads must be at least 1 (or 0 for the default), got "
                             f"{args.encoder_threads}", on_every_rank=True)
+    try:
+        if args.strength is not None:
+            check_strength(args.strength)
+    except ValueError as err:
+        raise JobInputError(f"--strength: {err}", on_every_rank=True) from None
+    try:
+        check_stroke_scale(args.stroke_scale)
+    except ValueError as err:
+        raise JobInputError(f"--stroke-scale: {err}", on_every_rank=True) from None
 
 
 def main(args: argparse.Namespace) -> None:

@@ -8,8 +8,11 @@ import torch.nn.functional as F
 from gpu.jobdir import YCBCR_MATRICES
 from gpu.stylize.frames import FrameLayout
 
-# BT.709 luma weights; Cb and Cr divide B - Y and R - Y by these to span [-0.5, 0.5].
-KR, KB = YCBCR_MATRICES["bt709"]
+OUTPUT_MATRIX = "bt709"
+"""The YCbCr matrix of the stylized chunks, whatever the input's."""
+
+# Its luma weights; Cb and Cr divide B - Y and R - Y by these to span [-0.5, 0.5].
+KR, KB = YCBCR_MATRICES[OUTPUT_MATRIX]
 CB_SCALE, CR_SCALE = 2 * (1 - KB), 2 * (1 - KR)
 
 

@@ -13,6 +13,10 @@ COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune",
 CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
 """Modes that replay CUDA graphs: they record during the first calls, so warm up with three."""
 
+DEFAULT_STROKE_SCALE = 1.0
+"""``--stroke-scale`` default: the network paints at :data:`gpu.controls.REFERENCE_HEIGHT`
+lines, where strokes look alike at 720p and 1080p (see :mod:`gpu.controls`)."""
+
 CPU_BATCH_SIZE = 2
 """Frames per forward pass on the CPU: small batches keep their activations in cache (see
 docs/performance.md)."""

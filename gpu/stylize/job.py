@@ -25,7 +25,7 @@ from gpu.stylize.metrics import ProcessCpu, host_cpu_busy_fraction, read_cpu_tic
 from gpu.stylize.pipeline import Buffers, JobContext, Pipe, RankWork, run_lane, run_stage
 from gpu.stylize.placement import WorkCounter, log, place
 from gpu.stylize.plan import plan_job
-from gpu.stylize.stylizer import Stylizer, warm_up_or_fall_back
+from gpu.stylize.stylizer import PaintControls, Stylizer, warm_up_or_fall_back
 from gpu.stylize.summary import write_summary
 from gpu.video_io import find_ffmpeg
 
@@ -59,11 +59,17 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
         model = load_style_model(model_path)
     except Exception as err:
         raise JobInputError(f"cannot load model {model_path}: {err}") from err
+    strength = model.default_strength if args.strength is None else args.strength
+    try:
+        model.set_strength(strength)
+    except ValueError as err:
+        raise JobInputError(f"--strength {strength}: {err}") from None
     pending_frames = sum(manifest.chunks[index].frames for index in plan.pending)
     compile_mode = resolve_compile_mode(
         args.compile, placement.device.type,
         pending_frames * manifest.width * manifest.height / 1e6 / placement.size)
-    stylizer = Stylizer(model, placement.device, FrameLayout.of(manifest), compile_mode)
+    stylizer = Stylizer(model, placement.device, FrameLayout.of(manifest), compile_mode,
+                        PaintControls(args.stroke_scale, args.preserve_colors))
     batch_size = args.batch_size or default_batch_size(placement.device.type, manifest.width,
                                                        manifest.height)
     encoders = args.encoders or default_encoders(placement.threads)
@@ -81,7 +87,9 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     log(placement, f"on {placement.host} {placement.device} ({placement.device_name}), "
                    f"{placement.threads} threads, {encoders} chunks in flight with "
                    f"{encoder_threads} x264 and {decoder_threads} decoder threads each, "
-                   f"batches of {batch_size}, compile {compile_mode}"
+                   f"batches of {batch_size}, compile {compile_mode}, strength {strength}, "
+                   f"painted at {stylizer.working_size[1]}x{stylizer.working_size[0]}"
+                   f"{' in the source colours' if args.preserve_colors else ''}"
                    + (f", a new chunk only while at most {args.max_waiting_batches} batches "
                       f"wait" if args.max_waiting_batches else ""))
 
@@ -148,7 +156,9 @@ def run(args: argparse.Namespace, comm: MPI.Comm) -> None:
         assert everyone is not None
         now = time.perf_counter()
         write_summary(output_dir, manifest, plan, everyone, placement,
-                      wall_seconds=now - started, run_seconds=now - run_started)
+                      wall_seconds=now - started, run_seconds=now - run_started,
+                      strength=strength, paint=stylizer.paint,
+                      working_size=stylizer.working_size)
     comm.Barrier()
 
 

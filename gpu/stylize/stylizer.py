@@ -4,29 +4,54 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gpu.stylize.colour import raw_to_rgb, rgb_to_yuv420
-from gpu.stylize.defaults import CUDA_GRAPH_MODES
+from gpu import controls
+from gpu.stylize.colour import OUTPUT_MATRIX, raw_to_rgb, rgb_to_yuv420
+from gpu.stylize.defaults import CUDA_GRAPH_MODES, DEFAULT_STROKE_SCALE
 from gpu.stylize.errors import CompileError
 from gpu.stylize.frames import FrameLayout
 from gpu.video_io import even_size, yuv420_frame_bytes
 
 
+@dataclass(frozen=True)
+class PaintControls:
+    """How the network paints each frame, beside its strength (which the network itself holds,
+    see :meth:`gpu.model.StyleNet.set_strength`).
+
+    Attributes:
+        stroke_scale: Brush size: the network paints at :func:`gpu.controls.working_size`.
+        preserve_colors: Keep the source's colours under the painted luminance.
+    """
+
+    stroke_scale: float = DEFAULT_STROKE_SCALE
+    preserve_colors: bool = False
+
+
 class Stylizer:
     """Runs the network on batches of raw decoded frames: bf16 autocast on CUDA, fp32 on the CPU.
+
+    Each batch is painted through :func:`gpu.controls.paint`, the one inference path the quality
+    report measures too: resized on the device to the stroke scale's working size (not at all
+    when that is the frame's size), painted, resized back, and given the source's colours if
+    asked. Only the network runs under autocast; the resizing and colours stay in fp32.
 
     Under a ``torch.compile`` mode the whole step from the raw planes to YUV 4:2:0 bytes is
     compiled, so the conversions on either side fuse with the network's first and last layers.
     """
 
     def __init__(self, model: nn.Module, device: torch.device, layout: FrameLayout,
-                 compile_mode: str = "none") -> None:
+                 compile_mode: str = "none", paint: PaintControls | None = None) -> None:
         self.device = device
         self.layout = layout
+        self.paint = paint or PaintControls()
+        # (height, width) the network paints at.
+        self.working_size = controls.working_size(layout.height, layout.width,
+                                                  self.paint.stroke_scale)
         self.cuda = device.type == "cuda"
         self.compile_mode = compile_mode
         self.model = model.to(device, memory_format=torch.channels_last) if self.cuda else model
@@ -79,15 +104,20 @@ class Stylizer:
         :func:`~gpu.stylize.colour.rgb_to_yuv420`)."""
         # RGB comes out channels_last (NHWC in memory), the layout tensor cores want.
         x = raw_to_rgb(frames, self.layout)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
-            y = self.model(x)
+        # The colours are kept in the output's matrix: its Cb and Cr planes are the source's.
+        y = controls.paint(self._network, x, stroke_scale=self.paint.stroke_scale,
+                           keep_colors=self.paint.preserve_colors, matrix=OUTPUT_MATRIX)
         width, height = self.layout.width, self.layout.height
         even_width, even_height = even_size(width, height)
         # Round through 8-bit RGB first, as if the frames had left the device as RGB24.
-        y = y.float().clamp_(0, 1).mul_(255).round_().div_(255)
+        y = y.clamp_(0, 1).mul_(255).round_().div_(255)
         if (even_width, even_height) != (width, height):
             y = F.pad(y, (0, even_width - width, 0, even_height - height), mode="replicate")
         return rgb_to_yuv420(y)
+
+    def _network(self, frames: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+            return self.model(frames).float()
 
     def warm_up(self, batch_size: int) -> float:
         """Run the first batches of the job's shape, which compile and autotune; time them.
@@ -139,7 +169,7 @@ def warm_up_or_fall_back(stylizer: Stylizer, batch_size: int, *, fall_back: bool
     except CompileError as err:
         if not fall_back:
             raise
-        eager = Stylizer(stylizer.model, stylizer.device, stylizer.layout)
+        eager = Stylizer(stylizer.model, stylizer.device, stylizer.layout, paint=stylizer.paint)
         return eager, eager.warm_up(batch_size), str(err).splitlines()[0]
 
 

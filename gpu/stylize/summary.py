@@ -12,6 +12,7 @@ from gpu.jobdir import JobManifest, JobSummary, RankSummary
 from gpu.stylize.pipeline import encoder_name
 from gpu.stylize.placement import Placement, log
 from gpu.stylize.plan import Plan
+from gpu.stylize.stylizer import PaintControls
 
 
 def device_busy_fraction(ranks: list[RankSummary], run_seconds: float) -> float:
@@ -63,8 +64,15 @@ def _percent(share: float | None) -> str:
 
 
 def write_summary(output_dir: Path, manifest: JobManifest, plan: Plan, ranks: list[RankSummary],
-                  placement: Placement, wall_seconds: float, run_seconds: float) -> None:
-    """Check that every chunk is done, then write ``summary.json`` (rank 0 only)."""
+                  placement: Placement, wall_seconds: float, run_seconds: float, *,
+                  strength: float, paint: PaintControls, working_size: tuple[int, int]) -> None:
+    """Check that every chunk is done, then write ``summary.json`` (rank 0 only).
+
+    Args:
+        strength: The style strength the network painted with.
+        paint: The other painting controls.
+        working_size: The (height, width) the network painted at.
+    """
     missing = [c.stem for c in manifest.chunks if not jobdir.is_chunk_done(output_dir, c)]
     if missing:
         raise RuntimeError(f"every rank finished but chunks {', '.join(missing[:10])} "
@@ -94,6 +102,11 @@ def write_summary(output_dir: Path, manifest: JobManifest, plan: Plan, ranks: li
         decode_core_share=_round(core_share(ranks, run_seconds, "decode_cpu_seconds")),
         infer_core_share=_round(core_share(ranks, run_seconds, "infer_cpu_seconds")),
         encode_core_share=_round(core_share(ranks, run_seconds, "encode_cpu_seconds")),
+        strength=strength,
+        stroke_scale=paint.stroke_scale,
+        preserve_colors=paint.preserve_colors,
+        working_height=working_size[0],
+        working_width=working_size[1],
     )
     if summary.total_frames != manifest.total_frames:
         raise RuntimeError(f"chunk reports add up to {summary.total_frames} frames, "
