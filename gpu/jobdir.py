@@ -40,8 +40,13 @@ MODEL_NAME = "model.safetensors"
 CHUNKS_DIR = "chunks"
 DONE_DIR = "done"
 SUMMARY_NAME = "summary.json"
-MANIFEST_VERSION = 2
-"""Version 2 added ``input_format``: chunks are no longer always planar RGB."""
+MANIFEST_VERSION = 3
+"""Version 2 added ``input_format`` (chunks are no longer always planar RGB); version 3 made
+``input_format.codec`` required, since chunks may now also be raw planes."""
+
+READABLE_MANIFEST_VERSIONS = (2, MANIFEST_VERSION)
+"""Versions this job reads. A version 2 manifest without ``input_format.codec`` was written
+before raw chunks existed, so its chunks are Ut Video; one with it is read like version 3."""
 
 CHUNK_CODECS = {"utvideo": ".mkv", "rawvideo": ".yuv"}
 """Codecs of input chunks, and the suffix of their files. ``utvideo``: lossless Ut Video in
@@ -96,8 +101,8 @@ class InputFormat:
         pix_fmt: One of :data:`CHUNK_PIX_FMTS`.
         matrix: For ``yuv420p``, the YCbCr matrix, a key of :data:`YCBCR_MATRICES`; None for
             ``gbrp``.
-        codec: How the chunk files store the frames, a key of :data:`CHUNK_CODECS`. Added after
-            version 2 came out: manifests without it are Ut Video's.
+        codec: How the chunk files store the frames, a key of :data:`CHUNK_CODECS` (required
+            from manifest version 3 on).
 
     Raises:
         ValueError: The pixel format, matrix or codec is unknown, or they do not go together.
@@ -148,30 +153,37 @@ class JobManifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobManifest:
-        """The manifest in ``data``, as :meth:`to_json` writes it.
+        """The manifest in ``data``, as :meth:`to_json` writes it (or an older readable version,
+        read as the current one).
 
         Raises:
-            ValueError: Another version, or values that do not fit (the message says which).
+            ValueError: A version not in :data:`READABLE_MANIFEST_VERSIONS`, or values that do
+                not fit (the message says which).
             KeyError: A required key is missing.
             TypeError: An object has keys its dataclass does not know.
         """
-        if data.get("version") != MANIFEST_VERSION:
-            raise ValueError(f"unsupported job manifest version {data.get('version')!r} "
-                             f"(this job reads version {MANIFEST_VERSION})")
+        version = data.get("version")
+        if version not in READABLE_MANIFEST_VERSIONS:
+            readable = " and ".join(map(str, READABLE_MANIFEST_VERSIONS))
+            raise ValueError(f"unsupported job manifest version {version!r} "
+                             f"(this job reads versions {readable})")
         chunks = [ChunkSpec(**c) for c in data["chunks"]]
         if sum(c.frames for c in chunks) != data["total_frames"]:
             raise ValueError("job manifest: chunk frame counts do not add up to total_frames")
-        input_format = data["input_format"]
-        if not isinstance(input_format, dict):
+        stored_format = data["input_format"]
+        if not isinstance(stored_format, dict):
             raise ValueError(f"job manifest: input_format must be an object, got "
-                             f"{input_format!r}")
+                             f"{stored_format!r}")
+        input_format = InputFormat(**stored_format)
+        if version >= 3 and "codec" not in stored_format:
+            raise ValueError(f"job manifest: version {version} needs input_format.codec")
         return cls(
             width=data["width"],
             height=data["height"],
             total_frames=data["total_frames"],
             chunks=chunks,
             encode=EncodeSettings(**data.get("encode", {})),
-            input_format=InputFormat(**input_format),
+            input_format=input_format,
         )
 
 
@@ -219,6 +231,13 @@ class RankSummary:
         host_cpu_busy_fraction: The share of all the host's CPU time that was busy over its
             run (every process's, not only its own: ranks on one host see the same figure);
             None where ``/proc/stat`` is unreadable.
+        host_cores: The host's CPUs, which the core shares of :class:`JobSummary` divide by.
+        decode_cpu_seconds: CPU time of its decoding over its run: its decode threads and
+            their FFmpeg decoders. None where a decoder's time could not be read.
+        infer_cpu_seconds: CPU time of the rest of its own process: the network on the CPU,
+            or feeding the GPU, and MPI.
+        encode_cpu_seconds: CPU time of its encoding: its lane threads and their x264
+            encoders. None where the decoders' time could not be told apart from it.
     """
 
     rank: int
@@ -241,6 +260,10 @@ class RankSummary:
     device_seconds: float = 0.0
     device_busy_fraction: float = 0.0
     host_cpu_busy_fraction: float | None = None
+    host_cores: int = 0
+    decode_cpu_seconds: float | None = None
+    infer_cpu_seconds: float | None = None
+    encode_cpu_seconds: float | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RankSummary:
@@ -269,6 +292,22 @@ class JobSummary:
             spent on the job's batches (see :attr:`RankSummary.device_seconds`).
         input_pix_fmt: The input chunks' pixel format (:attr:`InputFormat.pix_fmt`).
         input_matrix: Their YCbCr matrix (:attr:`InputFormat.matrix`), None for RGB chunks.
+        encoder: The FFmpeg encoder of the stylized chunks (``libx264``).
+        encoder_preset: Its preset (:attr:`EncodeSettings.preset`).
+        encoder_crf: Its constant rate factor (:attr:`EncodeSettings.crf`).
+        encoder_threads: Threads of each encoder (rank 0's; see :class:`RankSummary`).
+        host_cpu_busy_fraction: Mean over the hosts of the share of their CPU time that was
+            busy over the run, every process's; None where ``/proc/stat`` is unreadable.
+        decode_core_share: The share of the hosts' cores (all of them, over ``run_seconds``)
+            that decoding kept busy; None where it could not be told apart from encoding.
+        infer_core_share: The same for the network's stage (on CUDA, feeding the GPU).
+        encode_core_share: The same for encoding (x264 and the threads feeding it).
+        strength: The style strength the network painted with, from 0 (near the input) to 1.
+        stroke_scale: The brush size; the network painted at ``working_width`` x
+            ``working_height`` and the frames were resized to and from that on the device.
+        preserve_colors: Whether the output kept the source's chroma.
+        working_width: Width the network painted at.
+        working_height: Height the network painted at.
     """
 
     total_frames: int
@@ -286,6 +325,19 @@ class JobSummary:
     device_busy_fraction: float = 0.0
     input_pix_fmt: str = ""
     input_matrix: str | None = None
+    encoder: str = ""
+    encoder_preset: str = ""
+    encoder_crf: int | None = None
+    encoder_threads: int = 0
+    host_cpu_busy_fraction: float | None = None
+    decode_core_share: float | None = None
+    infer_core_share: float | None = None
+    encode_core_share: float | None = None
+    strength: float | None = None
+    stroke_scale: float | None = None
+    preserve_colors: bool = False
+    working_width: int = 0
+    working_height: int = 0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobSummary:

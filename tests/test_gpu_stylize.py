@@ -7,7 +7,6 @@ module-scoped fixtures shared by the tests that read them.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -15,7 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
@@ -23,30 +21,21 @@ import torch
 from gpu import jobdir
 from gpu.jobdir import ChunkSpec, EncodeSettings, InputFormat, JobManifest
 from gpu.model import build_model, load_style_model, save_weights
-from gpu.stylize import (
-    _LANE_DONE,
+from gpu.stylize.colour import rgb_to_yuv420
+from gpu.stylize.defaults import (
     AUTO_COMPILE_MEGAPIXEL_FRAMES,
-    CompileError,
-    CpuTicks,
-    FrameLayout,
-    JobInputError,
-    RankWork,
-    StageClock,
-    Stylizer,
-    _Claim,
-    _Pipe,
     default_batch_size,
     default_decoder_threads,
     default_encoder_threads,
     default_encoders,
-    host_cpu_busy_fraction,
-    plan_job,
-    read_cpu_ticks,
-    read_valid_manifest,
     resolve_compile_mode,
-    rgb_to_yuv420,
-    warm_up_or_fall_back,
 )
+from gpu.stylize.errors import CompileError, JobInputError
+from gpu.stylize.frames import FrameLayout
+from gpu.stylize.metrics import CpuTicks, host_cpu_busy_fraction, read_cpu_ticks
+from gpu.stylize.pipeline import LANE_DONE, Claim, Pipe, RankWork, StageClock
+from gpu.stylize.plan import plan_job, read_valid_manifest
+from gpu.stylize.stylizer import PaintControls, Stylizer, warm_up_or_fall_back
 from gpu.video_io import (
     FFmpegError,
     FrameWriter,
@@ -58,102 +47,19 @@ from gpu.video_io import (
     run_ffmpeg,
     yuv420_frame_bytes,
 )
-
-REPO = Path(__file__).resolve().parent.parent
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-MPIEXEC = Path(sys.executable).parent / "mpiexec"
-LAUNCH_TIMEOUT = 180
-RGB_CHUNKS = InputFormat()
-
-
-def make_job(folder: Path, width: int, height: int, chunk_frames: list[int],
-             model_path: Path, input_format: InputFormat = RGB_CHUNKS) -> JobManifest:
-    """A job folder like the CPU side writes, cut from one lavfi test clip: FFV1 planar RGB
-    chunks, or Ut Video YUV 4:2:0 ones in ``input_format.matrix`` at limited range."""
-    chunks, first = [], 0
-    if input_format.pix_fmt == "gbrp":
-        codec = ["-c:v", "ffv1", "-pix_fmt", "gbrp"]
-    else:
-        matrix = {"bt601": "smpte170m"}.get(input_format.matrix, input_format.matrix)
-        codec = ["-vf", f"scale=out_color_matrix={matrix}:out_range=tv:flags=accurate_rnd",
-                 "-c:v", "utvideo", "-pred", "left", "-pix_fmt", "yuv420p"]
-    for index, frames in enumerate(chunk_frames):
-        chunk = ChunkSpec(index=index, file=f"chunks/{index:05d}.mkv", frames=frames,
-                          first_frame=first)
-        (folder / "chunks").mkdir(parents=True, exist_ok=True)
-        source = (f"testsrc=size={width}x{height}:rate=25,"
-                  f"trim=start_frame={first}:end_frame={first + frames},setpts=PTS-STARTPTS")
-        run_ffmpeg([FFMPEG, "-v", "error", "-f", "lavfi", "-i", source, *codec,
-                    "-f", "matroska", str(folder / chunk.file)])
-        chunks.append(chunk)
-        first += frames
-    manifest = JobManifest(width=width, height=height, total_frames=first, chunks=chunks,
-                           encode=EncodeSettings(crf=18, preset="ultrafast"),
-                           input_format=input_format)
-    jobdir.write_manifest(folder, manifest)
-    (folder / jobdir.MODEL_NAME).write_bytes(model_path.read_bytes())
-    return manifest
-
-
-def raw_twin(source_dir: Path, folder: Path, manifest: JobManifest) -> JobManifest:
-    """A copy of a job whose chunks are raw: each holds the planes FFmpeg decodes the source
-    chunk to, as the CPU side's ``rawvideo`` split writes them."""
-    chunks = []
-    for chunk in manifest.chunks:
-        raw = replace(chunk, file=str(Path(chunk.file).with_suffix(".yuv")))
-        (folder / raw.file).parent.mkdir(parents=True, exist_ok=True)
-        (folder / raw.file).write_bytes(run_ffmpeg(decode_argv(
-            FFMPEG, source_dir / chunk.file, manifest.input_format.pix_fmt)))
-        chunks.append(raw)
-    twin = replace(manifest, chunks=chunks,
-                   input_format=replace(manifest.input_format, codec="rawvideo"))
-    jobdir.write_manifest(folder, twin)
-    (folder / jobdir.MODEL_NAME).write_bytes((source_dir / jobdir.MODEL_NAME).read_bytes())
-    return twin
-
-
-def launch(input_dir: Path, output_dir: Path, ranks: int | None, *extra: str,
-           model: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the job under ``mpiexec -n ranks``, or as a plain process when ``ranks`` is None."""
-    argv = [sys.executable, "-m", "gpu.stylize", "--input", str(input_dir),
-            "--output", str(output_dir), "--device", "cpu", "--threads", "1",
-            "--batch-size", "3", *extra]
-    if model is not None:
-        argv += ["--model", str(model)]
-    if ranks is not None:
-        launcher = [str(MPIEXEC), "-n", str(ranks), "--oversubscribe"]
-        if os.geteuid() == 0:
-            launcher.append("--allow-run-as-root")
-        argv = launcher + argv
-    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True,
-                          timeout=LAUNCH_TIMEOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def decode(path: Path, width: int, height: int) -> np.ndarray:
-    """All frames of ``path`` as (N, height, width, 3) uint8."""
-    data = run_ffmpeg(decode_argv(FFMPEG, path, "rgb24"))
-    assert len(data) % (width * height * 3) == 0, f"{path} is not {width}x{height}"
-    return np.frombuffer(data, np.uint8).reshape(-1, height, width, 3)
-
-
-def decode_output(output_dir: Path, manifest: JobManifest, chunk: ChunkSpec) -> np.ndarray:
-    """A stylized chunk's frames, cropped back from the even coded size to the display size."""
-    frames = decode(jobdir.output_chunk_path(output_dir, chunk), *even_size(manifest.width,
-                                                                             manifest.height))
-    return frames[:, :manifest.height, :manifest.width]
-
-
-def parameter_sets(path: Path) -> list[bytes]:
-    """The SPS and PPS NAL units of an H.264 file, in Annex B order."""
-    stream = run_ffmpeg([FFMPEG, "-v", "error", "-i", str(path), "-map", "0:v:0", "-c:v", "copy",
-                         "-bsf:v", "h264_mp4toannexb", "-f", "h264", "pipe:1"])
-    units = [u.lstrip(b"\x00") for u in stream.split(b"\x00\x00\x01")]
-    return [u for u in units if u and u[0] & 0x1F in (7, 8)]
+from tests.stylize_jobs import (
+    FFMPEG,
+    LAUNCH_TIMEOUT,
+    REPO,
+    RGB_CHUNKS,
+    decode,
+    decode_output,
+    launch,
+    make_job,
+    ok,
+    parameter_sets,
+    raw_twin,
+)
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +90,7 @@ def runs_by_ranks(tmp_path_factory: pytest.TempPathFactory,
     return outputs
 
 
+@pytest.mark.slow
 def test_every_rank_count_accounts_for_every_frame(
     runs_by_ranks: dict[int, Path], even_job: tuple[Path, JobManifest]
 ) -> None:
@@ -207,6 +114,7 @@ def test_every_rank_count_accounts_for_every_frame(
         assert not list((output_dir / jobdir.CHUNKS_DIR).glob(".*")), "temporary files left"
 
 
+@pytest.mark.slow
 def test_output_is_stylized_and_the_same_whatever_the_rank_count(
     runs_by_ranks: dict[int, Path], even_job: tuple[Path, JobManifest]
 ) -> None:
@@ -240,6 +148,7 @@ def runs_with_chunks_in_flight(tmp_path_factory: pytest.TempPathFactory,
     return outputs
 
 
+@pytest.mark.slow
 def test_raw_chunks_stylize_exactly_like_the_chunks_they_were_decoded_from(
     runs_by_ranks: dict[int, Path], even_job: tuple[Path, JobManifest], tmp_path: Path
 ) -> None:
@@ -282,6 +191,7 @@ def test_raw_frame_reader_reads_whole_frames_and_refuses_a_partial_one(tmp_path:
             pass
 
 
+@pytest.mark.slow
 def test_chunks_in_flight_change_neither_frames_nor_pictures(
     runs_with_chunks_in_flight: dict[tuple[int, int], Path], runs_by_ranks: dict[int, Path],
     even_job: tuple[Path, JobManifest],
@@ -321,6 +231,7 @@ def rgb_twin(yuv_dir: Path, folder: Path, manifest: JobManifest) -> JobManifest:
     return twin
 
 
+@pytest.mark.slow
 def test_yuv420p_chunks_stylize_like_their_rgb_conversion(tmp_path: Path,
                                                           model_file: Path) -> None:
     """BT.709 4:2:0 chunks, converted to RGB by the job itself, stylize to what the same
@@ -363,6 +274,7 @@ def test_bad_encoder_threads_is_a_clear_error(even_job: tuple[Path, JobManifest]
     assert "--encoder-threads must be at least 1" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_summary_reports_warm_up_steady_rate_and_device_busy(
     runs_by_ranks: dict[int, Path]
 ) -> None:
@@ -383,6 +295,12 @@ def test_summary_reports_warm_up_steady_rate_and_device_busy(
                                                           abs=0.01)
         assert isinstance(rank.host_cpu_busy_fraction, float)  # Linux: /proc/stat is there
         assert 0 <= rank.host_cpu_busy_fraction <= 1
+        assert None not in (rank.decode_cpu_seconds, rank.infer_cpu_seconds,
+                            rank.encode_cpu_seconds)
+    # Two ranks on one host: its cores count once.
+    assert summary.encode_core_share == pytest.approx(
+        sum(r.encode_cpu_seconds for r in summary.ranks)
+        / (summary.ranks[0].host_cores * summary.run_seconds), abs=1e-3)
 
 
 def test_summaries_written_before_and_after_the_new_fields_both_read(tmp_path: Path) -> None:
@@ -393,6 +311,9 @@ def test_summaries_written_before_and_after_the_new_fields_both_read(tmp_path: P
     summary = jobdir.read_summary(tmp_path)
     assert summary.compile == "none" and summary.steady_fps == 0 and summary.ranks[0].encoders == 0
     assert summary.ranks[0].host_cpu_busy_fraction is None
+    assert (summary.encoder, summary.encoder_crf, summary.encode_core_share) == ("", None, None)
+    assert summary.ranks[0].encode_cpu_seconds is None and summary.ranks[0].host_cores == 0
+    assert (summary.strength, summary.stroke_scale, summary.preserve_colors) == (None, None, False)
     newer = {**older, "some_later_field": 1,
              "ranks": [{**older["ranks"][0], "some_later_rank_field": 2}]}
     (tmp_path / jobdir.SUMMARY_NAME).write_text(json.dumps(newer))
@@ -406,6 +327,7 @@ intr 12345 0 0
 """
 
 
+@pytest.mark.slow
 def test_held_claims_keep_a_network_bound_rank_to_few_chunks_and_still_finish(
     runs_by_ranks: dict[int, Path], even_job: tuple[Path, JobManifest], tmp_path: Path
 ) -> None:
@@ -448,9 +370,9 @@ def serve_in_order(max_waiting_batches: int) -> list[str]:
                         chunks=[SimpleNamespace(index=n) for n in range(10)])),
                     placement=SimpleNamespace(rank=0), fault_rank=None, fault_after_chunks=0,
                     max_waiting_batches=max_waiting_batches)
-    requests = _Pipe(threading.Event())
-    for item in (_Claim(Reply("A"), None), batch("a1"), batch("a2"), _Claim(Reply("B"), None),
-                 batch("a3"), batch("a4"), _LANE_DONE, _LANE_DONE):
+    requests = Pipe(threading.Event())
+    for item in (Claim(Reply("A"), None), batch("a1"), batch("a2"), Claim(Reply("B"), None),
+                 batch("a3"), batch("a4"), LANE_DONE, LANE_DONE):
         requests.put(item)
     work.serve(requests, lanes=2)
     return events
@@ -497,7 +419,7 @@ def test_compile_encoder_and_thread_defaults() -> None:
     assert resolve_compile_mode("max-autotune") == "max-autotune"
     assert resolve_compile_mode("none", "cuda", 1e9) == "none"
     assert [default_encoders(t) for t in (1, 2, 4, 8, 16)] == [1, 1, 2, 4, 8]
-    # Each chunk's x264 may use all of the rank's threads (faster at 1080p on the H200 host).
+    # Each chunk's x264 may use all of the rank's threads (why: docs/performance.md).
     assert [default_encoder_threads(t) for t in (1, 2, 4, 8, 16)] == [1, 2, 4, 8, 16]
     assert [default_decoder_threads(t) for t in (1, 2, 16, 64)] == [1, 2, 2, 2]
 
@@ -525,16 +447,17 @@ def test_failed_compile_is_a_clear_error(model_file: Path, monkeypatch: pytest.M
 
 
 def test_auto_compile_that_fails_goes_on_eager(model_file: Path) -> None:
-    """``--compile auto`` asks for speed, so its failed compile costs the job nothing; a mode
-    asked for by name still ends the job (above)."""
+    """``--compile auto`` asks for speed, so its failed compile costs the job nothing (and the
+    eager network paints as asked); a mode asked for by name still ends the job (above)."""
     model = load_style_model(model_file)
     frames = torch.from_numpy(np.random.default_rng(0).integers(
         0, 256, (3, FrameLayout(66, 50).frame_bytes), dtype=np.uint8))
     eager_out = torch.empty((3, 66 * 50 * 3 // 2), dtype=torch.uint8)
-    Stylizer(model, torch.device("cpu"), FrameLayout(66, 50))(frames, eager_out, 3)
+    paint = PaintControls(stroke_scale=3.0, preserve_colors=True)
+    Stylizer(model, torch.device("cpu"), FrameLayout(66, 50), paint=paint)(frames, eager_out, 3)
 
     def broken(fall_back: bool) -> Stylizer:
-        stylizer = Stylizer(model, torch.device("cpu"), FrameLayout(66, 50), "default")
+        stylizer = Stylizer(model, torch.device("cpu"), FrameLayout(66, 50), "default", paint)
 
         def broken_compile(frames: torch.Tensor) -> torch.Tensor:
             raise RuntimeError("InvalidCxxCompiler: no working C++ compiler")
@@ -543,7 +466,7 @@ def test_auto_compile_that_fails_goes_on_eager(model_file: Path) -> None:
         return stylizer
 
     stylizer, seconds, error = warm_up_or_fall_back(broken(True), 3, fall_back=True)
-    assert (stylizer.compile_mode, seconds) == ("none", 0.0)
+    assert (stylizer.compile_mode, seconds, stylizer.paint) == ("none", 0.0, paint)
     assert error is not None and "torch.compile(mode='default') failed" in error
     out = torch.empty_like(eager_out)
     stylizer(frames, out, 3)
@@ -554,6 +477,7 @@ def test_auto_compile_that_fails_goes_on_eager(model_file: Path) -> None:
     assert warm_up_or_fall_back(working, 3, fall_back=True) == (working, 0.0, None)
 
 
+@pytest.mark.slow
 def test_chunks_share_parameter_sets_and_carry_bt709_tags(
     runs_by_ranks: dict[int, Path], even_job: tuple[Path, JobManifest]
 ) -> None:
@@ -569,6 +493,7 @@ def test_chunks_share_parameter_sets_and_carry_bt709_tags(
     assert "h264" in probe and "yuv420p(tv, bt709" in probe and "66x50" in probe, probe
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoders", [1, 3])
 def test_dead_rank_fails_the_job_and_the_rerun_does_only_the_rest(
     tmp_path: Path, model_file: Path, encoders: int
@@ -613,6 +538,7 @@ def test_dead_rank_fails_the_job_and_the_rerun_does_only_the_rest(
         assert np.abs(coded[:, :, 65] - coded[:, :, 64]).mean() < 6
 
 
+@pytest.mark.slow
 def test_frame_count_mismatch_fails_every_rank_with_a_clear_error(
     tmp_path: Path, model_file: Path
 ) -> None:
@@ -707,15 +633,20 @@ def test_manifest_records_the_input_format_strictly() -> None:
                          InputFormat("yuv420p", "bt2020nc"), InputFormat("gbrp")):
         manifest = JobManifest(64, 48, 5, chunks, input_format=input_format)
         data = json.loads(json.dumps(manifest.to_json()))
-        assert data["version"] == 2
+        assert data["version"] == 3
         assert data["input_format"] == {"pix_fmt": input_format.pix_fmt,
                                         "matrix": input_format.matrix, "codec": "utvideo"}
         assert JobManifest.from_json(data) == manifest
-        # Written before the codec was recorded: Ut Video, which was all there was.
-        del data["input_format"]["codec"]
-        assert JobManifest.from_json(data) == manifest
+        without_codec = {**data, "input_format": {
+            k: v for k, v in data["input_format"].items() if k != "codec"}}
+        with pytest.raises(ValueError, match="version 3 needs input_format.codec"):
+            JobManifest.from_json(without_codec)
+        # Version 2, written before the codec was recorded: Ut Video, which was all there was.
+        assert JobManifest.from_json({**without_codec, "version": 2}) == manifest
     raw = JobManifest(64, 48, 5, chunks, input_format=InputFormat("gbrp", codec="rawvideo"))
     assert JobManifest.from_json(json.loads(json.dumps(raw.to_json()))) == raw
+    # Version 2 manifests written after the codec field came, without a version bump.
+    assert JobManifest.from_json({**raw.to_json(), "version": 2}) == raw
     good = JobManifest(64, 48, 5, chunks, input_format=InputFormat("yuv420p", "bt709")).to_json()
     bad = {
         "'rgb24' is not one of yuv420p, gbrp": {"pix_fmt": "rgb24", "matrix": None},
@@ -734,8 +665,13 @@ def test_manifest_records_the_input_format_strictly() -> None:
         JobManifest.from_json({**good, "input_format": {**good["input_format"], "range": "pc"}})
     with pytest.raises(KeyError, match="input_format"):
         JobManifest.from_json({k: v for k, v in good.items() if k != "input_format"})
-    with pytest.raises(ValueError, match="unsupported job manifest version 1"):
+    with pytest.raises(ValueError, match="unsupported job manifest version 1 "
+                                         r"\(this job reads versions 2 and 3\)"):
         JobManifest.from_json({**good, "version": 1})  # RGB-only manifests are refused
+    with pytest.raises(ValueError, match="unsupported job manifest version 4"):
+        JobManifest.from_json({**good, "version": 4})  # from a newer CPU side
+    with pytest.raises(ValueError, match="unsupported job manifest version None"):
+        JobManifest.from_json({k: v for k, v in good.items() if k != "version"})
 
 
 def test_ffmpeg_command_lines() -> None:
