@@ -50,22 +50,14 @@ from typing import Any, NamedTuple
 
 import torch
 
+from gpu.ffmpeg import find_ffmpeg, run_ffmpeg
 from gpu.jobdir import InputFormat, atomic_write_json
 from gpu.model import load_style_model
 from gpu.stylize import FrameLayout, Stylizer
+from gpu.video_io import COLOUR_TAGS, RawFrameReader, encode_argv, even_size, yuv420_frame_bytes
+from tasks.repo import SHIPPED_STYLES_DIR
 
-# The project's FFmpeg locator, runner and encoder command: this bench's one FFmpeg import site.
-from gpu.video_io import (
-    COLOUR_TAGS,
-    RawFrameReader,
-    encode_argv,
-    even_size,
-    find_ffmpeg,
-    run_ffmpeg,
-    yuv420_frame_bytes,
-)
-
-STYLES_DIR = Path(__file__).resolve().parent.parent / "gpu" / "styles"
+STYLES_DIR = SHIPPED_STYLES_DIR
 DEFAULT_STYLES = ("starry_night", "the_scream", "great_wave")
 DEFAULT_PRESETS = ("ultrafast", "superfast", "veryfast", "faster")
 DEFAULT_CRFS = tuple(range(16, 24))

@@ -72,9 +72,13 @@ def luma(rgb: torch.Tensor, matrix: str = "bt709") -> torch.Tensor:
 
 def preserve_colors(stylized: torch.Tensor, source: torch.Tensor, matrix: str = "bt709"
                     ) -> torch.Tensor:
-    """The source's colours under the painted frame's luminance."""
+    """The source's colours under the painted frame's luminance.
+
+    Not clamped: a bright luminance under a saturated colour leaves the RGB cube, and only a
+    conversion to Y'CbCr before clamping keeps the source's chroma exactly.
+    """
     source = source.to(stylized.dtype)
-    return (source + (luma(stylized, matrix) - luma(source, matrix))).clamp_(0, 1)
+    return source + (luma(stylized, matrix) - luma(source, matrix))
 
 
 def paint(network: Callable[[torch.Tensor], torch.Tensor], frames: torch.Tensor, *,

@@ -21,11 +21,7 @@ from typing import IO
 
 import numpy as np
 
-# FFmpegError, find_ffmpeg and run_ffmpeg are re-exported for the modules and tests that
-# imported them from here before gpu.ffmpeg owned them.
 from gpu.ffmpeg import QUIET_OPTIONS, FFmpegError, FFmpegProcess
-from gpu.ffmpeg import find_ffmpeg as find_ffmpeg
-from gpu.ffmpeg import run_ffmpeg as run_ffmpeg
 
 NOMINAL_FRAME_RATE = 25
 """Output chunks carry a nominal constant rate: the CPU side retimes frames to the source's

@@ -13,8 +13,9 @@ import imageio_ffmpeg
 import numpy as np
 
 from gpu import jobdir
+from gpu.ffmpeg import run_ffmpeg
 from gpu.jobdir import ChunkSpec, EncodeSettings, InputFormat, JobManifest
-from gpu.video_io import decode_argv, even_size, run_ffmpeg
+from gpu.video_io import decode_argv, even_size
 
 REPO = Path(__file__).resolve().parent.parent
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()

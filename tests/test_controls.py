@@ -39,9 +39,9 @@ def test_stroke_scale_out_of_range_is_refused(scale: float) -> None:
 
 def test_preserve_colors_keeps_the_source_chroma_and_the_painted_luma() -> None:
     torch.manual_seed(0)
-    # Mid-range colours, so clamping never bites and the identity holds to rounding.
-    source = 0.3 + 0.4 * torch.rand(2, 3, 8, 8)
-    painted = 0.3 + 0.4 * torch.rand(2, 3, 8, 8)
+    # Saturated colours too: nothing is clamped, so the chroma survives even off the RGB cube.
+    source = torch.rand(2, 3, 8, 8)
+    painted = torch.rand(2, 3, 8, 8)
     kept = controls.preserve_colors(painted, source, "bt709")
     assert torch.allclose(bt709_chroma(kept), bt709_chroma(source), atol=1e-6)
     assert torch.allclose(controls.luma(kept), controls.luma(painted), atol=1e-6)

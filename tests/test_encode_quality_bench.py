@@ -10,7 +10,8 @@ import pytest
 
 from bench import encode_quality
 from bench.encode_quality import Comparison, Setting, Stats, choose, compare, summarize
-from gpu.video_io import encode_argv, find_ffmpeg, yuv420_frame_bytes
+from gpu.ffmpeg import find_ffmpeg
+from gpu.video_io import encode_argv, yuv420_frame_bytes
 from tests.clips import make_clip
 
 BASE = Setting("veryfast", 18)

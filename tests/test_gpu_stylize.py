@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from gpu import jobdir
+from gpu.ffmpeg import FFmpegError, run_ffmpeg
 from gpu.jobdir import ChunkSpec, EncodeSettings, InputFormat, JobManifest
 from gpu.model import build_model, load_style_model, save_weights
 from gpu.stylize.colour import rgb_to_yuv420
@@ -37,14 +38,11 @@ from gpu.stylize.pipeline import LANE_DONE, Claim, Pipe, RankWork, StageClock
 from gpu.stylize.plan import plan_job, read_valid_manifest
 from gpu.stylize.stylizer import PaintControls, Stylizer, warm_up_or_fall_back
 from gpu.video_io import (
-    FFmpegError,
     FrameWriter,
     RawFrameReader,
     decode_argv,
     encode_argv,
     even_size,
-    find_ffmpeg,
-    run_ffmpeg,
     yuv420_frame_bytes,
 )
 from tests.stylize_jobs import (
@@ -723,23 +721,6 @@ def test_encoded_colours_decode_back_through_the_tagged_matrix(tmp_path: Path) -
     decoded = decode(tmp_path / "flat.mkv", 32, 16)
     assert decoded.shape == (4, 16, 32, 3)
     assert np.abs(decoded[:, 8, 16].astype(int) - (colours * 255).round().numpy()).max() <= 3
-
-
-def test_find_ffmpeg_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("RESTYLE_FFMPEG", FFMPEG)
-    assert find_ffmpeg() == FFMPEG
-    assert find_ffmpeg(sys.executable) == sys.executable
-    monkeypatch.setenv("RESTYLE_FFMPEG", str(tmp_path / "missing-ffmpeg"))
-    with pytest.raises(FileNotFoundError, match="RESTYLE_FFMPEG"):
-        find_ffmpeg()
-    monkeypatch.delenv("RESTYLE_FFMPEG")
-    assert find_ffmpeg() == FFMPEG
-
-
-def test_run_ffmpeg_error_carries_stderr(tmp_path: Path) -> None:
-    with pytest.raises(FFmpegError, match="No such file") as caught:
-        run_ffmpeg(decode_argv(FFMPEG, tmp_path / "absent.mkv", "gbrp"))
-    assert "absent.mkv" in caught.value.stderr
 
 
 @pytest.mark.gpu

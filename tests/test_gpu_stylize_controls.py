@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from gpu import jobdir
+from gpu.ffmpeg import run_ffmpeg
 from gpu.jobdir import EncodeSettings, InputFormat, JobManifest
 from gpu.model import build_model, load_style_model, save_weights
 from gpu.stylize.cli import check_args, get_args_parser
@@ -19,7 +20,7 @@ from gpu.stylize.colour import raw_to_rgb, rgb_to_yuv420
 from gpu.stylize.errors import INPUT_ERROR_EXIT_CODE, JobInputError
 from gpu.stylize.frames import FrameLayout
 from gpu.stylize.stylizer import PaintControls, Stylizer
-from gpu.video_io import decode_argv, run_ffmpeg, yuv420_frame_bytes
+from gpu.video_io import decode_argv, yuv420_frame_bytes
 from tests.stylize_jobs import FFMPEG, launch, make_job, ok
 
 WIDTH, HEIGHT = 66, 50
@@ -57,8 +58,8 @@ def job(tmp_path_factory: pytest.TempPathFactory,
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, job: tuple[Path, JobManifest]
          ) -> dict[str, Path]:
-    """The job at stroke scale 4 (the network paints at 180x136): once at strength 0.25, once
-    at the model's default strength in the source's colours."""
+    """The job at stroke scale 4 (180 working lines: the 50-line frame is painted as it is):
+    once at strength 0.25, once at the model's default strength in the source's colours."""
     input_dir, _ = job
     outputs = {}
     for name, extra in {"strength": ["--strength", "0.25"],
@@ -110,14 +111,14 @@ def test_the_strength_argument_reaches_the_network(
         assert gap(output, painted(conditioned_model, manifest, source, 0.75, four)) > 4.0
 
 
-def test_the_output_keeps_the_frame_size_while_the_network_paints_at_another(
+def test_a_frame_shorter_than_the_working_height_is_painted_at_its_own_size(
     runs: dict[str, Path], job: tuple[Path, JobManifest]
 ) -> None:
     _, manifest = job
     for output_dir in runs.values():
         summary = jobdir.read_summary(output_dir)
         assert (summary.stroke_scale, summary.working_width, summary.working_height) == \
-            (4.0, 180, 136)
+            (4.0, WIDTH, HEIGHT)
         for chunk in manifest.chunks:
             path = jobdir.output_chunk_path(output_dir, chunk)
             probe = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path)],
@@ -155,7 +156,7 @@ def test_preserved_colours_keep_the_sources_chroma_on_the_yuv_path(
 def test_a_network_as_large_as_the_frame_is_not_resized(
     conditioned_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """At stroke scale 1 the network paints 540 lines: a 712x540 frame goes in as it is."""
+    """At stroke scale 1 the network paints up to 720 lines: a 712x540 frame goes in as it is."""
     layout = FrameLayout(712, 540)
     frames = torch.from_numpy(np.random.default_rng(0).integers(
         0, 256, (1, layout.frame_bytes), dtype=np.uint8))
@@ -178,7 +179,7 @@ def test_a_network_as_large_as_the_frame_is_not_resized(
     assert torch.equal(out, rgb_to_yuv420(direct))
     # At another stroke scale the frame is resized on the way in and on the way out.
     Stylizer(model, torch.device("cpu"), layout, paint=PaintControls(2.0))(frames, out, 1)
-    assert resizes == [(540, 712), (270, 356)]
+    assert resizes == [(540, 712), (360, 474)]
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [

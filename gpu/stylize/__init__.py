@@ -21,7 +21,7 @@ report. When every rank is through, rank 0 writes ``summary.json``.
 
 Input chunks are lossless, raw or Ut Video, in the manifest's ``input_format``: ``yuv420p``
 (limited range, in the YCbCr matrix the manifest names) for most sources, ``gbrp`` (planar RGB)
-for the rest (see :mod:`tasks.split_command`). FFmpeg decodes Ut Video ones to their own
+for the rest (see :mod:`tasks.media.chunking`). FFmpeg decodes Ut Video ones to their own
 planar format on the pipe, converting and packing nothing, since decoding is the host's other
 big cost beside x264; the raw planes go to the device as they are, and the conversion to RGB
 (chroma upsampling and the matrix at limited range, or reordering G, B, R planes) runs there,

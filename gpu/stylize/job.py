@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 from gpu import jobdir
+from gpu.ffmpeg import find_ffmpeg
 from gpu.jobdir import RankSummary
 from gpu.model import load_style_model
 from gpu.stylize.defaults import (
@@ -27,7 +28,6 @@ from gpu.stylize.placement import WorkCounter, log, place
 from gpu.stylize.plan import plan_job
 from gpu.stylize.stylizer import PaintControls, Stylizer, warm_up_or_fall_back
 from gpu.stylize.summary import write_summary
-from gpu.video_io import find_ffmpeg
 
 if TYPE_CHECKING:
     from mpi4py import MPI

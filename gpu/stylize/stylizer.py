@@ -109,8 +109,10 @@ class Stylizer:
                            keep_colors=self.paint.preserve_colors, matrix=OUTPUT_MATRIX)
         width, height = self.layout.width, self.layout.height
         even_width, even_height = even_size(width, height)
-        # Round through 8-bit RGB first, as if the frames had left the device as RGB24.
-        y = y.clamp_(0, 1).mul_(255).round_().div_(255)
+        if not self.paint.preserve_colors:
+            # Round through 8-bit RGB first, as if the frames had left the device as RGB24.
+            # Kept colours skip it: clamping in RGB would change the source's chroma.
+            y = y.clamp_(0, 1).mul_(255).round_().div_(255)
         if (even_width, even_height) != (width, height):
             y = F.pad(y, (0, even_width - width, 0, even_height - height), mode="replicate")
         return rgb_to_yuv420(y)
