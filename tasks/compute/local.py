@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,8 @@ def _signal_name(number: int) -> str:
 class LocalMpiBackend:
     """Runs the job with ``mpiexec -n <ranks>`` on this machine (CUDA if present, else CPU).
 
-    The job's output goes line by line to ``logger`` (the Prefect run logger in a flow).
+    The job's output goes line by line to ``logger`` (the Prefect run logger in a flow);
+    ``wait_before_retry`` is given each backoff in seconds.
     """
 
     name = "local"
@@ -119,10 +121,12 @@ class LocalMpiBackend:
         settings: ComputeSettings,
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
         poll_seconds: float = 1.0,
+        wait_before_retry: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self.logger = logger or logging.getLogger("restyle.gpu")
         self.poll_seconds = poll_seconds
+        self.wait_before_retry = wait_before_retry
 
     def run(self, job: GpuJob, on_progress: ProgressCallback | None = None) -> GpuJobResult:
         """Run ``job``, again after a rank death, until it succeeds or attempts run out.
@@ -147,7 +151,7 @@ class LocalMpiBackend:
                     "of %d)", job.module, verdict.reason, delay, attempt + 1,
                     self.settings.gpu_attempts,
                 )
-                time.sleep(delay)
+                self.wait_before_retry(delay)
                 continue
             tried = f" after {attempt} attempts" if attempt > 1 else ""
             raise GpuJobError(
