@@ -471,3 +471,34 @@ def test_through_the_prefect_gpu_task_logs_reach_prefect_without_secrets(
     assert "was preempted; resubmitting" in text and "processed chunks [1, 2]" in text
     assert "SECRETSIGNATURE" not in text and "sig=***" in text
     assert AZURITE_KEY not in text
+
+
+@pytest.mark.slow
+def test_the_real_job_resumes_on_a_resubmitted_node(
+    tmp_path: Path, container: ContainerClient, logger: logging.Logger,
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path,
+) -> None:
+    """The fake's CommandNode runs the submitted ``python -m gpu.stylize`` for real (CPU for
+    GPU): preempted after two chunks, the resubmission mounts the same output and does the rest."""
+    from tests.fakes.azureml import CommandNode
+    from tests.test_compute_local import make_job_folder
+
+    manifest = make_job_folder(tmp_path / "in", tiny_model_path, chunks=4, frames=2)
+    job = GpuJob("gpu.stylize", tmp_path / "in", tmp_path / "out", ranks=2, name="real",
+                 args=("--device", "cpu", "--threads", "1", "--batch-size", "2"))
+    backend, client = make_backend(
+        tmp_path, container, [Script("preempt", chunks=2), Script("complete")], logger,
+        gpus_per_node=2, poll_seconds=0.2,
+    )
+    client.jobs.node = CommandNode(container, tmp_path_factory.mktemp("nodes"))
+
+    result = backend.run(job)
+
+    first, second = client.jobs.submitted
+    assert result.attempts == 2 and "PreemptionError" in result.retry_reasons[0]
+    assert first.ranks == second.ranks == 2
+    assert first.pending_at_start == ["00000", "00001", "00002", "00003"]
+    assert len(first.chunks_written) >= 2 and second.chunks_written == second.pending_at_start
+    assert set(first.chunks_written).isdisjoint(second.chunks_written)
+    assert result.reused_chunks == len(first.chunks_written)
+    assert all(is_chunk_done(job.output_dir, c) for c in manifest.chunks)
