@@ -302,8 +302,8 @@ class AzureMLSettings(BaseModel):
     run_timeout_minutes: float = Field(
         default=360.0, gt=0,
         description="Longest a job may run once started before it is canceled and the run "
-        "fails saying so. Also handed to Azure ML as the job's own limit, which stops it even "
-        "when the Prefect side is gone.",
+        "fails saying so. Azure ML also gets both deadlines plus ten minutes as the job's own "
+        "limit, which stops it even when the Prefect side is gone.",
     )
     sas_minutes: int = Field(
         default=60,

@@ -172,7 +172,8 @@ def test_rest_object_has_mpi_distribution_counts_modes_and_environment(
         "--device cuda --note 'two words; rm -rf /'"
     )
     assert props.tags["restyle.flow_run_id"] == "0b7a9c1e-flow-run"
-    assert props.limits.timeout.total_seconds() == settings.run_timeout_minutes * 60 + 600
+    deadlines = settings.queue_timeout_minutes + settings.run_timeout_minutes
+    assert props.limits.timeout.total_seconds() == deadlines * 60 + 600
 
 
 def test_cuda_is_required_with_or_without_a_device_argument() -> None:

@@ -3,8 +3,8 @@
 A flow hands a :class:`~tasks.compute.base.GpuJob` to a
 :class:`~tasks.compute.base.ComputeBackend`: :mod:`tasks.compute.local` runs it under
 ``mpiexec`` here, :mod:`tasks.compute.azureml` as an Azure ML command job.
-:mod:`tasks.compute.run` chooses between them and holds the Prefect task and hooks.
+:mod:`tasks.compute.run` chooses between them and holds the Prefect task and the flows' hook.
 
-This package's ``__init__`` imports nothing heavy: each MPI rank of a local job starts through
-:mod:`tasks.compute.rank_guard`, which must load in milliseconds.
+This package's ``__init__`` imports nothing: each process of a local job starts through
+:mod:`tasks.compute.orphan_guard`, which must load in milliseconds.
 """

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from gpu.jobdir import SUMMARY_NAME
+
 ProgressCallback = Callable[[], None]
 """Called every few seconds while the job runs; it reads progress from the output folder."""
 
@@ -98,8 +100,6 @@ def summary_facts(output_dir: Path) -> tuple[int, str]:
     Read as plain JSON, not through :class:`gpu.jobdir.JobSummary`, so that a field a newer job
     writes is seen whatever the reader's version.
     """
-    from gpu.jobdir import SUMMARY_NAME
-
     try:
         data = json.loads((output_dir / SUMMARY_NAME).read_text())
     except (OSError, ValueError):

@@ -53,7 +53,7 @@ MAX_POLL_FAILURES = 20
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Canceled", "NotResponding", "Paused"})
 WAITING_STATUSES = frozenset({"NotStarted", "Queued", "Preparing", "Provisioning", "Starting"})
 """Before the job's command runs: waiting for nodes, building or pulling the image."""
-CANCEL_WAIT_POLLS = 40
+CANCEL_WAIT_POLLS = 20
 """Polls spent waiting for a job canceled at its run deadline to stop, for its logs."""
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]

@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 FLOW_RUN_TAG = "restyle.flow_run_id"
 """Tag holding the Prefect flow run id of the job, so the run's hooks can find it."""
 TIMEOUT_MARGIN_SECONDS = 600
-"""Added to ``run_timeout_minutes`` for Azure ML's own limit, so the backend's deadline, which
-says why, normally fires first; Azure's stops the job when the Prefect side is gone."""
+"""Added to the queue and run deadlines for Azure ML's own limit on the job, so the backend's
+deadlines, which say why, fire first; Azure's stops the job when the Prefect side is gone."""
 
 
 def spec_dir() -> Path:
@@ -177,6 +177,13 @@ def with_cuda_required(args: tuple[str, ...]) -> tuple[str, ...]:
     return (*out, "--device", "cuda")
 
 
+def service_timeout_seconds(settings: AzureMLSettings) -> int:
+    """Azure ML's own limit on a job: both deadlines and a margin (whether the service counts
+    queued time is not documented, so it is counted)."""
+    minutes = settings.queue_timeout_minutes + settings.run_timeout_minutes
+    return int(minutes * 60) + TIMEOUT_MARGIN_SECONDS
+
+
 def build_command_job(
     job: GpuJob,
     settings: AzureMLSettings,
@@ -227,7 +234,7 @@ def build_command_job(
         compute=settings.compute,
         instance_count=settings.instance_count,
         distribution=MpiDistribution(process_count_per_instance=settings.gpus_per_node),
-        timeout=int(settings.run_timeout_minutes * 60) + TIMEOUT_MARGIN_SECONDS,
+        timeout=service_timeout_seconds(settings),
         inputs={
             "input": Input(
                 type=AssetTypes.URI_FOLDER,
