@@ -49,3 +49,8 @@ test: install
 
 clean: down
 	rm -rf .stack .stack-test out
+
+.PHONY: azure-smoke
+# The first command against a new Azure deployment: a tiny job that checks it in minutes.
+azure-smoke: install
+	$(BIN)/python -m tools.azure_smoke

@@ -49,47 +49,105 @@ class StorageSettings(BaseModel):
 
 
 class ComputeSettings(BaseModel):
-    """Where and how the GPU job runs."""
+    """Where and how the GPU job runs, and the GPU job's own options."""
 
     backend: Literal["local", "azureml"] = Field(
         default="local", description="'local' runs mpiexec here; 'azureml' submits a command job."
     )
     ranks: int = Field(default=2, ge=1, description="MPI ranks for the local backend.")
     device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto", description="Device for the GPU job; auto picks CUDA when present."
+        default="auto",
+        description="Device of the local GPU job (--device); auto picks CUDA when present. The "
+        "azureml backend always asks for CUDA, so a node whose GPU torch cannot use fails at "
+        "once instead of stylizing on its CPU while the GPU bills.",
     )
     chunk_seconds: float = Field(
         default=4.0, gt=0,
         description="The longest chunk handed to a rank, in seconds; a video's frames are "
-        "shared evenly among as few chunks as that allows. Each chunk is one "
-        "x264 process, whose start and frame-thread ramp cost the cores a fixed share per chunk: "
-        "on one H200 host, 4 s chunks kept the GPU job nearer the host's x264 rate than 2 s "
-        "(docs/README.md). Preempted work is redone a chunk at a time.",
+        "shared evenly among as few chunks as that allows. Each chunk is one x264 process with "
+        "a fixed start-up cost, so longer chunks waste less; a retry redoes work a chunk at a "
+        "time (docs/performance.md).",
     )
     chunk_codec: Literal["auto", "utvideo", "rawvideo"] = Field(
         default="auto",
         description="How the chunks handed to the GPU job store their (identical, lossless) "
-        "pixels. 'utvideo': compressed, so the GPU host's CPUs decode them with FFmpeg. "
-        "'rawvideo': raw planes the job reads straight into its buffers, sparing the GPU "
-        "host's CPUs (the job's limit) the decoding, which raised the job's frames/s on one "
-        "H200 (docs/README.md), for several times the bytes of Ut Video. 'auto': rawvideo for the "
-        "local backend when the raw chunks take at most half the work folder's free disk, "
-        "utvideo otherwise and for azureml, whose chunks travel through Blob Storage.",
+        "pixels. 'utvideo': compressed, decoded by FFmpeg on the GPU host's CPUs. 'rawvideo': "
+        "raw planes read straight into the job's buffers, sparing those CPUs the decoding for "
+        "several times the bytes. 'auto': rawvideo for the local backend when the raw chunks "
+        "take at most half the work folder's free disk, utvideo otherwise and for azureml, "
+        "whose chunks travel through Blob Storage.",
     )
     compile: Literal["auto", "none", "default", "reduce-overhead", "max-autotune",
                      "max-autotune-no-cudagraphs"] = Field(
         default="auto",
-        description="torch.compile mode of the GPU job (its --compile). 'auto': CUDA graphs "
+        description="torch.compile mode of the GPU job (--compile). 'auto': CUDA graphs "
         "('reduce-overhead') on CUDA when each rank's share is long enough to win back the "
-        "compile's 14-19 s (about 16 minutes of 1080p), eager otherwise or if that compile "
-        "fails; a mode named here that fails to compile fails the job.",
+        "compile, eager otherwise or if that compile fails; a mode named here that fails to "
+        "compile fails the job.",
     )
-    crf: int = Field(default=18, ge=0, le=51, description="x264 CRF of the stylized video.")
-    preset: str = Field(default="veryfast", description="x264 preset of the stylized video.")
+    crf: int = Field(
+        default=18, ge=0, le=51,
+        description="x264 CRF of the stylized video (the job reads it from its manifest).",
+    )
+    preset: str = Field(
+        default="veryfast",
+        description="x264 preset of the stylized video (the job reads it from its manifest).",
+    )
+    batch_size: int = Field(
+        default=0, ge=0,
+        description="Frames per forward pass (--batch-size); 0: the job's default, 16 on CUDA "
+        "up to 1080p (fewer for larger frames) and 2 on the CPU.",
+    )
+    encoders: int = Field(
+        default=0, ge=0,
+        description="Chunks each rank keeps in flight, each with its own FFmpeg decoder and "
+        "x264 encoder (--encoders); 0: one per two of the rank's threads.",
+    )
+    encoder_threads: int = Field(
+        default=0, ge=0,
+        description="x264 threads of each chunk in flight (--encoder-threads); 0: all of the "
+        "rank's threads.",
+    )
+    threads: int = Field(
+        default=0, ge=0,
+        description="CPU threads per rank, torch's and its FFmpeg processes' (--threads); 0: "
+        "the node's cores shared among its ranks.",
+    )
+    max_waiting_batches: int = Field(
+        default=0, ge=0,
+        description="Start a new chunk only while at most this many batches wait for the "
+        "network (--max-waiting-batches), so a network-bound rank keeps few chunks in flight "
+        "and the last ones spread over the ranks; 0: start one whenever a lane is free.",
+    )
+    gpu_attempts: int = Field(
+        default=3, ge=1,
+        description="Runs of the GPU step in all, on either backend: a rank that dies (killed, "
+        "out of memory) or a node that is lost or preempted is retried until this many runs; "
+        "each retry keeps the finished chunks and redoes only the rest. Bad input and errors "
+        "of the job itself fail at once.",
+    )
+    retry_backoff_seconds: float = Field(
+        default=10.0, ge=0,
+        description="Wait before the first retry of the GPU step; it doubles for each retry "
+        "after that.",
+    )
 
     def stylize_args(self) -> tuple[str, ...]:
-        """The GPU job's options these settings set, after ``--input`` and ``--output``."""
-        return ("--device", self.device, "--compile", self.compile)
+        """The ``gpu.stylize`` options these settings set, after ``--input`` and ``--output``.
+
+        Options left at 0 are not passed, so the job's own defaults apply.
+        """
+        args = ["--device", self.device, "--compile", self.compile]
+        for option, value in (
+            ("--batch-size", self.batch_size),
+            ("--encoders", self.encoders),
+            ("--encoder-threads", self.encoder_threads),
+            ("--threads", self.threads),
+            ("--max-waiting-batches", self.max_waiting_batches),
+        ):
+            if value:
+                args += [option, str(value)]
+        return tuple(args)
 
 
 class TrainingSettings(BaseModel):
@@ -170,8 +228,9 @@ class AzureMLSettings(BaseModel):
     workspace: str | None = Field(default=None, description="Azure ML workspace name.")
     identity_client_id: str | None = Field(
         default=None,
-        description="Client id of the managed identity the Prefect side authenticates as; unset "
-        "lets DefaultAzureCredential pick (az login, workload identity, managed identity).",
+        description="Client id of the managed identity the Prefect side authenticates as, both "
+        "to Azure ML and to the data account's job folders; unset lets DefaultAzureCredential "
+        "pick (az login, workload identity, managed identity).",
     )
     job_identity_client_id: str | None = Field(
         default=None,
@@ -199,13 +258,9 @@ class AzureMLSettings(BaseModel):
     )
     environment: str | None = Field(
         default=None,
-        description="Registered environment 'name:version' to run in; unset builds the "
-        "environment of deployments/azureml/environment.yaml (Open MPI + CUDA base image).",
-    )
-    image: str | None = Field(
-        default=None,
-        description="Base image replacing environment.yaml's (for example a newer Open MPI + "
-        "CUDA tag); ignored when a registered environment is named.",
+        description="Registered environment 'name:version' to run in; unset builds the image "
+        "of deployments/azureml/image (Open MPI + CUDA base image, torch for that CUDA, mpi4py "
+        "built against that Open MPI).",
     )
     data_datastore: str = Field(
         default="restyle_jobs",
@@ -229,23 +284,33 @@ class AzureMLSettings(BaseModel):
     job_prefix: str = Field(
         default="restyle-jobs", description="Path prefix of job folders inside data_datastore."
     )
+    keep_job_folders: bool = Field(
+        default=False,
+        description="Keep a job's input and output folders in the data account after it "
+        "succeeds (they are always kept after a failure, so a rerun resumes from them).",
+    )
     experiment_name: str = Field(default="restyle", description="Azure ML experiment name.")
-    max_attempts: int = Field(
-        default=3, ge=1, description="Submissions per GPU job in all, counting preemption retries."
-    )
-    backoff_seconds: float = Field(
-        default=30.0,
-        ge=0,
-        description="Wait before the first resubmission after a preemption; doubles each time.",
-    )
     poll_seconds: float = Field(
         default=15.0, gt=0, description="Seconds between job status polls (and progress updates)."
+    )
+    queue_timeout_minutes: float = Field(
+        default=60.0, gt=0,
+        description="Longest a submitted job may wait to start (queued for nodes, image build "
+        "on first use, preparing) before it is canceled and the run fails saying so; a job "
+        "without low-priority quota would otherwise wait forever.",
+    )
+    run_timeout_minutes: float = Field(
+        default=360.0, gt=0,
+        description="Longest a job may run once started before it is canceled and the run "
+        "fails saying so. Azure ML also gets both deadlines plus ten minutes as the job's own "
+        "limit, which stops it even when the Prefect side is gone.",
     )
     sas_minutes: int = Field(
         default=60,
         ge=1,
         le=7 * 24 * 60,
-        description="Lifetime of read-only user-delegation SAS links handed out for results.",
+        description="Lifetime of the read-only user-delegation SAS that signs the result link "
+        "on a real storage account (tasks.compute.azureml.links.result_link).",
     )
 
 

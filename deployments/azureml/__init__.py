@@ -1,0 +1,1 @@
+"""Azure ML specs (cluster, environment, image) shipped as package data; see their comments."""

@@ -1,0 +1,1 @@
+"""Fakes of remote control planes the tests cannot reach (one per system)."""
