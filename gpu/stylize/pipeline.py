@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from gpu import jobdir
-from gpu.jobdir import ChunkReport, ChunkSpec, JobManifest
+from gpu.jobdir import ChunkReport, ChunkSpec, EncodeSettings, JobManifest
 from gpu.stylize.defaults import QUEUE_DEPTH
 from gpu.stylize.errors import FAULT_EXIT_CODE
 from gpu.stylize.frames import FrameLayout, open_chunk_reader
@@ -182,7 +182,8 @@ class JobContext:
 def encoder_name() -> str:
     """The FFmpeg encoder of the stylized chunks, read from the writers' own command line so
     that the summary names what ran."""
-    argv = encode_argv("ffmpeg", Path(os.devnull), 2, 2, crf=18, preset="veryfast")
+    defaults = EncodeSettings()
+    argv = encode_argv("ffmpeg", Path(os.devnull), 2, 2, crf=defaults.crf, preset=defaults.preset)
     return argv[argv.index("-c:v") + 1]
 
 
