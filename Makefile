@@ -11,7 +11,7 @@ TEST_PREFECT_PORT ?= 4300
 TEST_STACK := RESTYLE_STACK_DIR=$(CURDIR)/.stack-test AZURITE_PORT=$(TEST_AZURITE_PORT) \
 	PREFECT_PORT=$(TEST_PREFECT_PORT) RESTYLE_WATCHER__CONTAINERS='["videos","styles","probe"]' 
 
-.PHONY: install up down status demo test lint clean
+.PHONY: install up down status demo test test-fast lint clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -46,6 +46,11 @@ test: install
 	set -o pipefail; eval "$$($(TEST_STACK) tools/stack.sh env)" && \
 	  $(BIN)/pytest -ra --durations=15 $(PYTEST_ARGS); status=$$?; \
 	  $(TEST_STACK) tools/stack.sh down; exit $$status
+
+# Everything that needs no stack, no GPU and is not marked slow: the tier to run while editing.
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -m "not slow and not stack and not gpu" $(PYTEST_ARGS)
 
 clean: down
 	rm -rf .stack .stack-test out

@@ -16,6 +16,14 @@ from tasks.settings import RestyleSettings
 from tasks.storage import AzureBlobStore, BlobNotFoundError, make_blob_store
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the local stack is a stack test, marked or not, so the fast tier
+    (`make test-fast`, ``-m "not stack"``) leaves it out."""
+    for item in items:
+        if "stack_settings" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.stack)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny StyleNet with fixed seeded weights: real code path, CPU-fast."""
