@@ -16,6 +16,10 @@ from typing import Any
 from pydantic import SecretStr
 
 
+def _plain(value: SecretStr | str | None) -> str | None:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
 class PrefectUnavailableError(RuntimeError):
     """The Prefect API did not accept the events (unreachable, refused or failing)."""
 
@@ -33,9 +37,15 @@ class PrefectEventsApi:
     """
 
     api_url: str
-    api_key: SecretStr | None = field(default=None, repr=False)
-    auth_string: SecretStr | None = field(default=None, repr=False)
+    api_key: SecretStr | str | None = field(default=None, repr=False)
+    auth_string: SecretStr | str | None = field(default=None, repr=False)
     timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("api_key", "auth_string"):
+            value = getattr(self, name)
+            if isinstance(value, str):  # Prefect's settings hand out plain strings too
+                object.__setattr__(self, name, SecretStr(value) if value else None)
 
     @classmethod
     def from_prefect_settings(cls) -> PrefectEventsApi:
@@ -60,8 +70,8 @@ class PrefectEventsApi:
         body = [Event(**kwargs).model_dump(mode="json") for kwargs in events]
         client = SyncPrefectClient(
             self.api_url,
-            api_key=self.api_key.get_secret_value() if self.api_key else None,
-            auth_string=self.auth_string.get_secret_value() if self.auth_string else None,
+            api_key=_plain(self.api_key),
+            auth_string=_plain(self.auth_string),
             httpx_settings={"timeout": self.timeout_s},
         )
         try:
