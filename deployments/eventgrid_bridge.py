@@ -1,45 +1,44 @@
 """Event Grid -> Prefect bridge: a webhook that turns BlobCreated into ``restyle.blob.created``.
 
 Azure Event Grid delivers ``Microsoft.Storage.BlobCreated`` from the data account to this
-endpoint, in either schema:
+endpoint in either schema (:mod:`deployments.eventgrid_schema`). Each accepted blob becomes
+exactly the Prefect event the local Azurite watcher emits (:func:`tasks.events.blob_created_event`
+with ``source="event-grid"``), so the deployment trigger in ``prefect.yaml`` serves both.
 
-* Event Grid schema: ``application/json``, a JSON array of events;
-* CloudEvents 1.0: structured ``application/cloudevents+json`` (one event), batched
-  ``application/cloudevents-batch+json`` (an array), or binary mode (``ce-*`` headers).
+Nothing is acknowledged before Prefect has it: each event is posted to the Prefect API on its own
+(:mod:`deployments.prefect_events`) and the API's confirmation is awaited before the next, and
+the delivery is answered 200 only once every event of it is confirmed. Event ids in Prefect are
+derived from the blob version, so an event posted twice (a retried delivery whose first attempt
+got halfway) is one event to Prefect's triggers.
 
-Each accepted blob becomes exactly the Prefect event the local Azurite watcher emits
-(:func:`tasks.events.blob_created_event` with ``source="event-grid"``), so the deployment
-trigger in ``prefect.yaml`` serves both.
-
-Endpoint: ``POST /api/events?code=<shared secret>`` (also ``OPTIONS`` for the handshake).
+Endpoint: ``POST /api/events`` (and ``OPTIONS`` for the CloudEvents handshake), authorized by an
+Entra ID bearer token or ``?code=<shared secret>`` (:mod:`deployments.bridge_auth`).
 
 Responses (Event Grid retries 5xx, 408 and 429; it dead-letters other 4xx without retrying):
 
 ====  =====================================================================================
-200   events accepted; blobs outside the allowed containers/extensions and event types other
-      than BlobCreated are acknowledged and ignored (the subscription filter should already
-      exclude them; refusing would only make Event Grid retry them for a day)
+200   every event handled: BlobCreated for watched blobs posted and confirmed; other event
+      types and blobs outside the allowed containers/extensions acknowledged and ignored
 200   ``SubscriptionValidationEvent``: ``{"validationResponse": <code>}``
 200   ``OPTIONS`` with ``WebHook-Request-Origin``: ``WebHook-Allowed-Origin`` + ``-Rate``
-400   not JSON, wrong JSON types, missing fields, a subject that is not a blob path or that
-      tries to leave its container (``..``, absolute, encoded traversal); nothing is emitted
-401   no ``code`` query parameter;  403  wrong ``code`` or handshake from another origin
-405   other methods;  413  body larger than ``bridge.max_body_bytes`` (counted while reading)
-415   other content types;  500  emitting failed (generic body; Event Grid retries)
+400   the body is unreadable (not JSON, nested too deep, wrong shape): nothing is posted; or
+      some events of the batch are malformed: the others were posted first, and the refused
+      ones are listed, so the delivery lands in the dead-letter container for inspection
+401   no or unverifiable credential;  403  wrong code, a token without the app role, or a
+      handshake from another origin;  405  other methods;  413  body larger than
+      ``bridge.max_body_bytes`` (counted while reading);  415  other content types
+503   Prefect did not confirm an event, or the tenant's token keys could not be fetched: the
+      delivery is retried, and events confirmed before are skipped (generic body)
 ====  =====================================================================================
 
-Redeliveries are dropped by event id (a bounded LRU), and the Prefect event id is derived from
-the blob version, so a repeat that slips through is deduplicated by Prefect too.
-
-Run: ``RESTYLE_BRIDGE__SHARED_SECRET=... python -m deployments.eventgrid_bridge`` (uvicorn on
-``bridge.host:bridge.port``, 127.0.0.1:8088 by default; put it behind TLS termination). The
-query string carries the secret, so access log lines are logged with ``code=***``.
+Run: ``python -m deployments.eventgrid_bridge`` with ``PREFECT_API_URL`` (plus
+``PREFECT_API_KEY`` or ``PREFECT_API_AUTH_STRING``) and the ``RESTYLE_BRIDGE__*`` credentials;
+uvicorn listens on ``bridge.host:bridge.port`` (127.0.0.1:8088); put it behind TLS termination.
+Access log lines keep the query string with ``code=***``.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 import re
 import threading
@@ -47,7 +46,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -55,142 +53,63 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from deployments.bridge_auth import (
+    AuthUnavailable,
+    EntraTokenVerifier,
+    Forbidden,
+    SharedSecret,
+    Unauthorized,
+    bearer_token,
+)
+from deployments.eventgrid_schema import (
+    ACCEPTED_MEDIA,
+    BLOB_CREATED,
+    SUBSCRIPTION_VALIDATION,
+    BadEvent,
+    BadRequest,
+    blob_version_from,
+    event_id,
+    events_from,
+    normalize,
+)
+from deployments.prefect_events import PrefectEventsApi
 from tasks.events import BlobVersion, blob_created_event
 from tasks.settings import BridgeSettings, RestyleSettings
 
 logger = logging.getLogger("restyle.eventgrid_bridge")
 
 SOURCE = "event-grid"
-BLOB_CREATED = "Microsoft.Storage.BlobCreated"
-SUBSCRIPTION_VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
 ALLOWED_ORIGINS = frozenset({"eventgrid.azure.net"})
 ALLOWED_RATE = "120"
-MAX_BLOB_NAME = 1024
 
-_SUBJECT = re.compile(
-    r"^/blobServices/default/containers/(?P<container>[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9]))"
-    r"/blobs/(?P<blob>.+)$"
-)
-_ACCOUNT = re.compile(r"/providers/Microsoft\.Storage/storageAccounts/(?P<account>[a-z0-9]{3,24})$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-Emit = Callable[..., Any]
+PostEvents = Callable[[list[dict[str, Any]]], None]
+"""Delivers events (``prefect.events.Event`` keyword arguments); returns once confirmed."""
 
 
-class BadEvent(ValueError):
-    """The request is well-formed HTTP but its events are not acceptable (HTTP 400)."""
+class ConfirmedIds:
+    """The last ``capacity`` event ids Prefect confirmed, oldest forgotten first (thread-safe).
 
-
-class RecentIds:
-    """The last ``capacity`` event ids seen, oldest forgotten first (thread-safe)."""
+    Only confirmed ids are remembered, so a redelivery of an event whose post failed is posted.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._ids: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def claim(self, event_id: str) -> bool:
-        """Record ``event_id``; False when it was already recorded (a redelivery)."""
+    def __contains__(self, event_id: str) -> bool:
         with self._lock:
             if event_id in self._ids:
                 self._ids.move_to_end(event_id)
-                return False
+                return True
+            return False
+
+    def add(self, event_id: str) -> None:
+        with self._lock:
             self._ids[event_id] = None
+            self._ids.move_to_end(event_id)
             while len(self._ids) > self.capacity:
                 self._ids.popitem(last=False)
-            return True
-
-    def release(self, event_id: str) -> None:
-        """Forget ``event_id`` so a retry of a delivery that failed is not dropped."""
-        with self._lock:
-            self._ids.pop(event_id, None)
-
-
-def _string(obj: dict[str, Any], key: str, where: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        raise BadEvent(f"{where}: '{key}' must be a non-empty string")
-    return value
-
-
-def _safe_blob_name(name: str) -> str:
-    """``name`` if it stays inside its container under every decoding, else :class:`BadEvent`."""
-    if len(name) > MAX_BLOB_NAME:
-        raise BadEvent("blob name too long")
-    candidates = [name]
-    for _ in range(3):  # double-encoded traversal (%252e%252e) decodes in two steps
-        candidates.append(unquote(candidates[-1]))
-    for candidate in candidates:
-        if _CONTROL.search(candidate) or "\\" in candidate:
-            raise BadEvent("blob name contains control characters or backslashes")
-        segments = candidate.split("/")
-        if candidate.startswith("/") or any(seg in ("", ".", "..") for seg in segments):
-            raise BadEvent("blob name leaves its container or has empty path segments")
-    return name
-
-
-def parse_blob_subject(subject: str) -> tuple[str, str]:
-    """``(container, blob)`` of ``/blobServices/default/containers/<c>/blobs/<path>``."""
-    match = _SUBJECT.match(subject)
-    if not match:
-        raise BadEvent("subject is not a blob path")
-    return match["container"], _safe_blob_name(match["blob"])
-
-
-def parse_account(topic: str) -> str:
-    """Storage account name from an Event Grid topic / CloudEvents source resource id."""
-    match = _ACCOUNT.search(topic)
-    if not match:
-        raise BadEvent("topic/source is not a storage account resource id")
-    return match["account"]
-
-
-def blob_version_from(topic: str, subject: str, data: Any) -> BlobVersion:
-    """The :class:`BlobVersion` a BlobCreated event describes (both schemas share ``data``)."""
-    if not isinstance(data, dict):
-        raise BadEvent("BlobCreated: 'data' must be an object")
-    container, blob = parse_blob_subject(subject)
-    size = data.get("contentLength")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise BadEvent("BlobCreated: 'data.contentLength' must be a non-negative integer")
-    content_type = data.get("contentType")
-    if content_type is not None and not isinstance(content_type, str):
-        raise BadEvent("BlobCreated: 'data.contentType' must be a string")
-    return BlobVersion(
-        account=parse_account(topic),
-        container=container,
-        blob=blob,
-        etag=_string(data, "eTag", "BlobCreated data").strip('"'),
-        size=size,
-        content_type=content_type,
-    )
-
-
-def normalize(event: Any) -> dict[str, Any]:
-    """One event of either schema as ``{id, type, topic, subject, data}``."""
-    if not isinstance(event, dict):
-        raise BadEvent("each event must be a JSON object")
-    if "specversion" in event:
-        if event["specversion"] != "1.0":
-            raise BadEvent("only CloudEvents specversion 1.0 is supported")
-        return {
-            "id": _string(event, "id", "CloudEvent"),
-            "type": _string(event, "type", "CloudEvent"),
-            "topic": _string(event, "source", "CloudEvent"),
-            "subject": event.get("subject"),
-            "data": event.get("data"),
-        }
-    return {
-        "id": _string(event, "id", "Event Grid event"),
-        "type": _string(event, "eventType", "Event Grid event"),
-        "topic": event.get("topic"),
-        "subject": event.get("subject"),
-        "data": event.get("data"),
-    }
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 class BodyTooLarge(Exception):
@@ -209,68 +128,80 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _events_from(request: Request, body: bytes) -> list[Any]:
-    media = _media_type(request)
-    if "ce-specversion" in request.headers and media == "application/json":
-        # CloudEvents binary mode: attributes in ce-* headers, the body is the data.
-        attrs = {k[3:]: v for k, v in request.headers.items() if k.startswith("ce-")}
-        return [{**attrs, "data": json.loads(body)}]
-    parsed = json.loads(body)
-    if media == "application/cloudevents+json":
-        if not isinstance(parsed, dict):
-            raise BadEvent("structured CloudEvent must be a JSON object")
-        return [parsed]
-    if media == "application/cloudevents-batch+json":
-        if not isinstance(parsed, list):
-            raise BadEvent("CloudEvents batch must be a JSON array")
-        return parsed
-    # application/json: Event Grid schema (array); a lone object is accepted as one event.
-    return parsed if isinstance(parsed, list) else [parsed]
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-ACCEPTED_MEDIA = frozenset(
-    {"application/json", "application/cloudevents+json", "application/cloudevents-batch+json"}
-)
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
 
 def create_app(
-    settings: BridgeSettings | RestyleSettings, emit: Emit | None = None
+    settings: BridgeSettings | RestyleSettings,
+    post: PostEvents | None = None,
+    entra: EntraTokenVerifier | None = None,
 ) -> Starlette:
     """The bridge as an ASGI app.
 
     Args:
         settings: Bridge settings (or the whole tree, whose ``bridge`` is used).
-        emit: Called as ``emit(**blob_created_event(...))`` per accepted blob; defaults to
-            ``prefect.events.emit_event``.
+        post: Delivers events and returns once Prefect confirmed them; defaults to posting to
+            the Prefect API this process's Prefect settings name.
+        entra: Token verifier; defaults to one built from ``bridge.entra_*`` when those are set.
     """
     bridge = settings.bridge if isinstance(settings, RestyleSettings) else settings
-    if bridge.shared_secret is None or not bridge.shared_secret.get_secret_value():
-        raise ValueError("bridge.shared_secret is not set (RESTYLE_BRIDGE__SHARED_SECRET)")
-    secret_text = bridge.shared_secret.get_secret_value()
-    secret = secret_text.encode()
-    if emit is None:
-        from prefect.events import emit_event
-
-        emit = emit_event
-    seen = RecentIds(bridge.dedupe_capacity)
+    secret_text = bridge.shared_secret.get_secret_value() if bridge.shared_secret else ""
+    secret = SharedSecret(secret_text) if secret_text else None
+    if entra is None and bridge.entra_tenant_id:
+        entra = EntraTokenVerifier(bridge.entra_tenant_id, bridge.entra_audience,
+                                   bridge.entra_role)
+    if secret is None and entra is None:
+        raise ValueError(
+            "the bridge has no credential to check: set RESTYLE_BRIDGE__ENTRA_TENANT_ID and "
+            "RESTYLE_BRIDGE__ENTRA_AUDIENCE (Entra ID delivery) or RESTYLE_BRIDGE__SHARED_SECRET"
+        )
+    if post is None:
+        post = PrefectEventsApi.from_prefect_settings().post
+    confirmed = ConfirmedIds(bridge.dedupe_capacity)
     containers = set(bridge.allowed_containers)
     extensions = {ext.lower() for ext in bridge.allowed_extensions}
 
-    def authorized(request: Request) -> Response | None:
+    def masked(text: str) -> str:
+        return (text.replace(secret_text, "***") if secret_text else text)[:500]
+
+    async def authorize(request: Request) -> Response | None:
+        token = bearer_token(request.headers.get("authorization"))
         code = request.query_params.get("code")
-        if code is None:
-            return JSONResponse({"error": "missing code"}, status_code=401)
-        if not hmac.compare_digest(code.encode(), secret):
-            return JSONResponse({"error": "forbidden"}, status_code=403)
+        challenge = {"WWW-Authenticate": "Bearer"} if entra else {}
+        try:
+            if token is not None and entra is not None:
+                await run_in_threadpool(entra.verify, token)
+            elif code is not None and secret is not None:
+                secret.check(code)
+            else:
+                raise Unauthorized("no credential")
+        except Unauthorized as exc:
+            logger.warning("refused a delivery: %s", exc)
+            return _error(401, "unauthorized", **challenge)
+        except Forbidden as exc:
+            logger.warning("refused a delivery: %s", exc)
+            return _error(403, "forbidden")
+        except AuthUnavailable as exc:
+            logger.error("cannot check the delivery's token: %s", exc)
+            return _error(503, "temporarily unavailable")
         return None
 
     async def handshake(request: Request) -> Response:
-        denied = authorized(request)
-        if denied:
-            return denied
+        # With Entra ID the validation request may come without a token; answering it grants
+        # nothing, since every POST is still checked.
+        has_credential = "authorization" in request.headers or "code" in request.query_params
+        if has_credential or entra is None:
+            denied = await authorize(request)
+            if denied:
+                return denied
         origin = request.headers.get("webhook-request-origin", "").strip().lower()
         if origin not in ALLOWED_ORIGINS:
-            return JSONResponse({"error": "origin not allowed"}, status_code=403)
+            return _error(403, "origin not allowed")
         return Response(
             status_code=200,
             headers={
@@ -280,69 +211,83 @@ def create_app(
             },
         )
 
+    async def deliver(event_id_: str, version: BlobVersion) -> None:
+        await run_in_threadpool(post, [blob_created_event(version, SOURCE)])
+        confirmed.add(event_id_)
+        logger.info("posted %s/%s (etag %s, event %s)", version.container, version.blob,
+                    version.etag, event_id_)
+
     async def receive(request: Request) -> Response:
-        denied = authorized(request)
+        denied = await authorize(request)
         if denied:
             return denied
-        if _media_type(request) not in ACCEPTED_MEDIA:
-            return JSONResponse({"error": "unsupported content type"}, status_code=415)
+        media = _media_type(request)
+        if media not in ACCEPTED_MEDIA:
+            return _error(415, "unsupported content type")
         try:
             body = await _read_body(request, bridge.max_body_bytes)
         except BodyTooLarge:
-            return JSONResponse({"error": "body too large"}, status_code=413)
+            return _error(413, "body too large")
         try:
-            events = [normalize(e) for e in _events_from(request, body)]
-            if not events:
-                raise BadEvent("no events")
-            validation = next((e for e in events if e["type"] == SUBSCRIPTION_VALIDATION), None)
-            if validation:
-                data = validation["data"]
-                if not isinstance(data, dict):
-                    raise BadEvent("validation event: 'data' must be an object")
-                code = _string(data, "validationCode", "validation event")
-                logger.info("answered the Event Grid subscription validation handshake")
-                return JSONResponse({"validationResponse": code})
-            accepted: list[tuple[str, BlobVersion]] = []
-            ignored = 0
-            for event in events:
-                if event["type"] != BLOB_CREATED:
-                    ignored += 1
-                    continue
-                if not isinstance(event["topic"], str) or not isinstance(event["subject"], str):
-                    raise BadEvent("BlobCreated: 'topic'/'source' and 'subject' must be strings")
-                version = blob_version_from(event["topic"], event["subject"], event["data"])
-                suffix = PurePosixPath(version.blob).suffix.lower()
-                if version.container not in containers or suffix not in extensions:
-                    ignored += 1
-                    continue
-                accepted.append((event["id"], version))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return JSONResponse({"error": "body is not valid JSON"}, status_code=400)
-        except BadEvent as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        emitted = duplicates = 0
-        for event_id, version in accepted:
-            if not seen.claim(event_id):
-                duplicates += 1
+            raw_events = events_from(media, request.headers, body)
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        rejected: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        for raw in raw_events:
+            try:
+                events.append(normalize(raw))
+            except BadEvent as exc:
+                rejected.append({"id": event_id(raw), "error": str(exc)})
+        validation = next((e for e in events if e["type"] == SUBSCRIPTION_VALIDATION), None)
+        if validation:
+            data = validation["data"]
+            code = data.get("validationCode") if isinstance(data, dict) else None
+            if not isinstance(code, str) or not code:
+                return _error(400, "validation event: 'data.validationCode' must be a string")
+            logger.info("answered the Event Grid subscription validation handshake")
+            return JSONResponse({"validationResponse": code})
+        wanted: list[tuple[str, BlobVersion]] = []
+        ignored = duplicates = 0
+        for event in events:
+            if event["type"] != BLOB_CREATED:
+                ignored += 1
                 continue
             try:
-                await run_in_threadpool(emit, **blob_created_event(version, SOURCE))
+                version = blob_version_from(event["topic"], event["subject"], event["data"])
+            except BadEvent as exc:
+                rejected.append({"id": event["id"], "error": str(exc)})
+                continue
+            suffix = PurePosixPath(version.blob).suffix.lower()
+            if version.container not in containers or suffix not in extensions:
+                ignored += 1
+            elif event["id"] in confirmed or any(event["id"] == i for i, _ in wanted):
+                duplicates += 1
+            else:
+                wanted.append((event["id"], version))
+        posted = 0
+        for event_id_, version in wanted:
+            try:
+                await deliver(event_id_, version)
             except Exception as exc:
-                seen.release(event_id)
                 # No traceback: exception text can carry anything, so it is masked and short.
-                reason = f"{type(exc).__name__}: {exc}".replace(secret_text, "***")[:500]
-                logger.error("emitting the Prefect event for %s failed: %s", event_id, reason)
-                return JSONResponse({"error": "internal error"}, status_code=500)
-            emitted += 1
-            logger.info("emitted %s/%s (etag %s)", version.container, version.blob, version.etag)
-        return JSONResponse({"emitted": emitted, "duplicates": duplicates, "ignored": ignored})
+                cause = f"{exc}; {exc.__cause__}" if exc.__cause__ else str(exc)
+                logger.error("posting event %s to Prefect failed, Event Grid will retry: %s",
+                             event_id_, masked(f"{type(exc).__name__}: {cause}"))
+                return _error(503, "temporarily unavailable")
+            posted += 1
+        for refusal in rejected:
+            logger.warning("refused event %s: %s", refusal["id"], refusal["error"])
+        summary = {"posted": posted, "duplicates": duplicates, "ignored": ignored,
+                   "rejected": rejected}
+        return JSONResponse(summary, status_code=400 if rejected else 200)
 
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def failure(_: Request, exc: Exception) -> Response:
         logger.error("unhandled %s in the bridge", type(exc).__name__)
-        return JSONResponse({"error": "internal error"}, status_code=500)
+        return _error(500, "internal error")
 
     return Starlette(
         routes=[
@@ -355,14 +300,23 @@ def create_app(
 
 
 class RedactSecretQuery(logging.Filter):
-    """Masks the ``code`` query parameter (the shared secret) in uvicorn's access log lines."""
+    """Masks the ``code`` query parameter (the shared secret) in uvicorn's access log lines.
+
+    Uvicorn's access formatter unpacks ``record.args`` (client, method, path, version, status),
+    so the mask is applied inside the arguments and the line keeps its shape.
+    """
 
     _CODE = re.compile(r"([?&]code=)[^&\s\"]*")
 
+    def _mask(self, value: Any) -> Any:
+        return self._CODE.sub(r"\1***", value) if isinstance(value, str) else value
+
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "code=" in message:
-            record.msg, record.args = self._CODE.sub(r"\1***", message), ()
+        record.msg = self._mask(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._mask(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: self._mask(arg) for key, arg in record.args.items()}
         return True
 
 

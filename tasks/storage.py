@@ -1,8 +1,8 @@
 """Blob storage: one small interface, one implementation over azure-storage-blob.
 
-The same :class:`AzureBlobStore` serves Azurite (connection string with its published dev key)
-and a real account (``account_url`` plus ``DefaultAzureCredential``, so no key is ever needed).
-:func:`make_blob_store` is the one place that chooses.
+The same :class:`AzureBlobStore` serves Azurite (the connection string the local stack exports)
+and a real account (an account URL plus an Entra ID credential, so no key is ever needed).
+:func:`make_blob_store` builds it from the credentials :mod:`tasks.storage_credentials` chooses.
 
 Uploads are atomic by the service's own semantics: a block blob appears only when its block list
 is committed (or its single Put Blob completes), so a reader never sees a partial result.
@@ -24,6 +24,7 @@ from prefect import get_run_logger, task
 
 from tasks.events import BlobVersion
 from tasks.settings import StorageSettings
+from tasks.storage_credentials import blob_service_client
 
 logger = logging.getLogger(__name__)
 
@@ -144,25 +145,16 @@ class AzureBlobStore:
 def make_blob_store(settings: StorageSettings, quick: bool = False) -> AzureBlobStore:
     """Connect to the account that ``settings`` describe.
 
-    A connection string (Azurite) wins; otherwise ``account_url`` with ``DefaultAzureCredential``.
-    ``quick`` gives up after one short try, for optional look-ups that must never stall.
-    """
-    options: dict[str, Any] = {}
-    if quick:
-        options.update(retry_total=0, connection_timeout=2, read_timeout=2)
-    if settings.api_version:
-        options["api_version"] = settings.api_version
-    if settings.connection_string is not None:
-        client = BlobServiceClient.from_connection_string(
-            settings.connection_string.get_secret_value(), **options
-        )
-    elif settings.account_url:
-        from azure.identity import DefaultAzureCredential
+    The credentials are a prefect-azure block (:mod:`tasks.storage_credentials`): the saved block
+    ``storage.credentials_block`` names, else one built from ``storage.account_url`` (Entra ID,
+    no key) or ``storage.connection_string`` (Azurite). ``quick`` gives up after one short try,
+    for optional look-ups that must never stall.
 
-        client = BlobServiceClient(settings.account_url, DefaultAzureCredential(), **options)
-    else:
-        raise ValueError("storage: set either connection_string or account_url")
-    return AzureBlobStore(client)
+    Raises:
+        tasks.storage_credentials.StorageNotConfiguredError: no, conflicting or malformed
+            credentials; the message says which setting to fix.
+    """
+    return AzureBlobStore(blob_service_client(settings, quick=quick))
 
 
 # --- Prefect tasks --------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Payloads follow Microsoft's documented samples for ``Microsoft.Storage.BlobCreated`` in the
 Event Grid schema and in CloudEvents 1.0 (learn.microsoft.com, "Azure Blob Storage as an Event
-Grid source"), with the container and blob changed to ones restyle watches.
+Grid source"), with the container and blob changed to ones restyle watches. Most tests record
+what the bridge posts; those at the end post to a real Prefect server
+(tests/test_prefect_events.py) or check Entra ID tokens (tests/test_bridge_auth.py).
 """
 
 from __future__ import annotations
@@ -14,18 +16,17 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from starlette.applications import Starlette
+from uvicorn.logging import AccessFormatter
 
-from deployments.eventgrid_bridge import (
-    RecentIds,
-    create_app,
-    parse_blob_subject,
-    uvicorn_config,
-)
+from deployments.eventgrid_bridge import ConfirmedIds, create_app, uvicorn_config
+from deployments.eventgrid_schema import BadRequest, load_json, parse_blob_subject
 from tasks.events import BlobVersion, blob_created_event
 from tasks.settings import BridgeSettings
 
@@ -90,27 +91,26 @@ EXPECTED_VERSION = BlobVersion(
 
 
 class Recorder:
-    """The ``emit`` the bridge calls; fails on demand to exercise the 500 path."""
+    """The ``post`` the bridge calls: records confirmed events, fails on demand like Prefect."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
-        self.fail_next = False
+        self.calls = 0
+        self.fail_on_call: int | None = None
 
-    def __call__(self, **kwargs: Any) -> None:
-        if self.fail_next:
-            self.fail_next = False
+    def __call__(self, events: list[dict[str, Any]]) -> None:
+        self.calls += 1
+        if self.fail_on_call == self.calls:
             raise RuntimeError("prefect unreachable at http://user:pw@internal:4200")
-        self.events.append(kwargs)
+        self.events.extend(events)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, Recorder]]:
-    recorder = Recorder()
-    settings = BridgeSettings(shared_secret=SECRET, max_body_bytes=64 * 1024, dedupe_capacity=100)
+@contextmanager
+def serving(app: Starlette, settings: BridgeSettings, **options: Any) -> Iterator[str]:
+    """Serve ``app`` with the bridge's uvicorn configuration; yield its base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn_config(create_app(settings, recorder), settings))
+    srv = uvicorn.Server(uvicorn_config(app, settings, **options))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -118,17 +118,26 @@ def server() -> Iterator[tuple[str, Recorder]]:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}", recorder
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
         sock.close()
 
 
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, Recorder]]:
+    recorder = Recorder()
+    settings = BridgeSettings(shared_secret=SECRET, max_body_bytes=64 * 1024, dedupe_capacity=100)
+    with serving(create_app(settings, recorder), settings) as base:
+        yield base, recorder
+
+
 @pytest.fixture
 def bridge(server: tuple[str, Recorder]) -> Iterator[tuple[httpx.Client, Recorder]]:
     base, recorder = server
     recorder.events.clear()
+    recorder.calls, recorder.fail_on_call = 0, None
     with httpx.Client(base_url=base, timeout=10) as client:
         yield client, recorder
 
@@ -142,6 +151,10 @@ def _post(client: httpx.Client, body: Any, content_type: str = "application/json
     return client.post(url, content=raw, headers={"Content-Type": content_type})
 
 
+def _ok(posted: int = 1, duplicates: int = 0, ignored: int = 0) -> dict[str, Any]:
+    return {"posted": posted, "duplicates": duplicates, "ignored": ignored, "rejected": []}
+
+
 def _with(**changes: Any) -> list[dict[str, Any]]:
     event = copy.deepcopy(EVENT_GRID_SAMPLE[0])
     event["id"] = f"id-{time.monotonic_ns()}"
@@ -153,7 +166,7 @@ def test_event_grid_sample_emits_the_watchers_event(bridge: tuple[httpx.Client, 
     client, recorder = bridge
     response = _post(client, EVENT_GRID_SAMPLE)
     assert response.status_code == 200, response.text
-    assert response.json() == {"emitted": 1, "duplicates": 0, "ignored": 0}
+    assert response.json() == _ok()
     assert recorder.events == [blob_created_event(EXPECTED_VERSION, "event-grid")]
     assert recorder.events[0]["payload"]["etag"] == "0x8D4BCC2E4835CD0"
 
@@ -161,11 +174,11 @@ def test_event_grid_sample_emits_the_watchers_event(bridge: tuple[httpx.Client, 
 def test_cloudevents_structured_and_batch(bridge: tuple[httpx.Client, Recorder]) -> None:
     client, recorder = bridge
     single = _post(client, CLOUD_EVENT_SAMPLE, "application/cloudevents+json; charset=utf-8")
-    assert single.status_code == 200 and single.json()["emitted"] == 1
+    assert single.status_code == 200 and single.json()["posted"] == 1
     other = {**CLOUD_EVENT_SAMPLE, "id": "ce-2",
              "subject": "/blobServices/default/containers/styles/blobs/mosaic.jpg"}
     batch = _post(client, [other], "application/cloudevents-batch+json")
-    assert batch.status_code == 200 and batch.json()["emitted"] == 1
+    assert batch.status_code == 200 and batch.json()["posted"] == 1
     assert recorder.events[0] == blob_created_event(EXPECTED_VERSION, "event-grid")
     assert recorder.events[1]["payload"]["container"] == "styles"
     assert recorder.events[1]["payload"]["blob"] == "mosaic.jpg"
@@ -178,7 +191,7 @@ def test_cloudevents_binary_mode(bridge: tuple[httpx.Client, Recorder]) -> None:
         "ce-type": "Microsoft.Storage.BlobCreated", "ce-source": TOPIC, "ce-subject": SUBJECT,
     }
     response = client.post(URL, content=json.dumps(DATA), headers=headers)
-    assert response.status_code == 200 and response.json()["emitted"] == 1
+    assert response.status_code == 200 and response.json()["posted"] == 1
     assert recorder.events == [blob_created_event(EXPECTED_VERSION, "event-grid")]
 
 
@@ -202,21 +215,23 @@ def test_cloudevents_abuse_protection_handshake(bridge: tuple[httpx.Client, Reco
     assert client.options("/api/events", headers=origin).status_code == 401
 
 
-def test_duplicates_are_emitted_once(bridge: tuple[httpx.Client, Recorder]) -> None:
+def test_duplicates_are_posted_once(bridge: tuple[httpx.Client, Recorder]) -> None:
     client, recorder = bridge
     events = _with(id="dup-1")
     first = _post(client, events + events)  # repeated inside one delivery ...
-    again = _post(client, events)  # ... and redelivered
-    assert first.json() == {"emitted": 1, "duplicates": 1, "ignored": 0}
-    assert again.json() == {"emitted": 0, "duplicates": 1, "ignored": 0}
+    again = _post(client, events)  # ... and redelivered after Prefect confirmed it
+    assert first.json() == _ok(posted=1, duplicates=1)
+    assert again.json() == _ok(posted=0, duplicates=1)
     assert len(recorder.events) == 1
 
 
-def test_recent_ids_forget_the_oldest() -> None:
-    ids = RecentIds(capacity=2)
-    assert ids.claim("a") and ids.claim("b") and not ids.claim("a")
-    assert ids.claim("c")  # evicts b, the least recently seen
-    assert ids.claim("b") and not ids.claim("c")
+def test_confirmed_ids_forget_the_oldest() -> None:
+    ids = ConfirmedIds(capacity=2)
+    ids.add("a")
+    ids.add("b")
+    assert "a" in ids  # touching a makes b the least recently seen
+    ids.add("c")
+    assert "b" not in ids and "a" in ids and "c" in ids
 
 
 @pytest.mark.parametrize(
@@ -309,22 +324,89 @@ def test_unknown_types_and_unwatched_blobs_are_acknowledged_and_ignored(
     other_extension = _with(subject="/blobServices/default/containers/videos/blobs/a/notes.txt")
     response = _post(client, deleted + other_container + other_extension)
     assert response.status_code == 200
-    assert response.json() == {"emitted": 0, "duplicates": 0, "ignored": 3}
+    assert response.json() == _ok(posted=0, ignored=3)
     assert recorder.events == []
 
 
-def test_emit_failure_is_a_generic_500_and_the_retry_is_not_dropped(
+def test_prefect_failure_is_a_generic_503_and_the_retry_delivers(
     bridge: tuple[httpx.Client, Recorder], caplog: pytest.LogCaptureFixture
 ) -> None:
     client, recorder = bridge
     events = _with(id="retry-me")
-    recorder.fail_next = True
+    recorder.fail_on_call = 1
     with caplog.at_level(logging.ERROR, logger="restyle.eventgrid_bridge"):
         failed = _post(client, events)
-    assert failed.status_code == 500
-    assert failed.json() == {"error": "internal error"}  # nothing about the cause leaks
-    retried = _post(client, events)  # Event Grid retries 5xx
-    assert retried.json()["emitted"] == 1 and len(recorder.events) == 1
+    assert failed.status_code == 503  # Event Grid retries 5xx; a 200 here would lose the event
+    assert failed.json() == {"error": "temporarily unavailable"}  # nothing about the cause leaks
+    assert "retry-me" in caplog.text and "prefect unreachable" in caplog.text
+    retried = _post(client, events)
+    assert retried.json() == _ok() and len(recorder.events) == 1
+
+
+def test_each_event_of_a_batch_is_posted_on_its_own(bridge: tuple[httpx.Client, Recorder]) -> None:
+    client, recorder = bridge
+    first = _with(id="batch-1", subject=SUBJECT.replace("clip.mp4", "one.mp4"))
+    second = _with(id="batch-2", subject=SUBJECT.replace("clip.mp4", "two.mp4"))
+    recorder.fail_on_call = 2  # Prefect confirms the first event, then fails
+    assert _post(client, first + second).status_code == 503
+    assert [e["payload"]["blob"] for e in recorder.events] == ["starry_night/one.mp4"]
+    retried = _post(client, first + second)  # the redelivery skips what Prefect confirmed
+    assert retried.json() == _ok(posted=1, duplicates=1)
+    assert [e["payload"]["blob"] for e in recorder.events] == [
+        "starry_night/one.mp4", "starry_night/two.mp4"]
+    assert recorder.calls == 3  # one request per event: one, two (failed), two
+
+
+def test_a_bad_event_does_not_cost_the_rest_of_its_batch(
+    bridge: tuple[httpx.Client, Recorder],
+) -> None:
+    client, recorder = bridge
+    good = _with(id="good-1")
+    bad = _with(id="bad-1", subject="/blobServices/default/containers/videos/blobs/../x.mp4")
+    not_an_object = [17]
+    response = _post(client, bad + good + not_an_object)
+    # The good event is in Prefect; the delivery is refused so that Event Grid dead-letters it,
+    # keeping the bad events for inspection (re-sending the good one is harmless: same id).
+    assert response.status_code == 400
+    body = response.json()
+    assert body["posted"] == 1 and [r["id"] for r in body["rejected"]] == [None, "bad-1"]
+    assert "leaves its container" in body["rejected"][1]["error"]
+    assert recorder.events == [blob_created_event(EXPECTED_VERSION, "event-grid")]
+
+
+@pytest.mark.parametrize("depth", [40, 20_000])  # past the limit; past the decoder's recursion
+def test_deeply_nested_json_is_a_400(bridge: tuple[httpx.Client, Recorder], depth: int) -> None:
+    client, recorder = bridge
+    response = _post(client, b"[" * depth + b"]" * depth)
+    assert response.status_code == 400  # not 500, which Event Grid would retry for a day
+    assert "nested deeper" in response.json()["error"]
+    assert recorder.events == []
+
+
+def test_json_nested_100000_deep_is_refused_not_crashed() -> None:
+    with pytest.raises(BadRequest, match="nested deeper"):
+        load_json(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(BadRequest, match="nested deeper"):
+        load_json(b'{"data": ' + b"[" * 32 + b"1" + b"]" * 32 + b"}")  # 33 levels
+    assert load_json(json.dumps(EVENT_GRID_SAMPLE).encode()) == EVENT_GRID_SAMPLE
+
+
+def test_access_log_lines_are_kept_and_masked(
+    bridge: tuple[httpx.Client, Recorder], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, _ = bridge
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        assert _post(client, _with(id="logged-1")).status_code == 200
+        deadline = time.monotonic() + 5
+        while not [r for r in caplog.records if r.name == "uvicorn.access"]:
+            assert time.monotonic() < deadline, "no access log line"
+            time.sleep(0.02)
+    access = [r for r in caplog.records if r.name == "uvicorn.access"]
+    # Formatted by uvicorn's own access formatter, which unpacks the record's arguments.
+    formatter = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s')
+    lines = [formatter.format(record) for record in access]
+    assert any('"POST /api/events?code=*** HTTP/1.1" 200' in line for line in lines), lines
+    assert not any(SECRET in line for line in lines)
 
 
 def test_other_methods_and_paths(bridge: tuple[httpx.Client, Recorder]) -> None:
@@ -339,6 +421,8 @@ def test_subject_parser_keeps_legitimate_names() -> None:
     assert parse_blob_subject(subject) == ("videos", "starry_night/My clip (1).v2.mp4")
 
 
-def test_bridge_refuses_to_start_without_a_secret() -> None:
+def test_bridge_refuses_to_start_without_a_credential() -> None:
     with pytest.raises(ValueError, match="RESTYLE_BRIDGE__SHARED_SECRET"):
-        create_app(BridgeSettings(), lambda **_: None)
+        create_app(BridgeSettings(), lambda events: None)
+    with pytest.raises(ValueError, match="audience"):
+        create_app(BridgeSettings(entra_tenant_id="tenant"), lambda events: None)

@@ -27,7 +27,7 @@ from azure.storage.blob import ContainerClient
 from deployments.eventgrid_bridge import create_app, uvicorn_config
 from tasks.azureml import redact, render_job_yaml, user_delegation_read_url
 from tasks.dispatch import GpuJobError
-from tasks.settings import AZURITE_CONNECTION_STRING, BridgeSettings, RestyleSettings
+from tasks.settings import BridgeSettings, RestyleSettings
 from tests.test_azureml_backend import (  # noqa: F401 - fixtures used by name
     AZURITE_KEY,
     LEAKY_LOG,
@@ -87,12 +87,42 @@ def test_backend_logs_results_errors_and_job_specs_hold_no_secret(
     assert_clean(produced)
 
 
+AZURITE_CONNECTION = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+)
+
+
 def test_settings_serialize_without_their_secrets() -> None:
     # Flows hand the settings tree to tasks: Prefect records it as task run parameters.
-    settings = RestyleSettings(bridge={"shared_secret": BRIDGE_SECRET})
+    settings = RestyleSettings(
+        storage={"connection_string": AZURITE_CONNECTION}, bridge={"shared_secret": BRIDGE_SECRET}
+    )
     dumped = settings.model_dump_json() + repr(settings) + str(settings.model_dump())
-    assert AZURITE_CONNECTION_STRING.split("AccountKey=")[1].split(";")[0] == AZURITE_KEY
+    assert settings.storage.connection_string.get_secret_value() == AZURITE_CONNECTION
     assert_clean(dumped, BRIDGE_SECRET)
+
+
+def test_storage_credential_errors_never_repeat_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from tasks.storage import make_blob_store
+
+    monkeypatch.setenv("RESTYLE_STORAGE__CONNECTION_STRING", AZURITE_CONNECTION)
+    monkeypatch.setenv("RESTYLE_STORAGE__ACCOUNT_URL", "https://restyledata.blob.core.windows.net")
+    with pytest.raises(ValidationError) as conflict:
+        RestyleSettings()
+    monkeypatch.delenv("RESTYLE_STORAGE__ACCOUNT_URL")
+    monkeypatch.setenv("RESTYLE_STORAGE__IDENTITY_CLIENT_ID", "11111111-2222-3333-4444-5555")
+    with pytest.raises(ValidationError) as identity:
+        RestyleSettings()
+    monkeypatch.delenv("RESTYLE_STORAGE__IDENTITY_CLIENT_ID")
+    malformed = RestyleSettings(storage={"connection_string": f"AccountKey={AZURITE_KEY};nonsense"})
+    with pytest.raises(ValueError) as unusable:
+        make_blob_store(malformed.storage)
+    messages = [str(conflict.value), str(identity.value), str(unusable.value)]
+    assert "RESTYLE_STORAGE__ACCOUNT_URL" in messages[0] and "malformed" in messages[2]
+    assert_clean("\n".join(messages))
 
 
 def test_user_delegation_sas_is_redacted_wherever_it_is_printed(
@@ -109,15 +139,15 @@ def test_user_delegation_sas_is_redacted_wherever_it_is_printed(
 def bridge_url() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     emitted: list[dict[str, Any]] = []
 
-    def emit(**kwargs: Any) -> None:
-        if kwargs["payload"]["blob"].endswith("boom.mp4"):
+    def post(events: list[dict[str, Any]]) -> None:
+        if any(e["payload"]["blob"].endswith("boom.mp4") for e in events):
             raise RuntimeError(f"cannot reach Prefect (asked with code={BRIDGE_SECRET})")
-        emitted.append(kwargs)
+        emitted.extend(events)
 
     settings = BridgeSettings(shared_secret=BRIDGE_SECRET)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn_config(create_app(settings, emit), settings, log_level="debug"))
+    server = uvicorn.Server(uvicorn_config(create_app(settings, post), settings, log_level="debug"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -156,7 +186,7 @@ def test_bridge_never_logs_or_returns_its_secret(
                 headers={"WebHook-Request-Origin": "eventgrid.azure.net"},
             )
         )
-    assert [r.status_code for r in responses[:4]] == [200, 200, 500, 400]
+    assert [r.status_code for r in responses[:4]] == [200, 200, 503, 400]
     assert len(emitted) == 1
     # The test's own HTTP client logs the URL it was given; only the server side is judged.
     server_side = "\n".join(
@@ -169,5 +199,5 @@ def test_bridge_never_logs_or_returns_its_secret(
         [server_side, json.dumps(emitted, default=str)]
         + [f"{r.status_code} {dict(r.headers)} {r.text}" for r in responses]
     )
-    assert "emitted videos/starry_night/clip.mp4" in server_side  # the bridge did log
+    assert "posted videos/starry_night/clip.mp4" in server_side  # the bridge did log
     assert_clean(produced, BRIDGE_SECRET)

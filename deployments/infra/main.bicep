@@ -3,24 +3,31 @@
 //   * the SYSTEM storage account (Azure ML code snapshots, logs, run history) - separate, so
 //     job code and logs never mix with user data and the data account can stay key-less,
 //   * an Azure ML workspace with a low-priority GPU cluster that scales to zero,
-//   * a user-assigned identity the cluster runs as, allowed into the job container only,
+//   * a user-assigned identity the cluster runs as: the job container, image pulls from the
+//     registry, and the system account (snapshots, logs),
 //   * an identity-based datastore 'restyle_jobs' over the data account's jobs container,
 //   * an Event Grid system topic on the data account and (once the bridge is reachable) a
-//     subscription delivering BlobCreated for videos/ and styles/ to the bridge webhook.
+//     subscription delivering BlobCreated for videos/ and styles/ to the bridge webhook, with
+//     undeliverable events dead-lettered to the data account's deadletter container,
+//   * the Prefect side's secrets (a Prefect Cloud API key, the bridge's shared secret) in the
+//     Key Vault, readable by the worker's identity only.
 //
 // Deploy (see README.md beside this file for the full sequence):
 //   az deployment group create -g <rg> -f deployments/infra/main.bicep \
-//     -p namePrefix=restyle workerPrincipalId=<object id> [bridgeEndpoint=https://...?code=...]
+//     -p namePrefix=restyle workerPrincipalId=<object id> [bridgeEndpoint=https://...]
 
 targetScope = 'resourceGroup'
 
 @description('Azure region; defaults to the resource group\'s.')
 param location string = resourceGroup().location
 
-@description('Prefix of every resource name (lower case letters and digits, 3-11 characters).')
+@description('Prefix of every resource name: 3-11 lower-case letters and digits, starting with a letter (storage account and registry names allow nothing else).')
 @minLength(3)
 @maxLength(11)
 param namePrefix string = 'restyle'
+
+@description('Mixed into the generated name suffix. Change it to redeploy into a resource group whose earlier Key Vault or workspace is still soft-deleted under the old names.')
+param nameSeed string = ''
 
 @description('GPU VM size of the cluster (1x A100 80 GB; Standard_ND96isr_H100_v5 for 8x H100).')
 param gpuVmSize string = 'Standard_NC24ads_A100_v4'
@@ -42,22 +49,56 @@ param workerPrincipalId string = ''
 ])
 param workerPrincipalType string = 'ServicePrincipal'
 
-@description('HTTPS URL of the Event Grid bridge including ?code=<shared secret>. Empty: no subscription yet (deploy again once the bridge answers the validation handshake).')
+@description('HTTPS URL of the Event Grid bridge: https://host/api/events with Entra ID delivery, or with ?code=<shared secret> appended. Empty: no subscription yet (deploy again once the bridge answers the validation handshake).')
 @secure()
 param bridgeEndpoint string = ''
 
 @description('Keep shared-key access off on the system account too (Azure ML then reaches it with its identity). Set true only if the region rejects identity-only system datastores.')
 param systemAllowSharedKeyAccess bool = false
 
-var suffix = uniqueString(resourceGroup().id, namePrefix)
-var dataAccountName = take('${namePrefix}data${suffix}', 24)
-var systemAccountName = take('${namePrefix}sys${suffix}', 24)
+@description('Tenant of the Entra application that protects the bridge (Entra ID delivery: Event Grid sends a bearer token, no secret in bridgeEndpoint). Empty: the shared secret in bridgeEndpoint.')
+param bridgeEntraTenantId string = ''
+
+@description('Client id or Application ID URI (api://...) of that Entra application.')
+param bridgeEntraAppIdOrUri string = ''
+
+@description('Days job folders (jobs container) are kept; the flow deletes a finished job\'s folders itself, this removes what failed or abandoned runs leave.')
+@minValue(1)
+param jobsRetentionDays int = 7
+
+@description('Days dead-lettered events are kept in the deadletter container.')
+@minValue(1)
+param deadLetterRetentionDays int = 30
+
+@description('Purge protection on the Key Vault: a deleted vault then cannot be purged for its retention period, so redeploying the same names needs a new nameSeed. Irreversible once on.')
+param keyVaultPurgeProtection bool = false
+
+@description('Prefect Cloud API key for the worker and bridge, stored as Key Vault secret prefect-api-key. Empty: no secret is written.')
+@secure()
+param prefectApiKey string = ''
+
+@description('Shared secret of the bridge (when not using Entra ID delivery), stored as Key Vault secret bridge-shared-secret. Empty: no secret is written.')
+@secure()
+param bridgeSharedSecret string = ''
+
+// Bicep has no regular expressions: every character of namePrefix is looked up in the allowed
+// set, and a bad prefix stops the deployment at validation, before anything is created.
+var lowerAlnum = 'abcdefghijklmnopqrstuvwxyz0123456789'
+var prefixCharsAllowed = [for i in range(0, length(namePrefix)): contains(lowerAlnum, substring(namePrefix, i, 1))]
+var prefixIsValid = !contains(prefixCharsAllowed, false) && !contains('0123456789', substring(namePrefix, 0, 1))
+// int() of a sentence fails, and its error message carries the sentence.
+var prefix = prefixIsValid ? namePrefix : string(int('namePrefix must be 3-11 lower-case letters and digits starting with a letter'))
+
+var suffix = uniqueString(resourceGroup().id, prefix, nameSeed)
+var dataAccountName = take('${prefix}data${suffix}', 24)
+var systemAccountName = take('${prefix}sys${suffix}', 24)
 var dataContainers = [
   'videos'
   'stylized'
   'styles'
   'models'
   'jobs'
+  'deadletter'
 ]
 
 // Built-in role definition ids (identical in every tenant).
@@ -65,13 +106,16 @@ var roles = {
   blobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   blobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   blobDelegator: 'db58b8e5-c6ad-4a2a-8342-4190687cbf4a'
+  fileDataPrivilegedContributor: '69566ab7-960f-475b-8e7c-b3118f30c6bd'
+  acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   azureMLDataScientist: 'f6c7c914-8db3-469d-8ca1-694a8f32e121'
 }
 
 // ----------------------------------------------------------------------------- identity
 
 resource jobIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
-  name: '${namePrefix}-jobs'
+  name: '${prefix}-jobs'
   location: location
 }
 
@@ -123,6 +167,66 @@ var stylizedIdx = indexOf(dataContainers, 'stylized')
 var stylesIdx = indexOf(dataContainers, 'styles')
 var modelsIdx = indexOf(dataContainers, 'models')
 var jobsIdx = indexOf(dataContainers, 'jobs')
+var deadLetterIdx = indexOf(dataContainers, 'deadletter')
+
+// Job folders and dead letters are working data: the lifecycle policy bounds both.
+resource dataLifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: dataAccount
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'expire-job-folders'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                '${dataContainers[jobsIdx]}/'
+              ]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: jobsRetentionDays
+                }
+              }
+            }
+          }
+        }
+        {
+          name: 'expire-dead-letters'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                '${dataContainers[deadLetterIdx]}/'
+              ]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: deadLetterRetentionDays
+                }
+              }
+            }
+          }
+        }
+      ]
+    }
+  }
+  dependsOn: [
+    containers
+  ]
+}
 
 resource systemAccount 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: systemAccountName
@@ -144,7 +248,7 @@ resource systemAccount 'Microsoft.Storage/storageAccounts@2023-05-01' = {
 // ----------------------------------------------------------------------------- workspace
 
 resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  name: take('${namePrefix}kv${suffix}', 24)
+  name: take('${prefix}kv${suffix}', 24)
   location: location
   properties: {
     tenantId: subscription().tenantId
@@ -154,12 +258,34 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     }
     enableRbacAuthorization: true
     enableSoftDelete: true
-    enablePurgeProtection: true
+    softDeleteRetentionInDays: 7
+    // The property accepts only true or absence; absent leaves a deleted vault purgeable, so
+    // teardown can free the name (README step 8).
+    enablePurgeProtection: keyVaultPurgeProtection ? true : null
+  }
+}
+
+// The Prefect side's secrets: written only when given, read by the worker's identity.
+resource prefectApiKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(prefectApiKey)) {
+  parent: keyVault
+  name: 'prefect-api-key'
+  properties: {
+    value: prefectApiKey
+    contentType: 'Prefect Cloud API key (PREFECT_API_KEY)'
+  }
+}
+
+resource bridgeSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(bridgeSharedSecret)) {
+  parent: keyVault
+  name: 'bridge-shared-secret'
+  properties: {
+    value: bridgeSharedSecret
+    contentType: 'Event Grid bridge shared secret (RESTYLE_BRIDGE__SHARED_SECRET)'
   }
 }
 
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' = {
-  name: take('${namePrefix}acr${suffix}', 50)
+  name: take('${prefix}acr${suffix}', 50)
   location: location
   sku: {
     name: 'Basic'
@@ -170,7 +296,7 @@ resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' = {
 }
 
 resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' = {
-  name: '${namePrefix}-ml'
+  name: '${prefix}-ml'
   location: location
   identity: {
     type: 'SystemAssigned'
@@ -231,7 +357,34 @@ resource jobsDatastore 'Microsoft.MachineLearningServices/workspaces/datastores@
 }
 
 // ----------------------------------------------------------------------------- role assignments
-// Every data grant is scoped to ONE container, never the account.
+// Data roles on the data account are granted per container, never on the account. The system
+// account is the workspace's own, with shared keys off: whoever uploads code snapshots or reads
+// logs there needs blob and file data roles on it (Microsoft's guide for such workspaces).
+
+// Least privilege for tagging a blob with its processing state: Blob Data Contributor does not
+// include tags/write, and Blob Data Owner would add more than tags.
+resource blobTagger 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(resourceGroup().id, 'restyle-blob-tagger')
+  properties: {
+    roleName: 'restyle blob tagger (${resourceGroup().name}, ${prefix})'
+    description: 'Read and write blob index tags; granted per container by restyle.'
+    type: 'CustomRole'
+    assignableScopes: [
+      resourceGroup().id
+    ]
+    permissions: [
+      {
+        actions: []
+        notActions: []
+        dataActions: [
+          'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/tags/read'
+          'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/tags/write'
+        ]
+        notDataActions: []
+      }
+    ]
+  }
+}
 
 // The GPU job reads its input and writes its output under jobs/.
 resource jobIdentityOnJobs 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -247,6 +400,49 @@ resource jobIdentityOnJobs 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   }
 }
 
+// Azure ML pulls the job's image from the workspace registry as the cluster's identity.
+resource jobIdentityAcrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: registry
+  name: guid(registry.id, jobIdentity.id, roles.acrPull)
+  properties: {
+    principalId: jobIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.acrPull)
+  }
+}
+
+// Code snapshots are read, and logs and outputs written, on the system account as that identity.
+resource jobIdentityOnSystem 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: systemAccount
+  name: guid(systemAccount.id, jobIdentity.id, roles.blobDataContributor)
+  properties: {
+    principalId: jobIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId(
+      'Microsoft.Authorization/roleDefinitions',
+      roles.blobDataContributor
+    )
+  }
+}
+
+// The workspace reaches its own identity-mode storage with its system identity.
+var systemDataRoles = [
+  roles.blobDataContributor
+  roles.fileDataPrivilegedContributor
+]
+
+resource workspaceOnSystem 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for role in systemDataRoles: {
+    scope: systemAccount
+    name: guid(systemAccount.id, workspace.id, role)
+    properties: {
+      principalId: workspace.identity.principalId
+      principalType: 'ServicePrincipal'
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role)
+    }
+  }
+]
+
 // The workspace identity lists the datastore for Studio's data browser (read only).
 resource workspaceOnJobs 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: containers[jobsIdx]
@@ -261,11 +457,16 @@ resource workspaceOnJobs 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   }
 }
 
-// The Prefect side: reads uploads and styles, writes results, models and job folders.
+// The Prefect side: reads uploads and styles, writes results, models and job folders, and tags
+// a failed input (a video or a style image) so the failure shows on the blob itself.
 var workerGrants = [
   {
     idx: videosIdx
-    role: roles.blobDataContributor // tags the source with its processing state
+    role: roles.blobDataContributor
+  }
+  {
+    idx: videosIdx
+    role: blobTagger.name
   }
   {
     idx: stylizedIdx
@@ -274,6 +475,10 @@ var workerGrants = [
   {
     idx: stylesIdx
     role: roles.blobDataReader
+  }
+  {
+    idx: stylesIdx
+    role: blobTagger.name
   }
   {
     idx: modelsIdx
@@ -285,14 +490,32 @@ var workerGrants = [
   }
 ]
 
+// Filtered arrays rather than `if` inside the loop: the same meaning, and Python's Bicep parser
+// (the test of this file) reads it.
 resource workerOnContainers 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
-  for grant in workerGrants: if (!empty(workerPrincipalId)) {
+  for grant in (empty(workerPrincipalId) ? [] : workerGrants): {
     scope: containers[grant.idx]
     name: guid(containers[grant.idx].id, workerPrincipalId, grant.role)
     properties: {
       principalId: workerPrincipalId
       principalType: workerPrincipalType
       roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', grant.role)
+    }
+    dependsOn: [
+      blobTagger
+    ]
+  }
+]
+
+// Submitting a job uploads its code snapshot to the system account, which has shared keys off.
+resource workerOnSystem 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for role in (empty(workerPrincipalId) ? [] : systemDataRoles): {
+    scope: systemAccount
+    name: guid(systemAccount.id, workerPrincipalId, role)
+    properties: {
+      principalId: workerPrincipalId
+      principalType: workerPrincipalType
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role)
     }
   }
 ]
@@ -322,16 +545,60 @@ resource workerOnWorkspace 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   }
 }
 
+// The worker host reads the Prefect API key (and the bridge's secret) at start-up.
+resource workerSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(workerPrincipalId)) {
+  scope: keyVault
+  name: guid(keyVault.id, workerPrincipalId, roles.keyVaultSecretsUser)
+  properties: {
+    principalId: workerPrincipalId
+    principalType: workerPrincipalType
+    roleDefinitionId: subscriptionResourceId(
+      'Microsoft.Authorization/roleDefinitions',
+      roles.keyVaultSecretsUser
+    )
+  }
+}
+
 // ----------------------------------------------------------------------------- events
 
+// The topic's own identity writes dead letters: the data account accepts no keys.
 resource dataTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
-  name: '${namePrefix}-data-events'
+  name: '${prefix}-data-events'
   location: location
+  identity: {
+    type: 'SystemAssigned'
+  }
   properties: {
     source: dataAccount.id
     topicType: 'Microsoft.Storage.StorageAccounts'
   }
 }
+
+resource topicOnDeadLetters 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: containers[deadLetterIdx]
+  name: guid(containers[deadLetterIdx].id, dataTopic.id, roles.blobDataContributor)
+  properties: {
+    principalId: dataTopic.identity.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId(
+      'Microsoft.Authorization/roleDefinitions',
+      roles.blobDataContributor
+    )
+  }
+}
+
+var entraDelivery = !empty(bridgeEntraTenantId) && !empty(bridgeEntraAppIdOrUri)
+var webhookBase = {
+  endpointUrl: bridgeEndpoint // write-only in ARM: a ?code= secret is never read back
+  maxEventsPerBatch: 10
+  preferredBatchSizeInKilobytes: 64
+}
+// Entra ID delivery: Event Grid asks Entra ID for a token for this application and sends it as
+// a bearer token; the bridge checks it (deployments/bridge_auth.py).
+var webhookEntra = entraDelivery ? {
+  azureActiveDirectoryTenantId: bridgeEntraTenantId
+  azureActiveDirectoryApplicationIdOrUri: bridgeEntraAppIdOrUri
+} : {}
 
 // Created only when the bridge URL is given: Event Grid validates the endpoint on creation
 // (CloudEvents: the OPTIONS abuse-protection handshake), so the bridge must already answer.
@@ -342,11 +609,7 @@ resource bridgeSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions
     eventDeliverySchema: 'CloudEventSchemaV1_0'
     destination: {
       endpointType: 'WebHook'
-      properties: {
-        endpointUrl: bridgeEndpoint // write-only in ARM: the ?code= secret is never read back
-        maxEventsPerBatch: 10
-        preferredBatchSizeInKilobytes: 64
-      }
+      properties: union(webhookBase, webhookEntra)
     }
     filter: {
       includedEventTypes: [
@@ -369,7 +632,24 @@ resource bridgeSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions
       maxDeliveryAttempts: 30
       eventTimeToLiveInMinutes: 1440
     }
+    // Events the bridge refuses (4xx) or that outlive the retries land here instead of being
+    // dropped; the bridge never watches this container.
+    deadLetterWithResourceIdentity: {
+      identity: {
+        type: 'SystemAssigned'
+      }
+      deadLetterDestination: {
+        endpointType: 'StorageBlob'
+        properties: {
+          resourceId: dataAccount.id
+          blobContainerName: dataContainers[deadLetterIdx]
+        }
+      }
+    }
   }
+  dependsOn: [
+    topicOnDeadLetters
+  ]
 }
 
 // ----------------------------------------------------------------------------- outputs
@@ -384,3 +664,5 @@ output jobsDatastore string = jobsDatastore.name
 output jobIdentityClientId string = jobIdentity.properties.clientId
 output systemAccountName string = systemAccount.name
 output eventTopicName string = dataTopic.name
+output keyVaultName string = keyVault.name
+output deadLetterContainer string = dataContainers[deadLetterIdx]
