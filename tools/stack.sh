@@ -3,8 +3,9 @@
 # worker, and the Azurite blob watcher. Idempotent: `up` starts only what is not running,
 # `down` stops what is. Everything lives under $RESTYLE_STACK_DIR (logs in its logs/ folder).
 #
-#   tools/stack.sh up|down|status|env
+#   tools/stack.sh up|down|status|env|worker
 #
+# `worker` starts the worker alone if it is not running (a test that kills it starts it again).
 # Ports and folder are overridable so the test suite can run its own stack beside a demo one:
 #   RESTYLE_STACK_DIR (.stack)  AZURITE_PORT (10000)  PREFECT_PORT (4200)
 set -euo pipefail
@@ -25,6 +26,12 @@ export_env() {
   export PREFECT_API_DATABASE_CONNECTION_URL="sqlite+aiosqlite:///$stack/prefect/prefect.db"
   export PREFECT_SERVER_ANALYTICS_ENABLED=false
   export PREFECT_LOGGING_LEVEL="${PREFECT_LOGGING_LEVEL:-INFO}"
+  # restyle's own loggers (failure hooks, recovery) reach the run's log in the UI too.
+  export PREFECT_LOGGING_EXTRA_LOGGERS="${PREFECT_LOGGING_EXTRA_LOGGERS:-restyle}"
+  # Flow runs send a heartbeat this often; runs silent for three periods are marked Crashed
+  # (deployments/post_deploy.py reads the same setting).
+  export PREFECT_FLOWS_HEARTBEAT_FREQUENCY="${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-30}"
+  export PREFECT_PORT="$prefect_port" AZURITE_PORT="$azurite_port" RESTYLE_STACK_DIR="$stack"
   export RESTYLE_REPO="$repo"
   export RESTYLE_STORAGE__CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:$azurite_port/devstoreaccount1;"
   export RESTYLE_WATCHER__STATE_PATH="$stack/watcher-state.json"
@@ -65,8 +72,10 @@ up() {
   "$venv/prefect" work-pool set-concurrency-limit "$pool" "$max_runs" >/dev/null
   (cd "$repo" && "$venv/prefect" --no-prompt deploy --all >"$stack/logs/deploy.log" 2>&1) \
     || { echo "  prefect deploy failed; see $stack/logs/deploy.log" >&2; exit 1; }
-  echo "  deployments: registered (log $stack/logs/deploy.log)"
-  start worker "$venv/prefect" worker start --pool "$pool" --type process
+  (cd "$repo" && "$venv/python" -m deployments.post_deploy >>"$stack/logs/deploy.log" 2>&1) \
+    || { echo "  post-deploy failed; see $stack/logs/deploy.log" >&2; exit 1; }
+  echo "  deployments and automations: registered (log $stack/logs/deploy.log)"
+  start_worker
   # A watcher started with other containers to watch is restarted with the current ones.
   local watching="${RESTYLE_WATCHER__CONTAINERS:-default}"
   if running watcher && [[ "$(cat "$stack/watcher.containers" 2>/dev/null)" != "$watching" ]]; then
@@ -75,6 +84,10 @@ up() {
   echo "$watching" >"$stack/watcher.containers"
   start watcher "$venv/python" -m deployments.azurite_watcher
   echo "Prefect UI: $PREFECT_UI_URL"
+}
+
+start_worker() {
+  start worker "$venv/prefect" worker start --pool "$pool" --type process
 }
 
 stop() {  # stop NAME: end the process group recorded in pids/NAME
@@ -103,7 +116,8 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  env) export_env; for v in $(compgen -e | grep -E '^(PREFECT_|RESTYLE_)'); do
+  worker) export_env; start_worker ;;
+  env) export_env; for v in $(compgen -e | grep -E '^(PREFECT_|RESTYLE_|AZURITE_PORT$)'); do
          printf 'export %s=%q\n' "$v" "${!v}"; done ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|worker" >&2; exit 2 ;;
 esac
