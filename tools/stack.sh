@@ -3,9 +3,9 @@
 # worker, and the Azurite blob watcher. Idempotent: `up` starts only what is not running,
 # `down` stops what is. Everything lives under $RESTYLE_STACK_DIR (logs in its logs/ folder).
 #
-#   tools/stack.sh up|down|status|env|worker
+#   tools/stack.sh up|down|status|env|restart worker|restart prefect-server
 #
-# `worker` starts the worker alone if it is not running (a test that kills it starts it again).
+# `restart` stops and starts one part alone (the fault tests kill or restart them).
 # Ports and folder are overridable so the test suite can run its own stack beside a demo one:
 #   RESTYLE_STACK_DIR (.stack)  AZURITE_PORT (10000)  PREFECT_PORT (4200)
 set -euo pipefail
@@ -63,9 +63,8 @@ up() {
   echo "restyle stack in $stack"
   start azurite "$repo/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 \
     --blobPort "$azurite_port" --location "$stack/azurite" --disableTelemetry
-  start prefect-server "$venv/prefect" server start --host 127.0.0.1 --port "$prefect_port"
+  start_server
   wait_for "Azurite" 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$azurite_port"
-  wait_for "Prefect server" 120 curl -sf "$PREFECT_API_URL/health"
   if ! "$venv/prefect" work-pool inspect "$pool" >/dev/null 2>&1; then
     "$venv/prefect" work-pool create "$pool" --type process >/dev/null
   fi
@@ -88,6 +87,20 @@ up() {
 
 start_worker() {
   start worker "$venv/prefect" worker start --pool "$pool" --type process
+}
+
+start_server() {
+  start prefect-server "$venv/prefect" server start --host 127.0.0.1 --port "$prefect_port"
+  wait_for "Prefect server" 120 curl -sf "$PREFECT_API_URL/health"
+}
+
+restart() {  # restart worker|prefect-server
+  export_env
+  case "$1" in
+    worker) stop worker; start_worker ;;
+    prefect-server) stop prefect-server; start_server ;;
+    *) echo "restart: worker or prefect-server, not '$1'" >&2; exit 2 ;;
+  esac
 }
 
 stop() {  # stop NAME: end the process group recorded in pids/NAME
@@ -116,8 +129,8 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  worker) export_env; start_worker ;;
+  restart) restart "${2:-}" ;;
   env) export_env; for v in $(compgen -e | grep -E '^(PREFECT_|RESTYLE_|AZURITE_PORT$)'); do
          printf 'export %s=%q\n' "$v" "${!v}"; done ;;
-  *) echo "usage: $0 up|down|status|env|worker" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|restart worker|restart prefect-server" >&2; exit 2 ;;
 esac
