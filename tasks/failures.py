@@ -4,9 +4,10 @@ A failed run of either flow writes one ``.error.json`` report beside where its r
 have gone (``tasks.naming``), tags its input ``restyle-status=failed`` and ends Failed with the
 same reason. The report holds the reason, the end of the GPU job's log (or, for a crashed run,
 of the run's own log), the flow run id, the time and the run's parameters. A run whose input
-has a newer version writes no report: the newer version's run owns that name.
+has a newer version writes no report: the newer version's run owns that name. A result is never
+taken back once delivered: a failure after the commit leaves it in place and writes no report.
 
-The flows register :data:`STYLIZE_HOOKS` / :data:`TRAINING_HOOKS`; the crash recovery
+The flows register :data:`FLOW_HOOKS`; the crash recovery
 (``flows/recover.py``) calls :func:`report_run_failure` for runs whose process died before any
 hook could run. Everything is resolved again from the run's parameters and its work folder's
 record, so the same report comes out whichever of them writes it.
@@ -24,7 +25,7 @@ from typing import Any
 from prefect.logging.loggers import flow_run_logger
 
 from tasks.naming import BlobRef, rejected_report_name
-from tasks.outputs import remove_stale_output, version_or_none
+from tasks.outputs import already_done, remove_stale_output, version_or_none
 from tasks.run_context import WorkDir, run_context
 from tasks.settings import RestyleSettings
 from tasks.storage import BlobNotFoundError, BlobStore
@@ -102,22 +103,28 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 def write_failure_report(store: BlobStore, target: FailureTarget, report: dict[str, Any],
                          log: Logger = logger) -> bool:
-    """Write ``report`` and tag the input failed, unless the input has a newer version.
+    """Write ``report`` and tag the input failed, unless the input has a newer version or
+    this version's result was delivered before the failure.
 
     Returns:
-        Whether the report was written (``False``: superseded, nothing written).
+        Whether the report was written.
     """
     run_etag = report.get("source_etag")
     if target.source is not None and run_etag:
         current = version_or_none(store, target.source)
         if current is not None and current.etag != run_etag:
             log.warning("no error report for %r: superseded by version %s",
-                           target.source.label, current.etag)
+                        target.source.label, current.etag)
+            return False
+        if target.output is not None and current is not None and already_done(
+                store, target.output, current):
+            log.warning("no error report: %r, this version's result, was delivered before "
+                        "the failure", target.output.label)
             return False
         if target.output is not None and remove_stale_output(
                 store, target.output, target.source, run_etag):
             log.warning("removed %r: it showed an older version of the input",
-                           target.output.label)
+                        target.output.label)
     store.upload_json(target.error.container, target.error.blob, report)
     if target.source is not None:
         # A missing input cannot be tagged; the report already says it is missing.

@@ -306,7 +306,8 @@ def test_a_killed_run_is_crashed_reported_cleaned_and_retried(
     """SIGKILL the worker and the flow-run process mid-job, as a lost machine would."""
     stack = Path(os.environ["RESTYLE_STACK_DIR"])
     blob = f"{registered_tiny_style}/killed-{unique}.mp4"
-    clip = make_clip(tmp_path / "k.mp4", width=160, height=120, seconds=12, fps=25)
+    # Long enough that ranks left running would still be at work when they are looked for.
+    clip = make_clip(tmp_path / "k.mp4", width=160, height=120, seconds=30, fps=25)
     pool = api("GET", "/work_pools/restyle-cpu")
     # One slot: the recovery and the retry can only run once the crashed run gave its back.
     api("PATCH", "/work_pools/restyle-cpu", {"concurrency_limit": 1})
@@ -315,16 +316,18 @@ def test_a_killed_run_is_crashed_reported_cleaned_and_retried(
         run = wait_until(lambda: video_runs(blob), 120, "the run")[0]
         wait_until(lambda: task_running(run["id"], "run-gpu-job"), RUN_TIMEOUT, "the GPU job")
         pid = int(str(api("GET", f"/flow_runs/{run['id']}")["infrastructure_pid"]).split(":")[-1])
+        work = stack_settings.work_dir / run["id"]
+        assert rank_processes(work), "the GPU job's ranks were not found before the kill"
         os.kill(int((stack / "pids" / "worker").read_text()), signal.SIGKILL)
         os.kill(pid, signal.SIGKILL)
         stack_command("restart", "worker")
+        wait_until(lambda: not rank_processes(work), 5, "the killed run's ranks to end",
+                   poll=0.2)
 
         # No worker saw it die: the missed heartbeats mark it Crashed.
         crashed = wait_for_state(run["id"], FINAL_STATES, 240)
         assert crashed["state_type"] == "CRASHED"
         assert "no heartbeat" in crashed["state"]["message"]
-        work = stack_settings.work_dir / run["id"]
-        wait_until(lambda: not rank_processes(work), 15, "the crashed run's ranks to end")
 
         retry = wait_until(lambda: [r for r in video_runs(blob) if CRASH_RETRY_TAG in r["tags"]
                                     and r["state_type"] in FINAL_STATES], RUN_TIMEOUT * 2,

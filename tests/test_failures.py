@@ -90,6 +90,9 @@ def test_a_failure_after_the_commit_keeps_the_result(
     flow, run = hook_args({"video": "a/b.mp4", "style": "udnie"})
     failures.FLOW_HOOKS["on_failure"][0](flow, run, failed(RuntimeError("thumbnail failed")))
     assert store.read_bytes("stylized", "a/b.mp4.udnie.mp4") == b"result"
+    with pytest.raises(BlobNotFoundError):  # and no report beside the delivered result
+        store.get_version("stylized", "a/b.mp4.udnie.error.json")
+    assert store.get_tags("videos", "a/b.mp4") == {}
 
 
 def test_a_failure_of_a_superseded_version_writes_no_report(
