@@ -26,8 +26,6 @@ export_env() {
   export PREFECT_API_DATABASE_CONNECTION_URL="sqlite+aiosqlite:///$stack/prefect/prefect.db"
   export PREFECT_SERVER_ANALYTICS_ENABLED=false
   export PREFECT_LOGGING_LEVEL="${PREFECT_LOGGING_LEVEL:-INFO}"
-  # restyle's own loggers (failure hooks, recovery) reach the run's log in the UI too.
-  export PREFECT_LOGGING_EXTRA_LOGGERS="${PREFECT_LOGGING_EXTRA_LOGGERS:-restyle}"
   # Flow runs send a heartbeat this often; runs silent for three periods are marked Crashed
   # (deployments/post_deploy.py reads the same setting).
   export PREFECT_FLOWS_HEARTBEAT_FREQUENCY="${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-30}"
