@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
-from prefect.states import Completed, State
+from prefect.states import State
 
 from gpu.jobdir import MODEL_NAME, read_reports
 from tasks.dispatch import GpuJob, run_gpu_job
@@ -23,27 +23,22 @@ from tasks.naming import short_label
 from tasks.outputs import (
     SourceStamp,
     already_done,
+    already_done_state,
     check_source,
     commit_result,
     fetch_input,
-    version_or_none,
+    superseded_now,
+    superseded_state,
 )
 from tasks.reporting import RunStats, StageClock, publish_report
 from tasks.run_context import current_run_id, run_context
 from tasks.styles import AUTO_STYLE, StyleChoice, fetch_style_model, require_style
-from tasks.targets import StylizeTarget, plan_stylize
+from tasks.targets import plan_stylize
 from tasks.video import extract_audio, grab_frames, probe_video, reassemble_video, split_video
 
 
 def _run_name() -> str:
     return short_label(str(flow_run.parameters.get("video") or "video"))
-
-
-def superseded(target: StylizeTarget, newer: str | None) -> State:
-    """The final state of a run whose input changed under it: Completed, no result, no report."""
-    by = f"version {newer}" if newer and newer != "deletion" else "its deletion"
-    return Completed(message=f"superseded by {by} of {target.source.label!r}: "
-                             "that version's run writes the result")
 
 
 @flow(name="stylize-video", flow_run_name=_run_name, log_prints=True, **FLOW_HOOKS)
@@ -66,20 +61,18 @@ def stylize_video(
     settings, store, work = ctx.settings, ctx.store, ctx.work
     target = plan_stylize(video, style, settings)
     require_style(target.style, store, settings)
-    source = check_source(store, target.source)
-    if etag and etag.strip('"') != source.etag:
-        return superseded(target, source.etag)
+    source = check_source(store, target.source, etag)
+    if source is None:
+        return superseded_now(store, target.source)
     if already_done(store, target.output, source):
-        return Completed(message=f"already done: {target.output.label!r} was made from "
-                                 f"version {source.etag}")
+        return already_done_state(target.output, source)
     work.write_record({"source": target.source.label, "source_etag": source.etag,
                        "output": target.output.label, "style": target.style})
     clock = StageClock()
     with clock.stage("fetch"):
         src = work.source(target.source.blob)
         if not fetch_input(store, source, src):
-            newer = version_or_none(store, target.source)
-            return superseded(target, newer.etag if newer else None)
+            return superseded_now(store, target.source)
     with clock.stage("probe"):
         probe = probe_video(src, settings.limits, target.source.label)
     with clock.stage("split"):
@@ -97,7 +90,7 @@ def stylize_video(
         outcome = commit_result(store, target.output, result,
                                 SourceStamp(target.source, source.etag), target.style, ctx.run_id)
     if not outcome.committed:
-        return superseded(target, outcome.superseded_by)
+        return superseded_state(target.source, outcome.superseded_by)
     store.delete(target.error.container, target.error.blob)  # an older version's failure
     # The result is delivered: what follows only decorates the run page, so a failure there is
     # logged and the run still completes with its result.

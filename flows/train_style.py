@@ -18,16 +18,24 @@ from datetime import UTC, datetime
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
-from prefect.states import Completed, State
+from prefect.states import State
 
 from gpu.model import read_metadata
 from tasks.dispatch import GpuJob, run_gpu_job
 from tasks.failures import FLOW_HOOKS
 from tasks.naming import short_label
-from tasks.outputs import SourceStamp, already_done, check_source, fetch_input, version_or_none
+from tasks.outputs import (
+    SourceStamp,
+    already_done,
+    already_done_state,
+    check_source,
+    fetch_input,
+    still_current,
+    superseded_now,
+)
 from tasks.run_context import current_run_id, run_context
 from tasks.styles import registered_style_names, shipped_style_names
-from tasks.targets import TrainingTarget, plan_training
+from tasks.targets import plan_training
 from tasks.training import (
     STYLIZE_DEPLOYMENT,
     check_style_image,
@@ -42,12 +50,6 @@ from tasks.training import (
 
 def _run_name() -> str:
     return short_label(str(flow_run.parameters.get("style_image") or "style"))
-
-
-def superseded(target: TrainingTarget, newer: str | None) -> State:
-    by = f"version {newer}" if newer else "its deletion"
-    return Completed(message=f"superseded by {by} of {target.source.label!r}: "
-                             "that version's run trains the style")
 
 
 @flow(name="train-style", flow_run_name=_run_name, log_prints=True, **FLOW_HOOKS)
@@ -71,20 +73,18 @@ def train_style(
     settings, store, work = ctx.settings, ctx.store, ctx.work
     target = plan_training(style_image, name, settings)
     args = training_args(settings.training, target.name, settings.compute.device, steps)
-    source = check_source(store, target.source)
-    if etag and etag.strip('"') != source.etag:
-        return superseded(target, source.etag)
+    source = check_source(store, target.source, etag)
+    if source is None:
+        return superseded_now(store, target.source)
     if steps is None and already_done(store, target.weights, source):
-        return Completed(message=f"already done: {target.weights.label!r} was trained on "
-                                 f"version {source.etag}")
+        return already_done_state(target.weights, source)
     work.write_record({"source": target.source.label, "source_etag": source.etag,
                        "output": target.weights.label})
     clock: dict[str, float] = {}
     started = time.monotonic()
     src = work.source(target.source.blob)
     if not fetch_input(store, source, src):
-        newer = version_or_none(store, target.source)
-        return superseded(target, newer.etag if newer else None)
+        return superseded_now(store, target.source)
     width, height = check_style_image(src, target.source.label)
     content_count = prepare_training_input(src, settings.training.content_dir, work.gpu_in)
     clock["prepare"] = time.monotonic() - started
@@ -94,9 +94,8 @@ def train_style(
     gpu = run_gpu_job(job, settings)
     clock["train job"] = time.monotonic() - started
     weights, metrics = read_training_output(work.gpu_out)
-    current = version_or_none(store, target.source)
-    if current is None or current.etag != source.etag:
-        return superseded(target, current.etag if current else None)
+    if not still_current(store, source):
+        return superseded_now(store, target.source)
     info = {
         "name": target.name,
         "style_image": target.source.label,

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from prefect import get_run_logger, task
+from prefect.states import Completed, State
 
 from tasks.events import BlobVersion
 from tasks.naming import BlobRef
@@ -67,7 +68,8 @@ class SourceStamp:
 
 @dataclass(frozen=True)
 class CommitOutcome:
-    """What :func:`commit_output` did: committed ``version``, or found the run superseded."""
+    """What :func:`commit_output` did: committed ``version``, or found the run superseded by
+    version ``superseded_by`` of the input (``None``: by the input's deletion)."""
 
     version: BlobVersion | None = None
     superseded_by: str | None = None
@@ -77,12 +79,38 @@ class CommitOutcome:
         return self.version is not None
 
 
+def superseded_state(source: BlobRef, newer: str | None) -> State:
+    """The final state of a run whose input changed under it: Completed, with no result and no
+    report (the newer version's run writes them)."""
+    by = f"version {newer}" if newer else "its deletion"
+    return Completed(message=f"superseded by {by} of {source.label!r}: that version's run "
+                             "writes the result")
+
+
+def superseded_now(store: BlobStore, source: BlobRef) -> State:
+    """:func:`superseded_state` naming the input's current version."""
+    current = version_or_none(store, source)
+    return superseded_state(source, current.etag if current else None)
+
+
+def already_done_state(output: BlobRef, source: BlobVersion) -> State:
+    """The final state of a run whose result already exists for its input's version."""
+    return Completed(message=f"already done: {output.label!r} was made from version "
+                             f"{source.etag}")
+
+
 def version_or_none(store: BlobStore, ref: BlobRef) -> BlobVersion | None:
     """The blob's current version, with its metadata; ``None`` if it does not exist."""
     try:
         return store.get_version(ref.container, ref.blob)
     except BlobNotFoundError:
         return None
+
+
+def still_current(store: BlobStore, version: BlobVersion) -> bool:
+    """Whether ``version`` is still its blob's current version."""
+    current = version_or_none(store, BlobRef(version.container, version.blob))
+    return current is not None and current.etag == version.etag
 
 
 def already_done(store: BlobStore, output: BlobRef, source: BlobVersion) -> BlobVersion | None:
@@ -117,7 +145,7 @@ def commit_output(
                 )
         current = version_or_none(store, stamp.source)
         if current is None or current.etag != stamp.etag:
-            return CommitOutcome(superseded_by=current.etag if current else "deletion")
+            return CommitOutcome(superseded_by=current.etag if current else None)
         with contextlib.suppress(BlobConditionError):  # written meanwhile: look again
             return CommitOutcome(version=store.upload_file(
                 output.container, output.blob, result, content_type="video/mp4",
@@ -155,9 +183,19 @@ def remove_stale_output(store: BlobStore, output: BlobRef, source: BlobRef, run_
 
 
 @task(name="check-source", retries=2, retry_delay_seconds=2)
-def check_source(store: BlobStore, source: BlobRef) -> BlobVersion:
-    """The input's current version; raises ``BlobNotFoundError`` if there is none."""
-    version = store.get_version(source.container, source.blob)
+def check_source(store: BlobStore, source: BlobRef, expected_etag: str | None
+                 ) -> BlobVersion | None:
+    """The input's current version; ``None`` if the run is superseded: the input differs from
+    the version ``expected_etag`` names (the event's), or that version was deleted.
+
+    Raises:
+        BlobNotFoundError: no such input, and no event named a version of it.
+    """
+    version = version_or_none(store, source)
+    if version is None and expected_etag is None:
+        raise BlobNotFoundError(f"{source.label} does not exist")
+    if version is None or (expected_etag and expected_etag.strip('"') != version.etag):
+        return None
     get_run_logger().info("input %r is version %s (%d bytes)", source.label, version.etag,
                           version.size)
     return version

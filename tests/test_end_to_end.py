@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from deployments.azurite_watcher import prefect_http_sink
+from deployments.post_deploy import ZOMBIE_AUTOMATION
 from tasks.events import BLOB_CREATED_EVENT
 from tasks.media import extract_frame_png, probe
 from tasks.naming import stylized_names
@@ -347,3 +348,11 @@ def test_a_killed_run_is_crashed_reported_cleaned_and_retried(
             stack_store.get_version("stylized", stylized_names(blob, registered_tiny_style)[1])
     finally:
         api("PATCH", "/work_pools/restyle-cpu", {"concurrency_limit": pool["concurrency_limit"]})
+
+
+def test_automations_have_names_a_user_understands() -> None:
+    names = {a["name"] for a in api("POST", "/automations/filter", {})}
+    assert {"Stylize each new video version", "Train a style from each new style image",
+            "Recover each crashed restyle run (report, clean up, retry once)",
+            ZOMBIE_AUTOMATION} <= names
+    assert not [name for name in names if "__automation_" in name]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
+from tasks import outputs
 from tasks.naming import BlobRef
 from tasks.outputs import (
     OutputOwnershipError,
@@ -13,8 +15,9 @@ from tasks.outputs import (
     already_done,
     commit_output,
     remove_stale_output,
+    still_current,
 )
-from tasks.storage import BlobConditionError
+from tasks.storage import BlobConditionError, BlobNotFoundError
 from tests.memory_store import MemoryBlobStore
 
 SOURCE = BlobRef("videos", "a/b.mp4")
@@ -79,7 +82,8 @@ def test_a_run_whose_input_changed_before_its_commit_writes_nothing(
     assert commit(store, tmp_path, v1.etag, b"r1").superseded_by == v2.etag
     assert list(store.list_versions(OUTPUT.container)) == []
     store.delete(SOURCE.container, SOURCE.blob)
-    assert commit(store, tmp_path, v2.etag, b"r2").superseded_by == "deletion"
+    deleted = commit(store, tmp_path, v2.etag, b"r2")
+    assert not deleted.committed and deleted.superseded_by is None
 
 
 def test_a_result_written_between_the_check_and_the_write_is_not_overwritten_blindly(
@@ -159,3 +163,22 @@ def test_a_failure_removes_only_an_older_versions_result_of_its_own_input(
     # v3's run failed: r1 shows an older version of the input and goes.
     assert remove_stale_output(store, OUTPUT, SOURCE, v3.etag)
     assert list(store.list_versions(OUTPUT.container)) == []
+
+
+def test_a_run_for_a_version_that_is_gone_is_superseded_not_failed(
+    store: MemoryBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outputs, "get_run_logger", lambda: logging.getLogger("test"))
+    v1 = store.put_bytes(SOURCE.container, SOURCE.blob, b"v1")
+    assert outputs.check_source.fn(store, SOURCE, None) == v1  # a manual run: the current one
+    assert outputs.check_source.fn(store, SOURCE, f'"{v1.etag}"') == v1
+    v2 = store.put_bytes(SOURCE.container, SOURCE.blob, b"v2")
+    assert outputs.check_source.fn(store, SOURCE, v1.etag) is None  # the event's is old
+    assert still_current(store, v2) and not still_current(store, v1)
+    message = outputs.superseded_now(store, SOURCE).message
+    assert message.startswith(f"superseded by version {v2.etag} of 'videos/a/b.mp4'")
+    store.delete(SOURCE.container, SOURCE.blob)
+    assert outputs.check_source.fn(store, SOURCE, v2.etag) is None  # deleted since the event
+    assert outputs.superseded_now(store, SOURCE).message.startswith("superseded by its deletion")
+    with pytest.raises(BlobNotFoundError, match="videos/a/b.mp4 does not exist"):
+        outputs.check_source.fn(store, SOURCE, None)  # a manual run of a missing input fails
