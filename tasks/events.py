@@ -8,7 +8,7 @@ re-sends the same blob version produces the same id and Prefect can drop the rep
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 BLOB_CREATED_EVENT = "restyle.blob.created"
@@ -28,6 +28,7 @@ class BlobVersion:
         etag: The blob version's ETag, quotes stripped.
         size: Content length in bytes.
         content_type: The blob's content type, if known.
+        metadata: The blob's user metadata, when the store read it (not part of identity).
     """
 
     account: str
@@ -36,6 +37,7 @@ class BlobVersion:
     etag: str
     size: int
     content_type: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def event_id(self) -> uuid.UUID:

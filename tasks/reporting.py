@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from prefect import task
@@ -18,6 +22,21 @@ from prefect.artifacts import (
 )
 
 from gpu.jobdir import ChunkReport
+
+
+class StageClock:
+    """Seconds spent per named stage, for the stats table."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.monotonic() - started
 
 
 @dataclass
@@ -33,7 +52,19 @@ class RunStats:
     reports: list[ChunkReport] = field(default_factory=list)
     backend: str = "local"
     gpu_attempts: int = 1
+    reused_chunks: int | None = None
     retry_reasons: list[str] = field(default_factory=list)
+
+    @classmethod
+    def gpu_facts(cls, result: object) -> dict[str, Any]:
+        """The GPU step's ``backend``, ``attempts``, ``reused_chunks`` and ``retry_reasons`` as
+        keyword arguments, read defensively: a backend's result may lack the newer fields."""
+        return {
+            "backend": str(getattr(result, "backend", "local")),
+            "gpu_attempts": int(getattr(result, "attempts", 1) or 1),
+            "reused_chunks": getattr(result, "reused_chunks", None),
+            "retry_reasons": list(getattr(result, "retry_reasons", []) or []),
+        }
 
     def rows(self) -> list[dict[str, str | int | float]]:
         rows: list[dict[str, str | int | float]] = [
@@ -44,6 +75,8 @@ class RunStats:
             {"item": "compute backend", "value": self.backend},
             {"item": "GPU job attempts", "value": self.gpu_attempts},
         ]
+        if self.reused_chunks is not None:
+            rows.append({"item": "reused chunks", "value": self.reused_chunks})
         rows += [{"item": f"retry {i + 1} reason", "value": reason}
                  for i, reason in enumerate(self.retry_reasons)]
         for stage, seconds in self.stage_seconds.items():
@@ -79,16 +112,17 @@ class ProgressReporter:
 
 
 @task(name="publish-report")
-def publish_report(stats: RunStats, before_png: Path, after_png: Path, result_url: str) -> None:
-    """Publish the stats table, the before/after frame and a link to the result."""
+def publish_report(stats: RunStats, frames: tuple[Path, Path] | None, result_url: str) -> None:
+    """Publish the stats table, the before/after frame (when there is one) and the result link."""
     create_table_artifact(
         key="stylize-stats", table=stats.rows(), description=f"{stats.video} in {stats.style}"
     )
-    create_markdown_artifact(
-        key="before-after",
-        markdown=before_after_markdown(before_png, after_png, stats),
-        description="One frame before and after",
-    )
+    if frames is not None:
+        create_markdown_artifact(
+            key="before-after",
+            markdown=before_after_markdown(*frames, stats),
+            description="One frame before and after",
+        )
     create_link_artifact(key="stylized-video", link=result_url, link_text="stylized video")
 
 

@@ -266,6 +266,11 @@ class LimitSettings(BaseModel):
         default=3840 * 2160, description="Largest accepted frame, in pixels (width x height)."
     )
     max_duration_s: float = Field(default=3 * 3600, description="Longest accepted input, seconds.")
+    min_side: int = Field(
+        default=16, ge=8,
+        description="Smallest accepted frame side, in pixels: the style networks' padding needs "
+        "at least 8, and smaller frames carry no picture worth restyling.",
+    )
 
 
 class WatcherSettings(BaseModel):

@@ -6,6 +6,9 @@ and a real account (an account URL plus an Entra ID credential, so no key is eve
 
 Uploads are atomic by the service's own semantics: a block blob appears only when its block list
 is committed (or its single Put Blob completes), so a reader never sees a partial result.
+Writes, deletes and downloads can be made conditional on a blob's etag (``if_match``) or on its
+absence (``if_absent``); a condition that does not hold raises :class:`BlobConditionError` and
+changes nothing, which is what :mod:`tasks.outputs` builds its lost-update-free commit on.
 """
 
 from __future__ import annotations
@@ -13,14 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContentSettings
-from prefect import get_run_logger, task
 
 from tasks.events import BlobVersion
 from tasks.settings import StorageSettings
@@ -31,6 +33,17 @@ logger = logging.getLogger(__name__)
 
 class BlobNotFoundError(FileNotFoundError):
     """The named blob does not exist (or no longer does)."""
+
+
+class BlobConditionError(RuntimeError):
+    """A conditional operation's condition did not hold: the blob changed, or already exists."""
+
+
+def _conditions(if_match: str | None) -> dict[str, Any]:
+    if if_match is None:
+        return {}
+    etag = '"' + if_match.strip('"') + '"'
+    return {"etag": etag, "match_condition": MatchConditions.IfNotModified}
 
 
 class BlobStore(Protocol):
@@ -44,15 +57,21 @@ class BlobStore(Protocol):
 
     def get_version(self, container: str, blob: str) -> BlobVersion: ...
 
-    def download(self, container: str, blob: str, dest: Path) -> BlobVersion: ...
-
-    def upload_file(
-        self, container: str, blob: str, src: Path, content_type: str | None = None
+    def download(
+        self, container: str, blob: str, dest: Path, if_match: str | None = None
     ) -> BlobVersion: ...
 
-    def upload_json(self, container: str, blob: str, data: Any) -> BlobVersion: ...
+    def upload_file(
+        self, container: str, blob: str, src: Path, content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None, if_match: str | None = None,
+        if_absent: bool = False,
+    ) -> BlobVersion: ...
 
-    def delete(self, container: str, blob: str) -> None: ...
+    def upload_json(
+        self, container: str, blob: str, data: Any, metadata: Mapping[str, str] | None = None
+    ) -> BlobVersion: ...
+
+    def delete(self, container: str, blob: str, if_match: str | None = None) -> None: ...
 
     def set_tags(self, container: str, blob: str, tags: dict[str, str]) -> None: ...
 
@@ -84,38 +103,76 @@ class AzureBlobStore:
             raise BlobNotFoundError(f"{container}/{blob} does not exist") from None
         return self._version(container, blob, props)
 
-    def download(self, container: str, blob: str, dest: Path) -> BlobVersion:
+    def download(
+        self, container: str, blob: str, dest: Path, if_match: str | None = None
+    ) -> BlobVersion:
+        """Copy the blob to ``dest`` (whole or not at all); with ``if_match``, only that version.
+
+        Raises:
+            BlobNotFoundError: no such blob.
+            BlobConditionError: the blob is no longer version ``if_match``.
+        """
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.part")
         try:
-            downloader = self.client.get_blob_client(container, blob).download_blob()
+            downloader = self.client.get_blob_client(container, blob).download_blob(
+                **_conditions(if_match)
+            )
         except ResourceNotFoundError:
             raise BlobNotFoundError(f"{container}/{blob} does not exist") from None
+        except ResourceModifiedError:
+            raise BlobConditionError(f"{container}/{blob} is not {if_match} any more") from None
         with tmp.open("wb") as fh:
             downloader.readinto(fh)
         tmp.replace(dest)
         return self._version(container, blob, downloader.properties)
 
     def upload_file(
-        self, container: str, blob: str, src: Path, content_type: str | None = None
+        self, container: str, blob: str, src: Path, content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None, if_match: str | None = None,
+        if_absent: bool = False,
     ) -> BlobVersion:
+        """Upload ``src`` with ``metadata``: replace only version ``if_match``, create only with
+        ``if_absent``, else overwrite.
+
+        Raises:
+            BlobConditionError: the condition did not hold; the blob is unchanged.
+        """
         settings = ContentSettings(content_type=content_type) if content_type else None
-        with src.open("rb") as fh:
-            self.client.get_blob_client(container, blob).upload_blob(
-                fh, overwrite=True, content_settings=settings, max_concurrency=2
-            )
+        try:
+            with src.open("rb") as fh:
+                self.client.get_blob_client(container, blob).upload_blob(
+                    fh, overwrite=not if_absent, content_settings=settings, max_concurrency=2,
+                    metadata=dict(metadata) if metadata else None, **_conditions(if_match),
+                )
+        except ResourceModifiedError:
+            raise BlobConditionError(f"{container}/{blob} changed since {if_match}") from None
+        except ResourceExistsError:
+            raise BlobConditionError(f"{container}/{blob} already exists") from None
         return self.get_version(container, blob)
 
-    def upload_json(self, container: str, blob: str, data: Any) -> BlobVersion:
+    def upload_json(
+        self, container: str, blob: str, data: Any, metadata: Mapping[str, str] | None = None
+    ) -> BlobVersion:
         body = json.dumps(data, indent=2, sort_keys=True).encode()
         self.client.get_blob_client(container, blob).upload_blob(
-            body, overwrite=True, content_settings=ContentSettings(content_type="application/json")
+            body, overwrite=True, content_settings=ContentSettings(content_type="application/json"),
+            metadata=dict(metadata) if metadata else None,
         )
         return self.get_version(container, blob)
 
-    def delete(self, container: str, blob: str) -> None:
-        with contextlib.suppress(ResourceNotFoundError):
-            self.client.get_blob_client(container, blob).delete_blob()
+    def delete(self, container: str, blob: str, if_match: str | None = None) -> None:
+        """Delete the blob if it exists; with ``if_match``, only that version.
+
+        Raises:
+            BlobConditionError: the blob is no longer version ``if_match``; it is kept.
+        """
+        try:
+            self.client.get_blob_client(container, blob).delete_blob(**_conditions(if_match))
+        except ResourceNotFoundError:
+            pass
+        except ResourceModifiedError:
+            raise BlobConditionError(f"{container}/{blob} changed since {if_match}") from None
 
     def set_tags(self, container: str, blob: str, tags: dict[str, str]) -> None:
         try:
@@ -139,6 +196,7 @@ class AzureBlobStore:
             etag=str(props.etag).strip('"'),
             size=int(props.size),
             content_type=content_type,
+            metadata=dict(props.metadata or {}),
         )
 
 
@@ -155,48 +213,3 @@ def make_blob_store(settings: StorageSettings, quick: bool = False) -> AzureBlob
             credentials; the message says which setting to fix.
     """
     return AzureBlobStore(blob_service_client(settings, quick=quick))
-
-
-# --- Prefect tasks --------------------------------------------------------------------------
-
-
-@task(name="fetch-input", retries=2, retry_delay_seconds=2)
-def fetch_input(store: BlobStore, container: str, blob: str, dest: Path) -> BlobVersion:
-    """Download the input blob to ``dest``.
-
-    Returns:
-        The version that was downloaded (its etag identifies the run's input).
-    """
-    get_run_logger().info("downloading %s/%s", container, blob)
-    return store.download(container, blob, dest)
-
-
-@task(name="upload-result", retries=2, retry_delay_seconds=2)
-def upload_result(store: BlobStore, container: str, blob: str, src: Path) -> BlobVersion:
-    """Upload the finished video; the blob appears only once the upload is complete."""
-    get_run_logger().info("uploading %s/%s (%d bytes)", container, blob, src.stat().st_size)
-    return store.upload_file(container, blob, src, content_type="video/mp4")
-
-
-@task(name="report-failure", retries=2, retry_delay_seconds=2)
-def report_failure(
-    store: BlobStore,
-    output: tuple[str, str],
-    source: tuple[str, str],
-    error: BaseException,
-    flow_run_id: str,
-    context: dict[str, Any],
-) -> None:
-    """Write the ``.error.json`` report and tag the input blob as failed.
-
-    The report holds the human-readable reason (the exception's type and message, which is also
-    the flow run's failure message), the flow run id, the time and ``context``.
-    """
-    reason = f"{type(error).__name__}: {error}"
-    get_run_logger().error("failed: %s", reason)
-    report = {**context, "reason": reason, "flow_run_id": flow_run_id,
-              "time": datetime.now(UTC).isoformat()}
-    store.upload_json(output[0], output[1], report)
-    # A missing input cannot be tagged; the report already says it is missing.
-    with contextlib.suppress(BlobNotFoundError):
-        store.set_tags(source[0], source[1], {"restyle-status": "failed"})

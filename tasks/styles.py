@@ -2,9 +2,10 @@
 
 Shipped styles are listed in ``gpu/styles/manifest.json`` beside their weights. Styles trained
 by users live in the models container as ``<name>.safetensors``. Both kinds are valid values of
-the stylize flow's ``style`` parameter; :data:`StyleChoice` renders them as a dropdown in the
-Prefect UI (the choices are read when the deployment is registered, and ``train-style`` updates
-the deployment when it registers a new one).
+the stylize flow's ``style`` parameter. :data:`StyleChoice` renders the shipped ones as a
+dropdown in the Prefect UI, read from the manifest at import with no network access; the
+registered ones are added to the deployment's dropdown after each deploy
+(``python -m deployments.apply``) and by ``train-style`` when it registers one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
+from azure.core.exceptions import ResourceNotFoundError
 from pydantic import WithJsonSchema
 
 from tasks.events import BlobVersion
@@ -45,37 +47,31 @@ def shipped_style_names() -> list[str]:
 
 
 def registered_style_names(store: BlobStore, settings: RestyleSettings) -> list[str]:
-    """Styles that train-style registered in the models container."""
+    """Styles that train-style registered in the models container (none if it does not exist)."""
     container = settings.storage.models_container
-    return sorted(
-        version.blob.removesuffix(".safetensors")
-        for version in store.list_versions(container)
-        if version.blob.endswith(".safetensors") and "/" not in version.blob
-    )
-
-
-def available_style_names() -> list[str]:
-    """Shipped plus registered styles; registered ones only if storage answers quickly."""
-    names = shipped_style_names()
     try:
-        from tasks.storage import make_blob_store
+        return sorted(
+            version.blob.removesuffix(".safetensors")
+            for version in store.list_versions(container)
+            if version.blob.endswith(".safetensors") and "/" not in version.blob
+        )
+    except ResourceNotFoundError:  # no style was ever registered
+        return []
 
-        settings = RestyleSettings()
-        store = make_blob_store(settings.storage, quick=True)
-        names += [n for n in registered_style_names(store, settings) if n not in names]
-    except Exception:  # storage not reachable while rendering a schema: shipped styles only
-        pass
-    return names
+
+def known_style_names(store: BlobStore, settings: RestyleSettings) -> list[str]:
+    """Shipped styles, then registered ones."""
+    names = shipped_style_names()
+    return names + [n for n in registered_style_names(store, settings) if n not in names]
 
 
 StyleChoice = Annotated[
     str,
-    WithJsonSchema({"type": "string", "enum": [AUTO_STYLE, *available_style_names()]}),
+    WithJsonSchema({"type": "string", "enum": [AUTO_STYLE, *shipped_style_names()]}),
 ]
-"""A style name: plain ``str`` at run time (the flow checks it against the registry, so a style
-registered since this module was imported still works), a dropdown of the styles known at import
-in the Prefect UI. Registering a deployment imports the flow, so it lists the styles of that
-moment; train-style refreshes the deployment's schema when it registers a new style."""
+"""A style name: plain ``str`` at run time (the flow checks it against the registry, so any
+registered style works), a dropdown of the shipped styles in the flow's schema; the deployment's
+copy of the schema also lists the registered ones (module docstring)."""
 
 
 def validate_style_name(name: str) -> str:
@@ -106,12 +102,14 @@ def check_trainable_name(name: str, shipped: Iterable[str]) -> str:
 
 
 def register_style(
-    store: BlobStore, settings: RestyleSettings, name: str, weights: Path, info: dict[str, Any]
+    store: BlobStore, settings: RestyleSettings, name: str, weights: Path, info: dict[str, Any],
+    metadata: dict[str, str] | None = None,
 ) -> BlobVersion:
     """Make ``name`` a style: ``<name>.safetensors`` and ``<name>.json`` in the models container.
 
     The description goes up first and the weights last, because the weights' blob is what makes
-    the style exist (:func:`registered_style_names`); a stale ``<name>.error.json`` is removed.
+    the style exist (:func:`registered_style_names`); the weights carry ``metadata`` (the style
+    image they were trained on); a stale ``<name>.error.json`` is removed.
 
     Returns:
         The version of the uploaded weights.
@@ -120,10 +118,32 @@ def register_style(
     store.ensure_containers([container])
     store.upload_json(container, f"{name}.json", info)
     version = store.upload_file(
-        container, f"{name}.safetensors", weights, content_type="application/octet-stream"
+        container, f"{name}.safetensors", weights, content_type="application/octet-stream",
+        metadata=metadata,
     )
     store.delete(container, f"{name}.error.json")
     return version
+
+
+def unknown_style(name: str, store: BlobStore, settings: RestyleSettings) -> UnknownStyleError:
+    known = ", ".join(known_style_names(store, settings)) or "none"
+    return UnknownStyleError(f"unknown style: {name} (known: {known})")
+
+
+def require_style(name: str, store: BlobStore, settings: RestyleSettings) -> str:
+    """``name`` if it is a shipped or registered style.
+
+    Raises:
+        UnknownStyleError: no such style, with the list of known ones.
+    """
+    validate_style_name(name)
+    if name in shipped_style_names():
+        return name
+    try:
+        store.get_version(settings.storage.models_container, f"{name}.safetensors")
+    except BlobNotFoundError:
+        raise unknown_style(name, store, settings) from None
+    return name
 
 
 def fetch_style_model(name: str, store: BlobStore, settings: RestyleSettings, dest: Path) -> Path:
@@ -141,8 +161,5 @@ def fetch_style_model(name: str, store: BlobStore, settings: RestyleSettings, de
     try:
         store.download(settings.storage.models_container, f"{name}.safetensors", dest)
     except BlobNotFoundError:
-        known = shipped_style_names() + registered_style_names(store, settings)
-        raise UnknownStyleError(
-            f"unknown style {name!r}; known styles: {', '.join(known) or 'none'}"
-        ) from None
+        raise unknown_style(name, store, settings) from None
     return dest

@@ -16,12 +16,25 @@ from tasks.media import MediaProbe, frames_per_chunk
 from tasks.settings import ComputeSettings, LimitSettings
 
 
+def check_frame_size(width: int, height: int, limits: LimitSettings) -> None:
+    """Raises ``InvalidMediaError`` for frames smaller than ``limits.min_side`` on a side."""
+    if min(width, height) < limits.min_side:
+        raise media.InvalidMediaError(
+            f"the video's frames are {width}x{height}; restyle needs at least "
+            f"{limits.min_side} px on each side (RESTYLE_LIMITS__MIN_SIDE)")
+
+
 @task(name="probe-video")
-def probe_video(src: Path, limits: LimitSettings) -> MediaProbe:
-    """Probe and validate the input; raises ``InvalidMediaError`` with the reason."""
-    probe = media.probe(src, limits)
+def probe_video(src: Path, limits: LimitSettings, label: str) -> MediaProbe:
+    """Probe and validate the input; raises ``InvalidMediaError`` with the reason, naming the
+    input by ``label`` (its blob) rather than by its local, hashed file name."""
+    try:
+        probe = media.probe(src, limits)
+        check_frame_size(probe.video.display_width, probe.video.display_height, limits)
+    except media.InvalidMediaError as err:
+        raise media.InvalidMediaError(str(err).replace(src.name, label)) from None
     get_run_logger().info(
-        "%s: %dx%d, %d frames, %d audio stream(s)", src.name, probe.video.display_width,
+        "%r: %dx%d, %d frames, %d audio stream(s)", label, probe.video.display_width,
         probe.video.display_height, probe.video.frame_count, len(probe.audio),
     )
     return probe

@@ -10,32 +10,31 @@ an operator turns to tune a deployment; the stack itself keeps its GPU-sized def
 from __future__ import annotations
 
 import json
-import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from flows import train_style as flow_module
-from flows.train_style import (
-    plan_training,
+from gpu.model import load_style_model, read_metadata
+from gpu.train_data import ImageError
+from tasks import targets
+from tasks.naming import BlobNameError
+from tasks.settings import RestyleSettings, TrainingSettings
+from tasks.storage import AzureBlobStore, BlobNotFoundError
+from tasks.styles import ShippedStyleError, UnknownStyleError, check_trainable_name
+from tasks.targets import plan_training
+from tasks.training import (
     prepare_training_input,
     style_image_size,
     training_args,
     with_style_choices,
 )
-from gpu.model import load_style_model, read_metadata
-from gpu.train_data import ImageError
-from tasks.settings import RestyleSettings, TrainingSettings
-from tasks.storage import AzureBlobStore, BlobNotFoundError
-from tasks.styles import ShippedStyleError, UnknownStyleError, check_trainable_name
 from tests.conftest import wait_for_blob
+from tests.stack_api import api, wait_for_final_run
 
 RUN_TIMEOUT = 300
 TINY_HPARAMS = {"width": 8, "blocks": 1, "head_width": 8}
@@ -61,9 +60,11 @@ def settings() -> RestyleSettings:
 
 def test_plan_training_names_the_style_after_the_image(settings: RestyleSettings) -> None:
     target = plan_training("styles/the_wave.JPG", None, settings)
-    assert (target.styles_container, target.style_blob, target.name) == (
+    assert (target.source.container, target.source.blob, target.name) == (
         "styles", "the_wave.JPG", "the_wave")
-    assert target.label == "styles/the_wave.JPG"
+    assert target.source.label == "styles/the_wave.JPG"
+    assert (target.weights.label, target.error.label) == (
+        "models/the_wave.safetensors", "models/the_wave.error.json")
     assert plan_training("sub/wave.png", "hokusai", settings).name == "hokusai"
 
 
@@ -73,8 +74,9 @@ def test_plan_training_names_the_style_after_the_image(settings: RestyleSettings
         ("notes.txt", None, ImageError, "must be a .jpg/.jpeg/.png/.webp file"),
         ("Starry Night.png", None, UnknownStyleError, "use lower-case letters"),
         ("wave.png", "Wave!", UnknownStyleError, "not valid"),
-        ("a/../../etc/x.png", None, ValueError, "not a style image blob path"),
-        ("", None, ValueError, "not a style image blob path"),
+        ("a/../../etc/x.png", None, BlobNameError, "not canonical"),
+        ("", None, BlobNameError, "empty"),
+        ("a\nforged.png", None, BlobNameError, "control characters"),
     ],
 )
 def test_plan_training_rejects_bad_blobs_and_names(
@@ -90,7 +92,7 @@ def test_shipped_styles_cannot_be_overwritten(
     with pytest.raises(ShippedStyleError, match="'udnie' is a shipped style"):
         check_trainable_name("udnie", ["starry_night", "udnie"])
     assert check_trainable_name("mine", ["udnie"]) == "mine"
-    monkeypatch.setattr(flow_module, "shipped_style_names", lambda: ["udnie"])
+    monkeypatch.setattr(targets, "shipped_style_names", lambda: ["udnie"])
     with pytest.raises(ShippedStyleError):
         plan_training("udnie.png", None, settings)
 
@@ -162,27 +164,9 @@ def test_prepare_training_input_lays_out_the_job_folder(tmp_path: Path) -> None:
 # --- through the stack ----------------------------------------------------------------------
 
 
-def api(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """One Prefect API call, retried while the loaded test server answers 503 (SQLite busy)."""
-    for attempt in range(5):
-        response = httpx.request(method, f"{os.environ['PREFECT_API_URL']}{path}", json=body,
-                                 timeout=10)
-        if response.status_code != 503 or attempt == 4:
-            break
-        time.sleep(1 + attempt)
-    response.raise_for_status()
-    return response.json() if response.content else None
-
-
 def wait_for_terminal_run(style_image: str, timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = api("POST", "/flow_runs/filter", {"limit": 200, "sort": "EXPECTED_START_TIME_DESC"})
-        mine = [r for r in runs if r["parameters"].get("style_image") == style_image]
-        if mine and mine[0]["state_type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
-            return mine[0]
-        time.sleep(1)
-    pytest.fail(f"no finished train-style run for {style_image} within {timeout}s")
+    """The train-style run of ``styles/<style_image>`` (the trigger names the container)."""
+    return wait_for_final_run("style_image", f"styles/{style_image}", timeout)
 
 
 @pytest.fixture(scope="module")

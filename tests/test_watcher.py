@@ -1,16 +1,19 @@
-"""The Azurite blob watcher against a real Azurite: once per blob version, across restarts."""
+"""The Azurite blob watcher: once per blob version across restarts (against a real Azurite),
+and one log line per event."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from deployments.azurite_watcher import SOURCE, BlobWatcher
+from deployments.azurite_watcher import QUIET_LOGGERS, SOURCE, BlobWatcher, configure_logging
 from tasks.events import BLOB_CREATED_EVENT
 from tasks.settings import RestyleSettings
 from tasks.storage import AzureBlobStore
+from tests.memory_store import MemoryBlobStore
 
 
 class RecordingSink:
@@ -93,3 +96,40 @@ def test_same_version_gets_same_event_id(
     BlobWatcher(stack_store, [container], tmp_path / "s1.json", first).poll_once()
     BlobWatcher(stack_store, [container], tmp_path / "s2.json", second).poll_once()
     assert first.events[0]["id"] == second.events[0]["id"]
+
+
+# --- logging, on an in-memory store (no stack needed) ---------------------------------------
+
+
+def test_one_info_line_per_event_and_polls_only_at_debug(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryBlobStore()
+    store.put_bytes("videos", "a.mp4", b"a")
+    store.put_bytes("videos", "evil\n2026-01-01 restyle.watcher announced 'forged'.mp4", b"b")
+    watcher = BlobWatcher(store, ["videos"], tmp_path / "state.json", RecordingSink())
+    caplog.set_level(logging.DEBUG, logger="restyle.watcher")
+    for _ in range(3):
+        watcher.poll_once()
+    info = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert len(info) == 2  # one per event, none per poll
+    assert all("\n" not in r.getMessage() for r in info)  # the forged line stays one line
+    assert "\\n2026-01-01" in info[1].getMessage()
+    assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 3  # one per poll
+
+
+def test_http_libraries_log_requests_only_at_debug_level() -> None:
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    configure_logging()
+    try:
+        for name in QUIET_LOGGERS:
+            assert not logging.getLogger(name).isEnabledFor(logging.INFO)
+        assert logging.getLogger("restyle.watcher").isEnabledFor(logging.INFO)
+        assert logging.getLogger("azure.core.pipeline.policies.http_logging_policy"
+                                 ).getEffectiveLevel() >= logging.WARNING
+    finally:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]

@@ -17,6 +17,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from prefect.settings import PREFECT_UI_URL
 
 from tasks.events import BlobVersion
+from tasks.naming import stylized_names
 from tasks.settings import RestyleSettings
 from tasks.storage import BlobNotFoundError, make_blob_store
 from tools.sample_clip import sample_clip
@@ -34,7 +35,7 @@ async def wait_for_run(version: BlobVersion, timeout: float) -> tuple[str, str]:
                 limit=50,
             )
             for run in runs:
-                if run.parameters.get("video") == version.blob and \
+                if run.parameters.get("video") == f"{version.container}/{version.blob}" and \
                         run.parameters.get("etag") == version.etag:
                     state = run.state.type.value if run.state else "PENDING"
                     if state in TERMINAL:
@@ -66,7 +67,7 @@ def main() -> int:
     print(f"flow run {state.lower()} in {time.monotonic() - started:.0f}s: {run_url}")
     if state != "COMPLETED":
         return 1
-    output_blob = f"{style}/{clip.stem}.mp4"
+    output_blob, _ = stylized_names(blob, style)
     dest = args.out / f"{clip.stem}-{style}.mp4"
     try:
         store.download(settings.storage.output_container, output_blob, dest)

@@ -3,8 +3,9 @@
 # worker, and the Azurite blob watcher. Idempotent: `up` starts only what is not running,
 # `down` stops what is. Everything lives under $RESTYLE_STACK_DIR (logs in its logs/ folder).
 #
-#   tools/stack.sh up|down|status|env
+#   tools/stack.sh up|down|status|env|restart worker|restart prefect-server
 #
+# `restart` stops and starts one part alone (the fault tests kill or restart them).
 # Ports and folder are overridable so the test suite can run its own stack beside a demo one:
 #   RESTYLE_STACK_DIR (.stack)  AZURITE_PORT (10000)  PREFECT_PORT (4200)
 set -euo pipefail
@@ -25,6 +26,10 @@ export_env() {
   export PREFECT_API_DATABASE_CONNECTION_URL="sqlite+aiosqlite:///$stack/prefect/prefect.db"
   export PREFECT_SERVER_ANALYTICS_ENABLED=false
   export PREFECT_LOGGING_LEVEL="${PREFECT_LOGGING_LEVEL:-INFO}"
+  # Flow runs send a heartbeat this often; runs silent for three periods are marked Crashed
+  # (deployments/post_deploy.py reads the same setting).
+  export PREFECT_FLOWS_HEARTBEAT_FREQUENCY="${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-30}"
+  export PREFECT_PORT="$prefect_port" AZURITE_PORT="$azurite_port" RESTYLE_STACK_DIR="$stack"
   export RESTYLE_REPO="$repo"
   export RESTYLE_STORAGE__CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:$azurite_port/devstoreaccount1;"
   export RESTYLE_WATCHER__STATE_PATH="$stack/watcher-state.json"
@@ -56,17 +61,18 @@ up() {
   echo "restyle stack in $stack"
   start azurite "$repo/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 \
     --blobPort "$azurite_port" --location "$stack/azurite" --disableTelemetry
-  start prefect-server "$venv/prefect" server start --host 127.0.0.1 --port "$prefect_port"
+  start_server
   wait_for "Azurite" 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$azurite_port"
-  wait_for "Prefect server" 120 curl -sf "$PREFECT_API_URL/health"
   if ! "$venv/prefect" work-pool inspect "$pool" >/dev/null 2>&1; then
     "$venv/prefect" work-pool create "$pool" --type process >/dev/null
   fi
   "$venv/prefect" work-pool set-concurrency-limit "$pool" "$max_runs" >/dev/null
   (cd "$repo" && "$venv/prefect" --no-prompt deploy --all >"$stack/logs/deploy.log" 2>&1) \
     || { echo "  prefect deploy failed; see $stack/logs/deploy.log" >&2; exit 1; }
-  echo "  deployments: registered (log $stack/logs/deploy.log)"
-  start worker "$venv/prefect" worker start --pool "$pool" --type process
+  (cd "$repo" && "$venv/python" -m deployments.post_deploy >>"$stack/logs/deploy.log" 2>&1) \
+    || { echo "  post-deploy failed; see $stack/logs/deploy.log" >&2; exit 1; }
+  echo "  deployments and automations: registered (log $stack/logs/deploy.log)"
+  start_worker
   # A watcher started with other containers to watch is restarted with the current ones.
   local watching="${RESTYLE_WATCHER__CONTAINERS:-default}"
   if running watcher && [[ "$(cat "$stack/watcher.containers" 2>/dev/null)" != "$watching" ]]; then
@@ -75,6 +81,24 @@ up() {
   echo "$watching" >"$stack/watcher.containers"
   start watcher "$venv/python" -m deployments.azurite_watcher
   echo "Prefect UI: $PREFECT_UI_URL"
+}
+
+start_worker() {
+  start worker "$venv/prefect" worker start --pool "$pool" --type process
+}
+
+start_server() {
+  start prefect-server "$venv/prefect" server start --host 127.0.0.1 --port "$prefect_port"
+  wait_for "Prefect server" 120 curl -sf "$PREFECT_API_URL/health"
+}
+
+restart() {  # restart worker|prefect-server
+  export_env
+  case "$1" in
+    worker) stop worker; start_worker ;;
+    prefect-server) stop prefect-server; start_server ;;
+    *) echo "restart: worker or prefect-server, not '$1'" >&2; exit 2 ;;
+  esac
 }
 
 stop() {  # stop NAME: end the process group recorded in pids/NAME
@@ -103,7 +127,8 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  env) export_env; for v in $(compgen -e | grep -E '^(PREFECT_|RESTYLE_)'); do
+  restart) restart "${2:-}" ;;
+  env) export_env; for v in $(compgen -e | grep -E '^(PREFECT_|RESTYLE_|AZURITE_PORT$)'); do
          printf 'export %s=%q\n' "$v" "${!v}"; done ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|restart worker|restart prefect-server" >&2; exit 2 ;;
 esac

@@ -1,0 +1,97 @@
+"""The stylize flow run in this process against the stack's Prefect server and Azurite.
+
+Inputs go to a container the stack's watcher does not watch, so no automation starts a second
+run of the same clip. The GPU job is the real one, on CPU, with a tiny seeded style.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows import stylize
+from tasks.naming import stylized_names
+from tasks.settings import RestyleSettings
+from tasks.storage import AzureBlobStore, BlobNotFoundError
+from tests.clips import make_clip
+from tests.stack_api import api
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+INPUT_CONTAINER = "flow-videos"
+
+
+@pytest.fixture
+def flow_env(stack_store: AzureBlobStore, monkeypatch: pytest.MonkeyPatch) -> AzureBlobStore:
+    monkeypatch.setenv("RESTYLE_STORAGE__INPUT_CONTAINER", INPUT_CONTAINER)
+    monkeypatch.setenv("RESTYLE_COMPUTE__DEVICE", "cpu")
+    monkeypatch.setenv("RESTYLE_COMPUTE__RANKS", "1")
+    stack_store.ensure_containers([INPUT_CONTAINER])
+    return stack_store
+
+
+def run_flow(blob: str, style: str) -> Any:
+    return stylize.stylize_video(video=blob, style=style, return_state=True)
+
+
+def test_a_failure_after_the_commit_never_takes_the_result_back(
+    flow_env: AzureBlobStore, registered_tiny_style: str, unique: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    blob = f"after-commit-{unique}.mp4"
+    output, error = stylized_names(blob, registered_tiny_style)
+    flow_env.upload_file(INPUT_CONTAINER, blob, make_clip(tmp_path / "c.mp4", seconds=0.5,
+                                                          fps=12))
+
+    def broken_pictures(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("thumbnails failed")
+
+    # The pictures and the report fail: the run still completes with its result.
+    monkeypatch.setattr(stylize.grab_frames, "fn", broken_pictures)
+    monkeypatch.setattr(stylize.publish_report, "fn", broken_pictures)
+    state = run_flow(blob, registered_tiny_style)
+    assert state.is_completed(), state.message
+    tasks = api("POST", "/task_runs/filter",
+                {"flow_runs": {"id": {"any_": [str(state.state_details.flow_run_id)]}}})
+    failed = {t["name"].rsplit("-", 1)[0] for t in tasks if t["state_type"] == "FAILED"}
+    assert failed == {"grab-frames", "publish-report"}
+    delivered = flow_env.get_version("stylized", output)
+    with pytest.raises(BlobNotFoundError):
+        flow_env.get_version("stylized", error)
+
+    # Anything else failing after the commit fails the run, and still keeps the result.
+    flow_env.upload_file(INPUT_CONTAINER, blob, make_clip(tmp_path / "d.mp4", seconds=0.5,
+                                                          fps=10))
+
+    def broken_stats(result: object) -> dict[str, Any]:
+        raise RuntimeError("stats failed")
+
+    monkeypatch.setattr(stylize.RunStats, "gpu_facts", broken_stats)
+    state = run_flow(blob, registered_tiny_style)
+    assert state.is_failed() and "stats failed" in state.message
+    after = flow_env.get_version("stylized", output)
+    assert after.etag != delivered.etag  # the new version's result, committed before the error
+    assert after.metadata["restyle_source_etag"] == flow_env.get_version(
+        INPUT_CONTAINER, blob).etag
+    with pytest.raises(BlobNotFoundError):
+        flow_env.get_version("stylized", error)
+
+
+def test_a_tiny_video_is_refused_with_the_minimum_size(
+    flow_env: AzureBlobStore, registered_tiny_style: str, unique: str, tmp_path: Path,
+) -> None:
+    blob = f"tiny-{unique}.mp4"
+    flow_env.upload_file(INPUT_CONTAINER, blob, make_clip(tmp_path / "t.mp4", width=2,
+                                                          height=2, seconds=0.2, fps=10))
+    state = run_flow(blob, registered_tiny_style)
+    assert state.is_failed()
+    report_path = tmp_path / "report.json"
+    flow_env.download("stylized", stylized_names(blob, registered_tiny_style)[1], report_path)
+    report = json.loads(report_path.read_text())
+    minimum = RestyleSettings().limits.min_side
+    assert report["reason"] == (
+        f"InvalidMediaError: the video's frames are 2x2; restyle needs at least {minimum} px "
+        "on each side (RESTYLE_LIMITS__MIN_SIDE)")
