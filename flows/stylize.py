@@ -17,7 +17,8 @@ from prefect.runtime import flow_run
 from prefect.states import State
 
 from gpu.jobdir import MODEL_NAME, read_reports
-from tasks.dispatch import GpuJob, run_gpu_job
+from tasks.compute.base import GpuJob
+from tasks.compute.run import run_gpu_job
 from tasks.failures import FLOW_HOOKS
 from tasks.naming import short_label
 from tasks.outputs import (

@@ -24,6 +24,7 @@ from typing import Any
 
 from prefect.logging.loggers import flow_run_logger
 
+from tasks.compute.run import cancel_gpu_jobs
 from tasks.naming import BlobRef, rejected_report_name
 from tasks.outputs import already_done, remove_stale_output, version_or_none
 from tasks.run_context import WorkDir, run_context
@@ -127,10 +128,14 @@ def write_failure_report(store: BlobStore, target: FailureTarget, report: dict[s
                         target.output.label)
     store.upload_json(target.error.container, target.error.blob, report)
     if target.source is not None:
-        # A missing input cannot be tagged; the report already says it is missing.
-        with contextlib.suppress(BlobNotFoundError):
+        try:
             store.set_tags(target.source.container, target.source.blob,
                            {"restyle-status": "failed"})
+        except BlobNotFoundError:
+            pass  # a missing input cannot be tagged; the report already says it is missing
+        except Exception as error:  # a courtesy tag must never replace the failure's reason
+            log.warning("could not tag %r as failed: %s: %s", target.source.label,
+                        type(error).__name__, error)
     return True
 
 
@@ -191,8 +196,8 @@ def _clean(flow: Any, flow_run: Any, state: Any) -> None:
 
 FLOW_HOOKS: dict[str, list[Callable[[Any, Any, Any], None]]] = {
     "on_failure": [_report_and_clean],
-    "on_crashed": [_report_and_clean],
+    "on_crashed": [_report_and_clean, cancel_gpu_jobs],
     "on_completion": [_clean],
-    "on_cancellation": [_clean],
+    "on_cancellation": [_clean, cancel_gpu_jobs],
 }
 """Keyword arguments of ``@flow`` for both flows."""

@@ -49,6 +49,7 @@ from gpu.stylize import FAULT_EXIT_CODE
 from tasks.compute.azureml import client as clients
 from tasks.compute.azureml.folders import BlobJobStorage
 from tasks.media import probe
+from tasks.naming import stylized_names
 from tasks.settings import LimitSettings, RestyleSettings
 from tasks.storage import AzureBlobStore, BlobNotFoundError
 from tests.clips import make_clip
@@ -91,8 +92,9 @@ class AzureMLStack:
         return client.jobs
 
     def output_blob(self, suffix: str) -> str:
-        """``stylized/<style>/<name><suffix>``: the result (.mp4) or error report (.error.json)."""
-        return f"{self.style}/{Path(self.blob).stem}{suffix}"
+        """The result (``.mp4``) or error report (``.error.json``), named by tasks.naming."""
+        result, error = stylized_names(self.blob, self.style)
+        return error if suffix == ".error.json" else result
 
     def run_flow(self) -> Any:
         return stylize_video(video=self.blob, style=self.style, return_state=True)

@@ -12,7 +12,7 @@ import pytest
 from prefect.states import Completed, Crashed, Failed
 
 from tasks import failures
-from tasks.dispatch import GpuJobError
+from tasks.compute.base import GpuJobError
 from tasks.naming import BlobRef
 from tasks.outputs import SourceStamp
 from tasks.run_context import RunContext, WorkDir

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from flows.stylize import stylize_video
 from gpu.jobdir import ChunkReport
 from tasks import video
-from tasks.dispatch import GpuJobResult
+from tasks.compute.base import GpuJobResult
 from tasks.media import InvalidMediaError
 from tasks.naming import BlobNameError
 from tasks.reporting import RunStats

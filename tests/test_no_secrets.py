@@ -25,8 +25,10 @@ import uvicorn
 from azure.storage.blob import ContainerClient
 
 from deployments.eventgrid_bridge import create_app, uvicorn_config
-from tasks.azureml import redact, render_job_yaml, user_delegation_read_url
-from tasks.dispatch import GpuJobError
+from tasks.compute.azureml.links import user_delegation_read_url
+from tasks.compute.azureml.redaction import redact
+from tasks.compute.azureml.spec import render_job_yaml
+from tasks.compute.base import GpuJobError
 from tasks.settings import BridgeSettings, RestyleSettings
 from tests.test_azureml_backend import (  # noqa: F401 - fixtures used by name
     AZURITE_KEY,
