@@ -160,6 +160,30 @@ def attach_quality(entries: dict[str, dict], report: dict, report_label: str
             for name, entry in entries.items()}
 
 
+def attach_strength(entries: dict[str, dict], report: dict, report_label: str
+                    ) -> dict[str, dict]:
+    """The entries with each one's ``strength`` section from a ``bench.quality.strength`` report.
+
+    Raises:
+        SystemExit: the report lacks a shipped style, or its default strength is not the one
+            the shipped weights carry.
+    """
+    attached = {}
+    for name, entry in entries.items():
+        measured = report["styles"].get(name)
+        if measured is None or measured.get("default_strength") is None:
+            raise SystemExit(f"{report_label} has no default strength for {name}")
+        weights_default = float(read_metadata(SHIPPED_DIR / entry["file"])["default_strength"])
+        if weights_default != measured["default_strength"]:
+            raise SystemExit(f"{name}: the weights' default strength {weights_default} is not "
+                             f"the report's {measured['default_strength']}")
+        attached[name] = {**entry, "strength": {"report": report_label,
+                                                "default": measured["default_strength"],
+                                                "frames": sorted(measured["frames"]),
+                                                **measured["at_default"]}}
+    return attached
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -167,9 +191,11 @@ def main() -> None:
     parser.add_argument("--note", default="", help="how and where these were trained")
     parser.add_argument("--quality", type=Path, metavar="REPORT",
                         help="bench/quality.py report that measured the shipped weights")
+    parser.add_argument("--strength", type=Path, metavar="REPORT",
+                        help="bench.quality.strength report that chose the default strengths")
     args = parser.parse_args()
-    if not args.train_dirs and args.quality is None:
-        parser.error("give TRAIN_OUTPUT_DIRs, --quality REPORT, or both")
+    if not args.train_dirs and args.quality is None and args.strength is None:
+        parser.error("give TRAIN_OUTPUT_DIRs, --quality REPORT, --strength REPORT, or some")
     entries = {}
     if MANIFEST_PATH.exists():
         entries = {e["name"]: e for e in json.loads(MANIFEST_PATH.read_text())["styles"]}
@@ -188,6 +214,9 @@ def main() -> None:
     for name, weights in trained.items():
         shutil.copyfile(weights, SHIPPED_DIR / entries[name]["file"])
         print(f"shipped {name}")
+    if args.strength is not None:
+        entries = attach_strength(entries, json.loads(args.strength.read_text()),
+                                  str(args.strength))
     atomic_write_json(MANIFEST_PATH, {"styles": [entries[n] for n in sorted(entries)]})
 
 
