@@ -12,9 +12,12 @@ newer version meanwhile ends without writing ("superseded by <etag>"), both Comp
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import State
+from pydantic import Field
 
 from gpu.jobdir import MODEL_NAME, read_reports
 from tasks.compute.base import GpuJob
@@ -44,7 +47,12 @@ def _run_name() -> str:
 
 @flow(name="stylize-video", flow_run_name=_run_name, log_prints=True, **FLOW_HOOKS)
 def stylize_video(
-    video: str, style: StyleChoice = AUTO_STYLE, etag: str | None = None
+    video: str,
+    style: StyleChoice = AUTO_STYLE,
+    etag: str | None = None,
+    strength: Annotated[float | None, Field(ge=0, le=1)] = None,
+    stroke_scale: Annotated[float | None, Field(ge=0.25, le=4)] = None,
+    preserve_colors: bool | None = None,
 ) -> str | State:
     """Restyle one video from the input container into the output container.
 
@@ -54,6 +62,10 @@ def stylize_video(
         style: Style to apply; ``auto`` takes the blob's folder, else the default style.
         etag: The blob version the triggering event saw; if the input has changed since, this
             run is superseded and leaves the work to the newer version's run.
+        strength: 0 (near the input) to 1 (the full style); unset: the setting, else the
+            style's own default.
+        stroke_scale: Brush size, 0.25 to 4; unset: the setting (1).
+        preserve_colors: Keep the video's colours; unset: the setting.
 
     Returns:
         The result's blob path, ``stylized/<path>.<style>.mp4``.
@@ -82,7 +94,9 @@ def stylize_video(
         fetch_style_model(target.style, store, settings, work.gpu_in / MODEL_NAME)
     with clock.stage("stylize"):
         job = GpuJob(module="gpu.stylize", input_dir=work.gpu_in, output_dir=work.gpu_out,
-                     args=settings.compute.stylize_args(), ranks=settings.compute.ranks,
+                     args=settings.compute.with_controls(
+                         strength, stroke_scale, preserve_colors).stylize_args(),
+                     ranks=settings.compute.ranks,
                      name=f"stylize {target.source.label}")
         gpu = run_gpu_job(job, settings, len(manifest.chunks))
     with clock.stage("reassemble"):

@@ -183,6 +183,21 @@ class ComputeSettings(BaseModel):
         description="CPU threads per rank, torch's and its FFmpeg processes' (--threads); 0: "
         "the node's cores shared among its ranks.",
     )
+    strength: float | None = Field(
+        default=None, ge=0, le=1,
+        description="How strongly the style paints, 0 (near the input) to 1 (the full style); "
+        "unset: each style's own default, the strongest that keeps the video's subjects "
+        "recognizable (docs/strength.json).",
+    )
+    stroke_scale: float = Field(
+        default=1.0, ge=0.25, le=4,
+        description="Brush size: the network paints at 720 / stroke_scale lines (never more "
+        "than the frame's), so 2 doubles the strokes and 720p and 1080p look alike.",
+    )
+    preserve_colors: bool = Field(
+        default=False,
+        description="Keep the video's own colours under the painted luminance.",
+    )
     max_waiting_batches: int = Field(
         default=0, ge=0,
         description="Start a new chunk only while at most this many batches wait for the "
@@ -202,12 +217,27 @@ class ComputeSettings(BaseModel):
         "after that.",
     )
 
+    def with_controls(self, strength: float | None = None, stroke_scale: float | None = None,
+                      preserve_colors: bool | None = None) -> ComputeSettings:
+        """These settings with a run's own painting controls (None keeps the setting), checked
+        against the same bounds."""
+        given = {"strength": strength, "stroke_scale": stroke_scale,
+                 "preserve_colors": preserve_colors}
+        return ComputeSettings.model_validate(
+            {**self.model_dump(), **{k: v for k, v in given.items() if v is not None}})
+
     def stylize_args(self) -> tuple[str, ...]:
         """The ``gpu.stylize`` options these settings set, after ``--input`` and ``--output``.
 
         Options left at 0 are not passed, so the job's own defaults apply.
         """
         args = ["--device", self.device, "--compile", self.compile]
+        if self.strength is not None:
+            args += ["--strength", repr(self.strength)]
+        if self.stroke_scale != 1.0:
+            args += ["--stroke-scale", repr(self.stroke_scale)]
+        if self.preserve_colors:
+            args.append("--preserve-colors")
         for option, value in (
             ("--batch-size", self.batch_size),
             ("--encoders", self.encoders),

@@ -11,7 +11,7 @@ from azure.core.credentials import AccessToken
 from azure.storage.blob import BlobServiceClient, UserDelegationKey
 
 from tasks.compute.azureml.links import result_link, sign_blob_read_url, user_delegation_read_url
-from tasks.settings import AZURITE_CONNECTION_STRING
+from tests.azurite import connection_string
 
 
 class _DelegationService:
@@ -73,7 +73,7 @@ def test_result_link_is_signed_on_an_entra_id_account() -> None:
 
 
 def test_result_link_is_the_plain_url_on_azurite() -> None:
-    service = BlobServiceClient.from_connection_string(AZURITE_CONNECTION_STRING)
+    service = BlobServiceClient.from_connection_string(connection_string(10000))
     assert result_link(service, "stylized", "udnie/a b.mp4", minutes=15) == (
         "http://127.0.0.1:10000/devstoreaccount1/stylized/udnie/a%20b.mp4"
     )

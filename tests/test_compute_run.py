@@ -116,3 +116,28 @@ def test_the_flow_hook_does_nothing_locally_and_never_raises(
     cancel_gpu_jobs(None, SimpleNamespace(id="run-a"), SimpleNamespace(name="Cancelled"))
     assert "could not cancel the GPU jobs of flow run run-a" in caplog.text
     assert "no Azure from here" in caplog.text
+
+
+def test_painting_controls_reach_the_job_and_keep_their_bounds() -> None:
+    plain = ComputeSettings()
+    assert plain.with_controls().stylize_args() == plain.stylize_args()
+    tuned = plain.with_controls(strength=0.3, stroke_scale=2.0, preserve_colors=True)
+    assert tuned.stylize_args()[-5:] == ("--strength", "0.3", "--stroke-scale", "2.0",
+                                         "--preserve-colors")
+    assert ComputeSettings(strength=0.6).with_controls(stroke_scale=0.5).strength == 0.6
+    for bad in ({"strength": 1.5}, {"strength": -0.1}, {"stroke_scale": 5.0}):
+        with pytest.raises(ValueError, match="less than or equal|greater than or equal"):
+            plain.with_controls(**bad)
+
+
+def test_the_flow_refuses_out_of_range_controls_before_running() -> None:
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.stylize import stylize_video
+
+    with pytest.raises(ParameterTypeError, match="strength"):
+        stylize_video.validate_parameters({"video": "a.mp4", "strength": 2.0})
+    with pytest.raises(ParameterTypeError, match="stroke_scale"):
+        stylize_video.validate_parameters({"video": "a.mp4", "stroke_scale": 0.1})
+    accepted = stylize_video.validate_parameters({"video": "a.mp4", "strength": 0.4})
+    assert accepted["strength"] == 0.4
