@@ -112,7 +112,8 @@ def test_stylize_job_smoke_reports_rates_and_the_target(tiny_model_path: Path,
         assert (host["decode_pix_fmt"], host["decode_codec"]) == ("yuv420p", "utvideo")
         assert host["decode_method"] == codec_rates.DECODE_METHODS["utvideo"]
         assert host["decoder_threads_each"] == min(2, report["host_cores"])
-        assert set(host["encode"]) == {"veryfast", "ultrafast"}
+        # The job's own preset, and ultrafast for comparison.
+        assert set(host["encode"]) == {EncodeSettings().preset, "ultrafast"}
         for rates in host["encode"].values():
             assert all(positive(rates[k]) for k in ("all_cores_fps", "shared_fps", "fps",
                                                     "psnr_db", "kbit_per_frame")), rates
@@ -132,7 +133,7 @@ def test_stylize_job_smoke_reports_rates_and_the_target(tiny_model_path: Path,
         for stage in job["stages"].values():
             assert positive(stage["seconds"]) and positive(stage["fps_per_worker"])
         assert clip["gpu_busy_fraction"] is None  # no GPU here
-        assert clip["encode_fps"] == host["encode"]["veryfast"]["fps"]
+        assert clip["encode_fps"] == host["encode"][EncodeSettings().preset]["fps"]
         if clip["size"] == "96x54":
             assert clip["model_fps"] == 5.0
             assert clip["target_fps"] == pytest.approx(0.9 * 5.0, abs=0.01)

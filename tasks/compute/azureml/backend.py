@@ -186,8 +186,8 @@ class AzureMLBackend:
             retry_reasons.append(f"attempt {attempt} ({job_name}): {reason}")
             delay = backoff_seconds(self.compute.retry_backoff_seconds, attempt)
             self.logger.warning(
-                "Azure ML job %s was preempted; resubmitting in %.0f s (attempt %d of %d)",
-                job_name, delay, attempt + 1, self.compute.gpu_attempts,
+                "Azure ML job %s was preempted; resubmitting in %.0f s (attempt %d of %d): %s",
+                job_name, delay, attempt + 1, self.compute.gpu_attempts, reason,
             )
             if self._stop.wait(delay):
                 raise GpuJobError("Azure ML job canceled while waiting to resubmit")
