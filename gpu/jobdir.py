@@ -310,6 +310,8 @@ class JobSummary:
         preserve_colors: Whether the output kept the source's chroma.
         working_width: Width the network painted at.
         working_height: Height the network painted at.
+        mpi_library_version: The first line of the MPI library's version string.
+        mpi4py_version: The mpi4py the job ran with (built against that library or not).
     """
 
     total_frames: int
@@ -340,6 +342,8 @@ class JobSummary:
     preserve_colors: bool = False
     working_width: int = 0
     working_height: int = 0
+    mpi_library_version: str = ""
+    mpi4py_version: str = ""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobSummary:

@@ -109,6 +109,7 @@ def test_every_rank_count_accounts_for_every_frame(
             mine = [r for r in reports if r.rank == rank.rank]
             assert (rank.chunks, rank.frames) == (len(mine), sum(r.frames for r in mine))
         assert summary.device == "cpu" and summary.fps > 0
+        assert "Open MPI" in summary.mpi_library_version and summary.mpi4py_version
         assert not list((output_dir / jobdir.CHUNKS_DIR).glob(".*")), "temporary files left"
 
 

@@ -7,6 +7,7 @@ run of the same clip. The GPU job is the real one, on CPU, with a tiny seeded st
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,19 @@ def flow_env(stack_store: AzureBlobStore, monkeypatch: pytest.MonkeyPatch) -> Az
     return stack_store
 
 
+def failed_tasks(state: Any, expected: set[str], timeout: float = 30.0) -> set[str]:
+    """The names of the run's failed task runs, waiting (bounded) until they are ``expected``:
+    task-run states reach the server's API shortly after the flow run ends."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tasks = api("POST", "/task_runs/filter",
+                    {"flow_runs": {"id": {"any_": [str(state.state_details.flow_run_id)]}}})
+        failed = {t["name"].rsplit("-", 1)[0] for t in tasks if t["state_type"] == "FAILED"}
+        if failed == expected or time.monotonic() > deadline:
+            return failed
+        time.sleep(0.5)
+
+
 def run_flow(blob: str, style: str) -> Any:
     return stylize.stylize_video(video=blob, style=style, return_state=True)
 
@@ -54,10 +68,8 @@ def test_a_failure_after_the_commit_never_takes_the_result_back(
     monkeypatch.setattr(stylize.publish_report, "fn", broken_pictures)
     state = run_flow(blob, registered_tiny_style)
     assert state.is_completed(), state.message
-    tasks = api("POST", "/task_runs/filter",
-                {"flow_runs": {"id": {"any_": [str(state.state_details.flow_run_id)]}}})
-    failed = {t["name"].rsplit("-", 1)[0] for t in tasks if t["state_type"] == "FAILED"}
-    assert failed == {"grab-frames", "publish-report"}
+    assert failed_tasks(state, {"grab-frames", "publish-report"}) == {"grab-frames",
+                                                                      "publish-report"}
     delivered = flow_env.get_version("stylized", output)
     with pytest.raises(BlobNotFoundError):
         flow_env.get_version("stylized", error)

@@ -7,6 +7,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import mpi4py
+from mpi4py import MPI
+
 from gpu import jobdir
 from gpu.jobdir import JobManifest, JobSummary, RankSummary
 from gpu.stylize.pipeline import encoder_name
@@ -107,6 +110,8 @@ def write_summary(output_dir: Path, manifest: JobManifest, plan: Plan, ranks: li
         preserve_colors=paint.preserve_colors,
         working_height=working_size[0],
         working_width=working_size[1],
+        mpi_library_version=MPI.Get_library_version().splitlines()[0].strip(),
+        mpi4py_version=mpi4py.__version__,
     )
     if summary.total_frames != manifest.total_frames:
         raise RuntimeError(f"chunk reports add up to {summary.total_frames} frames, "
