@@ -92,18 +92,13 @@ def check_args(args: argparse.Namespace) -> None:
     Raises:
         JobInputError: An option is out of range (every rank finds the same).
     """
-    if args.batch_size < 0:
-        raise JobInputError(f"--batch-size must be at least 1 (or 0 for the default), got "
-                            f"{args.batch_size}", on_every_rank=True)
-    if args.encoders < 0:
-        raise JobInputError(f"--encoders must be at least 1 (or 0 for the default), got "
-                            f"{args.encoders}", on_every_rank=True)
+    for option in ("batch_size", "encoders", "encoder_threads"):
+        if getattr(args, option) < 0:
+            raise JobInputError(f"--{option.replace('_', '-')} must be at least 1 (or 0 for the "
+                                f"default), got {getattr(args, option)}", on_every_rank=True)
     if args.max_waiting_batches < 0:
         raise JobInputError(f"--max-waiting-batches must be at least 0, got "
                             f"{args.max_waiting_batches}", on_every_rank=True)
-    if args.encoder_threads < 0:
-        raise JobInputError(f"--encoder-threads must be at least 1 (or 0 for the default), got "
-                            f"{args.encoder_threads}", on_every_rank=True)
     try:
         if args.strength is not None:
             check_strength(args.strength)
