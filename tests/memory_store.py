@@ -1,7 +1,7 @@
 """An in-memory :class:`tasks.storage.BlobStore` for fast tests of the rules built on it.
 
 It keeps the service's semantics that those rules rely on: every write makes a new etag,
-conditions on etag or absence, metadata, tags. ``tests/test_storage_contract.py`` runs the same
+conditions on etag or absence, metadata, tags. ``tests/tasks/test_storage.py`` runs the same
 checks against Azurite and against this store, so the two cannot drift apart.
 """
 

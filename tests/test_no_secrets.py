@@ -30,7 +30,8 @@ from tasks.compute.azureml.redaction import redact
 from tasks.compute.azureml.spec import render_job_yaml
 from tasks.compute.base import GpuJobError
 from tasks.settings import BridgeSettings, RestyleSettings
-from tests.test_azureml_backend import (  # noqa: F401 - fixtures used by name
+from tests.deployments.test_eventgrid_bridge import EVENT_GRID_SAMPLE, VALIDATION_EVENT
+from tests.tasks.compute.azureml.test_backend import (  # noqa: F401 - fixtures used by name
     AZURITE_KEY,
     LEAKY_LOG,
     Script,
@@ -40,7 +41,6 @@ from tests.test_azureml_backend import (  # noqa: F401 - fixtures used by name
     make_backend,
     make_job,
 )
-from tests.test_eventgrid_bridge import EVENT_GRID_SAMPLE, VALIDATION_EVENT
 
 LEAKED_SIGNATURE = LEAKY_LOG.split("sig=")[1]
 BRIDGE_SECRET = "s3cr3t-in-the-webhook-url-0d9c"

@@ -22,7 +22,7 @@ from jwt.algorithms import RSAAlgorithm
 from deployments.bridge_auth import EVENT_GRID_ROLE, EntraTokenVerifier, bearer_token
 from deployments.eventgrid_bridge import create_app
 from tasks.settings import BridgeSettings
-from tests.test_eventgrid_bridge import EVENT_GRID_SAMPLE, Recorder, serving
+from tests.deployments.test_eventgrid_bridge import EVENT_GRID_SAMPLE, Recorder, serving
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 AUDIENCE = "api://restyle-bridge"

@@ -35,7 +35,7 @@ from tasks.compute.base import GpuJob, GpuJobError
 from tasks.settings import RestyleSettings
 from tests.azurite import AZURITE_KEY, blob_service, container, needs_azurite
 from tests.fakes.azureml import DATASTORE, LEAKY_URL, FakeJobs, FakeMLClient, Script
-from tests.test_azureml_links import _DelegationService
+from tests.tasks.compute.azureml.test_links import _DelegationService
 
 # Names other test modules import from here.
 __all__ = ["AZURITE_KEY", "LEAKY_LOG", "Script", "_DelegationService", "blob_service",
@@ -481,7 +481,7 @@ def test_the_real_job_resumes_on_a_resubmitted_node(
     """The fake's CommandNode runs the submitted ``python -m gpu.stylize`` for real (CPU for
     GPU): preempted after two chunks, the resubmission mounts the same output and does the rest."""
     from tests.fakes.azureml import CommandNode
-    from tests.test_compute_local import make_job_folder
+    from tests.tasks.compute.test_local import make_job_folder
 
     manifest = make_job_folder(tmp_path / "in", tiny_model_path, chunks=4, frames=2)
     job = GpuJob("gpu.stylize", tmp_path / "in", tmp_path / "out", ranks=2, name="real",

@@ -4,7 +4,7 @@ Payloads follow Microsoft's documented samples for ``Microsoft.Storage.BlobCreat
 Event Grid schema and in CloudEvents 1.0 (learn.microsoft.com, "Azure Blob Storage as an Event
 Grid source"), with the container and blob changed to ones restyle watches. Most tests record
 what the bridge posts; those at the end post to a real Prefect server
-(tests/test_prefect_events.py) or check Entra ID tokens (tests/test_bridge_auth.py).
+(test_prefect_events.py) or check Entra ID tokens (test_bridge_auth.py).
 """
 
 from __future__ import annotations

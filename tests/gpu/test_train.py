@@ -25,7 +25,7 @@ from gpu.vgg import (
     preprocess,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_STYLENET = '{"width": 8, "blocks": 1, "head_width": 8}'
 
 

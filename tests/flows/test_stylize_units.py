@@ -125,7 +125,7 @@ def test_importing_the_flows_needs_no_network() -> None:
         "print('imported')\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, cwd=Path(__file__).resolve().parent.parent)
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0 and "imported" in done.stdout, done.stderr[-2000:]
 
 

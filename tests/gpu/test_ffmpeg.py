@@ -139,7 +139,7 @@ def test_gpu_ffmpeg_needs_only_the_standard_library() -> None:
     code = ("import sys; import gpu.ffmpeg; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('numpy', 'torch', 'imageio_ffmpeg', 'av', 'ffmpeg')))")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env=env)
     assert out.stdout.strip() == "[]"

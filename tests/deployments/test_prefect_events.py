@@ -17,8 +17,13 @@ from deployments.eventgrid_bridge import create_app
 from deployments.prefect_events import PrefectEventsApi, PrefectUnavailableError
 from tasks.events import BLOB_CREATED_EVENT
 from tasks.settings import BridgeSettings
+from tests.deployments.test_eventgrid_bridge import (
+    EVENT_GRID_SAMPLE,
+    EXPECTED_VERSION,
+    SECRET,
+    serving,
+)
 from tests.prefect_server import PrefectServer, running_prefect_server
-from tests.test_eventgrid_bridge import EVENT_GRID_SAMPLE, EXPECTED_VERSION, SECRET, serving
 
 SETTINGS = BridgeSettings(shared_secret=SECRET)
 
