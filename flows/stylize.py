@@ -8,6 +8,17 @@ Triggered by a blob-created event (``prefect.yaml``), from the UI's Run form, or
 version that already has its result ends at once ("already done"), and a run whose input got a
 newer version meanwhile ends without writing ("superseded by <etag>"), both Completed
 (:mod:`tasks.outputs`). Failures go through the state hooks of :mod:`tasks.failures`.
+
+Painting controls: ``strength``, ``stroke_scale`` and ``preserve_colors`` come from the run's
+parameters, else from the input blob's metadata, else from the settings, and strength at last
+from the style's own default (:mod:`tasks.controls`). An upload chooses its own painting with
+metadata keys ``restyle_strength`` (0 to 1), ``restyle_stroke_scale`` (0.25 to 4) and
+``restyle_preserve_colors`` (true/false, 1/0, yes/no), e.g.
+``az storage blob upload ... --metadata restyle_strength=0.3 restyle_preserve_colors=true`` or
+``upload_blob(data, metadata={"restyle_strength": "0.3"})``. A bad value or an unknown
+``restyle_*`` key fails the run with an error report naming it; the input is left as it is.
+The result records the values it was painted with under the same keys, and a run asking for
+other values than the result's paints the same input version again.
 """
 
 from __future__ import annotations
@@ -22,9 +33,11 @@ from pydantic import Field
 from gpu.jobdir import MODEL_NAME, read_reports
 from tasks.compute.base import GpuJob
 from tasks.compute.run import run_gpu_job
+from tasks.controls import STRENGTH_RANGE, STROKE_SCALE_RANGE, ControlRequest, choose_controls
 from tasks.failures import FLOW_HOOKS
 from tasks.naming import short_label
 from tasks.outputs import (
+    RESULT_KEYS,
     SourceStamp,
     already_done,
     already_done_state,
@@ -50,8 +63,9 @@ def stylize_video(
     video: str,
     style: StyleChoice = AUTO_STYLE,
     etag: str | None = None,
-    strength: Annotated[float | None, Field(ge=0, le=1)] = None,
-    stroke_scale: Annotated[float | None, Field(ge=0.25, le=4)] = None,
+    strength: Annotated[float | None, Field(ge=STRENGTH_RANGE[0], le=STRENGTH_RANGE[1])] = None,
+    stroke_scale: Annotated[float | None,
+                            Field(ge=STROKE_SCALE_RANGE[0], le=STROKE_SCALE_RANGE[1])] = None,
     preserve_colors: bool | None = None,
 ) -> str | State:
     """Restyle one video from the input container into the output container.
@@ -62,10 +76,12 @@ def stylize_video(
         style: Style to apply; ``auto`` takes the blob's folder, else the default style.
         etag: The blob version the triggering event saw; if the input has changed since, this
             run is superseded and leaves the work to the newer version's run.
-        strength: 0 (near the input) to 1 (the full style); unset: the setting, else the
-            style's own default.
-        stroke_scale: Brush size, 0.25 to 4; unset: the setting (1).
-        preserve_colors: Keep the video's colours; unset: the setting.
+        strength: 0 (near the input) to 1 (the full style); unset: the blob's
+            ``restyle_strength``, else the setting, else the style's own default.
+        stroke_scale: Brush size, 0.25 to 4; unset: the blob's ``restyle_stroke_scale``,
+            else the setting (1).
+        preserve_colors: Keep the video's colours; unset: the blob's
+            ``restyle_preserve_colors``, else the setting.
 
     Returns:
         The result's blob path, ``stylized/<path>.<style>.mp4``.
@@ -77,10 +93,14 @@ def stylize_video(
     source = check_source(store, target.source, etag)
     if source is None:
         return superseded_now(store, target.source)
-    if already_done(store, target.output, source):
-        return already_done_state(target.output, source)
+    # Noted first, so that a failure from here on is reported against this version.
     work.write_record({"source": target.source.label, "source_etag": source.etag,
                        "output": target.output.label, "style": target.style})
+    model = fetch_style_model(target.style, store, settings, work.gpu_in / MODEL_NAME)
+    controls = choose_controls(ControlRequest(strength, stroke_scale, preserve_colors), source,
+                               settings.compute, model, ignore=RESULT_KEYS)
+    if already_done(store, target.output, source, controls):
+        return already_done_state(target.output, source)
     clock = StageClock()
     with clock.stage("fetch"):
         src = work.source(target.source.blob)
@@ -91,11 +111,9 @@ def stylize_video(
     with clock.stage("split"):
         audio = extract_audio(src, probe, work.audio)
         manifest = split_video(src, probe, work.gpu_in, settings.compute)
-        fetch_style_model(target.style, store, settings, work.gpu_in / MODEL_NAME)
     with clock.stage("stylize"):
         job = GpuJob(module="gpu.stylize", input_dir=work.gpu_in, output_dir=work.gpu_out,
-                     args=settings.compute.with_controls(
-                         strength, stroke_scale, preserve_colors).stylize_args(),
+                     args=controls.apply(settings.compute).stylize_args(),
                      ranks=settings.compute.ranks,
                      name=f"stylize {target.source.label}")
         gpu = run_gpu_job(job, settings, len(manifest.chunks))
@@ -103,7 +121,8 @@ def stylize_video(
         result = reassemble_video(probe, work.gpu_out, audio, work.result)
     with clock.stage("upload"):
         outcome = commit_result(store, target.output, result,
-                                SourceStamp(target.source, source.etag), target.style, ctx.run_id)
+                                SourceStamp(target.source, source.etag), target.style, ctx.run_id,
+                                controls)
     if not outcome.committed:
         return superseded_state(target.source, outcome.superseded_by)
     store.delete(target.error.container, target.error.blob)  # an older version's failure
@@ -113,7 +132,7 @@ def stylize_video(
         video=target.source.blob, style=target.style, frames=probe.video.frame_count,
         width=probe.video.display_width, height=probe.video.display_height,
         stage_seconds=clock.seconds, reports=read_reports(work.gpu_out),
-        **RunStats.gpu_facts(gpu),
+        controls=controls, **RunStats.gpu_facts(gpu),
     )
     frames = grab_frames(src, result, work.frames, probe.video.frame_count // 2,
                          return_state=True)

@@ -3,8 +3,9 @@
 Every result records its source in its metadata (:class:`SourceStamp`: the input blob and the
 etag of the version it was made from). Three rules follow:
 
-* **Idempotent** (:func:`already_done`): a result that records the input's current version is
-  final; a run for that version has nothing left to do.
+* **Idempotent** (:func:`already_done`): a result that records the input's current version,
+  painted with the controls a run asks for (:mod:`tasks.controls`), is final; that run has
+  nothing left to do. Other controls for the same version paint it again.
 * **Latest version wins** (:func:`commit_output`): a run commits only while its version is still
   the input's current one, and writes with an etag condition on the result it looked at, so a
   result written meanwhile by another run is never replaced blindly; the run looks again.
@@ -25,6 +26,7 @@ from urllib.parse import quote, unquote
 from prefect import get_run_logger, task
 from prefect.states import Completed, State
 
+from tasks.controls import RunControls
 from tasks.events import BlobVersion
 from tasks.naming import BlobRef
 from tasks.storage import BlobConditionError, BlobNotFoundError, BlobStore
@@ -34,6 +36,8 @@ SOURCE_KEY = "restyle_source"
 SOURCE_ETAG_KEY = "restyle_source_etag"
 STYLE_KEY = "restyle_style"
 FLOW_RUN_KEY = "restyle_flow_run_id"
+RESULT_KEYS = (SOURCE_KEY, SOURCE_ETAG_KEY, STYLE_KEY, FLOW_RUN_KEY)
+"""The stamp's keys; a result also records its painting controls (:mod:`tasks.controls`)."""
 COMMIT_ATTEMPTS = 5
 
 
@@ -113,27 +117,32 @@ def still_current(store: BlobStore, version: BlobVersion) -> bool:
     return current is not None and current.etag == version.etag
 
 
-def already_done(store: BlobStore, output: BlobRef, source: BlobVersion) -> BlobVersion | None:
-    """The existing result of ``source``'s exact version at ``output``, if there is one."""
+def already_done(store: BlobStore, output: BlobRef, source: BlobVersion,
+                 controls: RunControls | None = None) -> BlobVersion | None:
+    """The existing result of ``source``'s exact version at ``output``, if there is one, and,
+    given ``controls``, only if it was painted with them."""
     existing = version_or_none(store, output)
     if existing is None:
         return None
     made_from = SourceStamp.read(existing.metadata)
     wanted = SourceStamp(BlobRef(source.container, source.blob), source.etag)
-    return existing if made_from == wanted else None
+    if made_from != wanted or (controls is not None and not controls.made(existing.metadata)):
+        return None
+    return existing
 
 
 def commit_output(
     store: BlobStore, output: BlobRef, result: Path, stamp: SourceStamp, style: str,
-    flow_run_id: str,
+    flow_run_id: str, controls: RunControls,
 ) -> CommitOutcome:
-    """Upload ``result`` to ``output`` unless a newer version of the source exists.
+    """Upload ``result`` to ``output`` unless a newer version of the source exists; its metadata
+    records ``stamp``, ``style``, the run and the ``controls`` it was painted with.
 
     Raises:
         OutputOwnershipError: ``output`` holds a blob that records another input, or none.
         BlobConditionError: the output kept changing under every one of the attempts.
     """
-    metadata = stamp.metadata(style, flow_run_id)
+    metadata = {**stamp.metadata(style, flow_run_id), **controls.metadata()}
     for _ in range(COMMIT_ATTEMPTS):
         existing = version_or_none(store, output)  # first, see module docstring
         if existing is not None:
@@ -215,9 +224,9 @@ def fetch_input(store: BlobStore, version: BlobVersion, dest: Path) -> bool:
 @task(name="commit-result", retries=2, retry_delay_seconds=2)
 def commit_result(
     store: BlobStore, output: BlobRef, result: Path, stamp: SourceStamp, style: str,
-    flow_run_id: str,
+    flow_run_id: str, controls: RunControls,
 ) -> CommitOutcome:
     """Commit the finished video unless the input has a newer version (:func:`commit_output`)."""
     get_run_logger().info("committing %r (%d bytes) for version %s of %r", output.label,
                           result.stat().st_size, stamp.etag, stamp.source.label)
-    return commit_output(store, output, result, stamp, style, flow_run_id)
+    return commit_output(store, output, result, stamp, style, flow_run_id, controls)

@@ -22,6 +22,7 @@ from prefect.artifacts import (
 )
 
 from gpu.jobdir import ChunkReport
+from tasks.controls import RunControls
 
 
 class StageClock:
@@ -54,6 +55,7 @@ class RunStats:
     gpu_attempts: int = 1
     reused_chunks: int | None = None
     retry_reasons: list[str] = field(default_factory=list)
+    controls: RunControls | None = None
 
     @classmethod
     def gpu_facts(cls, result: object) -> dict[str, Any]:
@@ -70,6 +72,7 @@ class RunStats:
         rows: list[dict[str, str | int | float]] = [
             {"item": "video", "value": self.video},
             {"item": "style", "value": self.style},
+            *(self.controls.rows() if self.controls else []),
             {"item": "frames", "value": self.frames},
             {"item": "resolution", "value": f"{self.width}x{self.height}"},
             {"item": "compute backend", "value": self.backend},

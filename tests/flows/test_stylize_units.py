@@ -17,6 +17,7 @@ from flows.stylize import stylize_video
 from gpu.jobdir import ChunkReport
 from tasks import video
 from tasks.compute.base import GpuJobResult
+from tasks.controls import Chosen, ControlSource, RunControls
 from tasks.media import InvalidMediaError
 from tasks.naming import BlobNameError
 from tasks.reporting import RunStats
@@ -209,3 +210,23 @@ def test_stats_show_attempts_and_reused_chunks_when_the_backend_reports_them() -
     older = RunStats.gpu_facts(GpuJobResult(backend="azureml", seconds=1.0))
     assert older["gpu_attempts"] == 1 and older["backend"] == "azureml"
     assert RunStats.gpu_facts(SimpleNamespace(backend="local"))["reused_chunks"] is None
+
+
+def test_stats_table_shows_the_painting_controls_and_their_sources() -> None:
+    controls = RunControls(Chosen(0.45, ControlSource.STYLE_DEFAULT),
+                           Chosen(0.5, ControlSource.METADATA),
+                           Chosen(True, ControlSource.PARAMETER))
+    rows = {row["item"]: row["value"] for row in RunStats(
+        video="v.mp4", style="udnie", frames=10, width=8, height=8, controls=controls).rows()}
+    assert rows["strength"] == "0.45 (style default)"
+    assert rows["stroke scale"] == "0.5 (blob metadata)"
+    assert rows["original colours"] == "yes (parameter)"
+
+
+def test_the_run_forms_bounds_are_the_settings_bounds() -> None:
+    properties = parameter_schema(stylize_video.fn).model_dump()["properties"]
+    for name in ("strength", "stroke_scale"):
+        setting = {type(rule).__name__: rule for rule in
+                   ComputeSettings.model_fields[name].metadata}
+        allowed = properties[name]["anyOf"][0]
+        assert (allowed["minimum"], allowed["maximum"]) == (setting["Ge"].ge, setting["Le"].le)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasks import outputs
+from tasks.controls import Chosen, ControlSource, RunControls
 from tasks.naming import BlobRef
 from tasks.outputs import (
     OutputOwnershipError,
@@ -22,6 +23,8 @@ from tests.memory_store import MemoryBlobStore
 
 SOURCE = BlobRef("videos", "a/b.mp4")
 OUTPUT = BlobRef("stylized", "a/b.mp4.udnie.mp4")
+DEFAULTS = RunControls(Chosen(0.45, ControlSource.STYLE_DEFAULT),
+                       Chosen(1.0, ControlSource.SETTING), Chosen(False, ControlSource.SETTING))
 
 
 @pytest.fixture
@@ -35,9 +38,10 @@ def result_file(tmp_path: Path, body: bytes) -> Path:
     return path
 
 
-def commit(store: MemoryBlobStore, tmp_path: Path, etag: str, body: bytes, run: str = "run"):
+def commit(store: MemoryBlobStore, tmp_path: Path, etag: str, body: bytes, run: str = "run",
+           controls: RunControls = DEFAULTS):
     return commit_output(store, OUTPUT, result_file(tmp_path, body), SourceStamp(SOURCE, etag),
-                         "udnie", run)
+                         "udnie", run, controls)
 
 
 def test_stamp_round_trips_any_blob_name_through_ascii_metadata() -> None:
@@ -61,6 +65,42 @@ def test_commit_records_the_source_and_the_same_version_is_then_already_done(
     assert already_done(store, OUTPUT, v1) is not None
     v2 = store.put_bytes(SOURCE.container, SOURCE.blob, b"v2")
     assert already_done(store, OUTPUT, v2) is None  # a new version is not done yet
+
+
+def test_the_result_records_its_controls_and_other_controls_paint_the_version_again(
+    store: MemoryBlobStore, tmp_path: Path
+) -> None:
+    v1 = store.put_bytes(SOURCE.container, SOURCE.blob, b"v1")
+    assert commit(store, tmp_path, v1.etag, b"r1").committed
+    metadata = store.get_version(OUTPUT.container, OUTPUT.blob).metadata
+    assert {key: metadata[key] for key in DEFAULTS.metadata()} == {
+        "restyle_strength": "0.45", "restyle_stroke_scale": "1.0",
+        "restyle_preserve_colors": "false"}
+    assert SourceStamp.read(metadata) == SourceStamp(SOURCE, v1.etag)  # the stamp stays
+
+    assert already_done(store, OUTPUT, v1, DEFAULTS) is not None
+    stronger = RunControls(Chosen(0.8, ControlSource.PARAMETER), DEFAULTS.stroke_scale,
+                           DEFAULTS.preserve_colors)
+    assert already_done(store, OUTPUT, v1, stronger) is None
+    assert already_done(store, OUTPUT, v1) is not None  # without controls: the version only
+    assert commit(store, tmp_path, v1.etag, b"r1-strong", controls=stronger).committed
+    assert store.get_version(OUTPUT.container, OUTPUT.blob).metadata["restyle_strength"] == "0.8"
+    assert already_done(store, OUTPUT, v1, stronger) is not None
+    assert already_done(store, OUTPUT, v1, DEFAULTS) is None
+
+    # A re-upload whose metadata asks for other controls is a new version: it is painted again.
+    v2 = store.put_bytes(SOURCE.container, SOURCE.blob, b"v1", {"restyle_strength": "0.8"})
+    assert already_done(store, OUTPUT, v2, stronger) is None
+
+
+def test_a_result_from_before_controls_were_recorded_is_painted_again(
+    store: MemoryBlobStore
+) -> None:
+    v1 = store.put_bytes(SOURCE.container, SOURCE.blob, b"v1")
+    store.put_bytes(OUTPUT.container, OUTPUT.blob, b"old",
+                    SourceStamp(SOURCE, v1.etag).metadata("udnie", "r"))
+    assert already_done(store, OUTPUT, v1) is not None
+    assert already_done(store, OUTPUT, v1, DEFAULTS) is None
 
 
 def test_a_run_of_an_older_version_never_replaces_the_newer_result(
