@@ -36,6 +36,19 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_conditioned_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny strength-conditioned StyleNet whose file gives 0.45 as its default strength."""
+    import torch
+
+    torch.manual_seed(4321)
+    model = build_model("stylenet", width=8, blocks=1, head_width=8, conditioned=True)
+    model.default_strength = 0.45
+    path = tmp_path_factory.mktemp("models") / "tiny-conditioned.safetensors"
+    save_weights(model, path, {"style": "tiny-conditioned"})
+    return path
+
+
 def _stack_is_up() -> bool:
     api = os.environ.get("PREFECT_API_URL")
     if not api:

@@ -9,7 +9,6 @@ import pytest
 from pydantic import ValidationError
 from safetensors.torch import save_file
 
-from gpu.model import build_model, save_weights
 from tasks import controls
 from tasks.controls import (
     Chosen,
@@ -28,19 +27,6 @@ from tasks.outputs import RESULT_KEYS
 from tasks.settings import ComputeSettings
 
 NOTHING = ControlRequest()
-
-
-@pytest.fixture(scope="module")
-def conditioned_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny strength-conditioned network whose file says its default strength is 0.45."""
-    import torch
-
-    torch.manual_seed(7)
-    model = build_model("stylenet", width=8, blocks=1, head_width=8, conditioned=True)
-    model.default_strength = 0.45
-    path = tmp_path_factory.mktemp("models") / "conditioned.safetensors"
-    save_weights(model, path)
-    return path
 
 
 def version(metadata: dict[str, str]) -> BlobVersion:
@@ -135,9 +121,9 @@ def test_each_control_comes_from_the_first_source_that_sets_it() -> None:
 
 
 def test_the_style_default_is_read_from_the_weights_file(
-    conditioned_model: Path, tiny_model_path: Path, tmp_path: Path
+    tiny_conditioned_model_path: Path, tiny_model_path: Path, tmp_path: Path
 ) -> None:
-    assert style_default_strength(conditioned_model) == 0.45
+    assert style_default_strength(tiny_conditioned_model_path) == 0.45
     assert style_default_strength(tiny_model_path) == 1.0  # no strength control: the full style
     import torch
 
@@ -186,12 +172,13 @@ def test_the_stats_rows_show_each_value_and_its_source() -> None:
 
 
 def test_the_task_reads_the_input_versions_metadata_and_the_styles_default(
-    conditioned_model: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tiny_conditioned_model_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(controls, "get_run_logger", lambda: logging.getLogger("test"))
     caplog.set_level(logging.INFO, "test")
     source = version({"restyle_stroke_scale": "0.5", "restyle_flow_run_id": "r"})
-    chosen = choose_controls.fn(NOTHING, source, ComputeSettings(), conditioned_model,
+    chosen = choose_controls.fn(NOTHING, source, ComputeSettings(), tiny_conditioned_model_path,
                                 ignore=RESULT_KEYS)
     assert chosen == RunControls(Chosen(0.45, ControlSource.STYLE_DEFAULT),
                                  Chosen(0.5, ControlSource.METADATA),
@@ -201,4 +188,4 @@ def test_the_task_reads_the_input_versions_metadata_and_the_styles_default(
     # A bad value fails the run even when a parameter would override it: the upload is wrong.
     with pytest.raises(ControlsError, match="restyle_strength='2'"):
         choose_controls.fn(ControlRequest(strength=0.5), version({"restyle_strength": "2"}),
-                           ComputeSettings(), conditioned_model)
+                           ComputeSettings(), tiny_conditioned_model_path)
