@@ -158,3 +158,28 @@ def test_state_reason_prefers_the_exception() -> None:
     assert failures.state_reason(failed(error)) == ("GpuJobError: boom", "tail")
     assert failures.state_reason(Crashed(message="gone")) == ("CrashedRun: gone", "")
     assert failures.state_reason(Completed(message="odd")) == ("Completed: odd", "")
+
+
+class _NoTagRoleStore(MemoryBlobStore):
+    """A store whose identity lacks the tags/write role: Azure answers 403 to set_tags."""
+
+    def set_tags(self, container: str, blob: str, tags: dict[str, str]) -> None:
+        from azure.core.exceptions import HttpResponseError
+
+        error = HttpResponseError("This request is not authorized to perform this operation")
+        error.status_code = 403
+        raise error
+
+
+def test_a_refused_tag_does_not_replace_the_failures_reason(
+        caplog: pytest.LogCaptureFixture) -> None:
+    store = _NoTagRoleStore()
+    store.ensure_containers(["videos", "stylized"])
+    target = failures.FailureTarget(error=BlobRef("stylized", "a/b.error.json"),
+                                    source=BlobRef("videos", "a/b.mp4"))
+    report = {"reason": "GpuJobError: Azure ML job x failed: CUDA out of memory"}
+    with caplog.at_level(logging.WARNING):
+        assert failures.write_failure_report(store, target, report) is True
+    written = json.loads(store.read_bytes("stylized", "a/b.error.json"))
+    assert written["reason"] == report["reason"]
+    assert "could not tag 'videos/a/b.mp4' as failed: HttpResponseError" in caplog.text
