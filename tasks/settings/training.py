@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from tasks.repo import REPO_ROOT
 
@@ -36,6 +36,20 @@ class TrainingSettings(BaseModel):
         description='Architecture hyper-parameters, e.g. {"width": 48} or {"head": "full_res"}; '
         "empty: the defaults (the shipped styles' architecture).",
     )
+    conditioned: bool = Field(
+        default=True,
+        validate_default=True,  # the architecture check below runs when this is left at true
+        description="Train one network for every strength (gpu.train --conditioned), so a new "
+        "style takes the strength control as the shipped ones do; stroke_scale and "
+        "preserve_colors work either way. false: a network that paints at strength 1 only.",
+    )
+    default_strength: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Strength a new conditioned style paints at when a run asks for none, stored "
+        "in its weights. Unset: gpu.train's default for new styles, 0.5, at or below the measured "
+        "default of five of the six shipped styles (docs/strength.json); "
+        "`python -m bench.quality.strength` measures a style's own.",
+    )
     style_weight: float = Field(
         default=5.0, gt=0,
         description="Weight of the Gram style loss against the content loss (1). The shipped "
@@ -46,3 +60,25 @@ class TrainingSettings(BaseModel):
     max_seconds: float | None = Field(
         default=None, gt=0, description="Stop training after this many seconds even before steps."
     )
+
+    @field_validator("conditioned")
+    @classmethod
+    def _strength_needs_stylenet(cls, conditioned: bool, info: ValidationInfo) -> bool:
+        if conditioned and info.data.get("arch", "stylenet") != "stylenet":
+            raise ValueError(
+                f"training.conditioned needs arch 'stylenet': {info.data['arch']!r} has no "
+                "strength control (set RESTYLE_TRAINING__CONDITIONED=false to train it)"
+            )
+        return conditioned
+
+    @field_validator("default_strength")
+    @classmethod
+    def _default_needs_conditioning(cls, strength: float | None,
+                                    info: ValidationInfo) -> float | None:
+        if strength is not None and not info.data.get("conditioned", True):
+            raise ValueError(
+                "training.default_strength applies to conditioned networks only; an "
+                "unconditioned one paints at strength 1 (unset RESTYLE_TRAINING__DEFAULT_STRENGTH "
+                "or set RESTYLE_TRAINING__CONDITIONED=true)"
+            )
+        return strength
