@@ -195,8 +195,12 @@ def default_strength(args: argparse.Namespace) -> float:
     """The strength stored in the weights for the GPU job to paint at by default.
 
     Raises:
-        ValueError: out of [0, 1], or other than 1 for an unconditioned network.
+        ValueError: out of [0, 1], other than 1 for an unconditioned network, or
+            ``--conditioned`` for an architecture without a strength control.
     """
+    if args.conditioned and args.arch != "stylenet":
+        raise ValueError(f"--conditioned needs --arch stylenet; {args.arch} has no strength "
+                         "control")
     if not args.conditioned:
         if args.default_strength not in (None, 1.0):
             raise ValueError(f"--default-strength {args.default_strength}: an unconditioned "

@@ -429,6 +429,9 @@ def test_the_default_strength_is_chosen_and_checked(images: Path, tmp_path: Path
     with pytest.raises(ValueError, match="--default-strength: strength must be within"):
         run_training(*tiny_args(images, tmp_path / "bad", "--steps", "1", "--conditioned",
                                 "--default-strength", "1.5"))
+    with pytest.raises(ValueError, match="--conditioned needs --arch stylenet"):
+        run_training(*tiny_args(images, tmp_path / "bad", "--steps", "1", "--conditioned",
+                                "--arch", "johnson"))
     assert not (tmp_path / "bad").exists()  # refused before any work
 
 
