@@ -7,6 +7,11 @@ with the metrics and training settings), and ``<name>`` becomes a choice of ``st
 ``style`` parameter without a redeploy. A failure writes ``models/<name>.error.json`` (through
 the state hooks of :mod:`tasks.failures`). The weights record the style image's version, so a
 run for a version already trained ends at once ("already done").
+
+The network is strength-conditioned unless ``RESTYLE_TRAINING__CONDITIONED=false``, so
+``strength``, ``stroke_scale`` and ``preserve_colors`` work for it as for a shipped style. Its
+weights carry the strength it paints at when a run asks for none
+(``RESTYLE_TRAINING__DEFAULT_STRENGTH``; unset, gpu.train's 0.5 for new styles).
 """
 
 from __future__ import annotations
@@ -95,6 +100,7 @@ def train_style(
     gpu = run_gpu_job(job, settings)
     clock["train job"] = time.monotonic() - started
     weights, metrics = read_training_output(work.gpu_out)
+    metadata = read_metadata(weights)
     if not still_current(store, source):
         return superseded_now(store, target.source)
     info = {
@@ -104,7 +110,8 @@ def train_style(
         "style_image_size": [width, height],
         "content_images": content_count,
         "metrics": metrics,
-        "training": json.loads(read_metadata(weights).get("training", "{}")),
+        "default_strength": float(metadata["default_strength"]),
+        "training": json.loads(metadata.get("training", "{}")),
         "backend": gpu.backend,
         "flow_run_id": ctx.run_id,
         "time": datetime.now(UTC).isoformat(),

@@ -11,10 +11,11 @@ Usage::
 
 Output folder (rank 0 alone writes, every file atomically):
 
-* ``model.safetensors``: fp16 weights, metadata ``arch``, ``hparams``, ``style`` and ``training``.
-* ``metrics.json``: final losses, steps, seconds, steps/s.
+* ``model.safetensors``: fp16 weights, metadata ``arch``, ``hparams``, ``default_strength``,
+  ``style`` and ``training``.
+* ``metrics.json``: final losses, steps, seconds, steps/s, default strength.
 * ``checkpoint.pt``: written every ``--checkpoint-every`` steps and at the end; a rerun into the
-  same folder resumes from it (same architecture and style required).
+  same folder resumes from it (same architecture and style required; :mod:`gpu.train_checkpoint`).
 
 Losses (Johnson et al. 2016, on the Caffe VGG19 of :mod:`gpu.vgg`; code in :mod:`gpu.losses`):
 
@@ -33,30 +34,30 @@ Real-time Style Transfer"): each crop draws a strength in [0, 1], its style loss
 :func:`gpu.losses.style_weight_share` of it and its identity loss by
 :func:`gpu.losses.identity_share`, and the network's norms see the strength
 (:class:`gpu.model.StrengthNorm`). ``--init-weights`` starts it from a trained unconditioned
-network, which it first reproduces at every strength.
+network, which it first reproduces at every strength. ``--default-strength`` is written into
+the weights: the GPU job paints at it when no strength is asked for. An unconditioned network
+paints at strength 1 only.
 
-Reproducibility: the model is initialised from ``--seed`` on every rank; each step's crops, flips,
-flows and noise come from generators reseeded with (seed, rank, step), so a resumed run draws
-exactly what an uninterrupted one would, and the same seed gives the same result on CPU.
+Ranks average their gradients through MPI (:mod:`gpu.train_parallel`). Reproducibility: the
+model is initialised from ``--seed`` on every rank; each step's crops, flips, flows and noise
+come from generators reseeded with (seed, rank, step) (:mod:`gpu.train_batches`), so a resumed
+run draws exactly what an uninterrupted one would, and the same seed gives the same result on
+CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from gpu.jobdir import atomic_write_bytes, atomic_write_json
+from gpu.jobdir import atomic_write_json
 from gpu.losses import (
     STYLE_LAYERS,
     PerceptualLoss,
@@ -65,18 +66,32 @@ from gpu.losses import (
     style_weight_share,
     warp,
 )
-from gpu.model import ARCHITECTURES, build_model, load_state_for_finetune, save_weights
+from gpu.model import (
+    ARCHITECTURES,
+    build_model,
+    check_strength,
+    load_state_for_finetune,
+    save_weights,
+)
+from gpu.train_batches import fit_content, random_crops, step_generators
+from gpu.train_checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    model_hparams,
+    save_checkpoint,
+    training_settings,
+)
 from gpu.train_data import IMAGE_SUFFIXES, load_content, load_style_image, resize_long_side
+from gpu.train_parallel import Ranks, pick_device
 from gpu.vgg import load_vgg19
 
-CHECKPOINT_NAME = "checkpoint.pt"
 WEIGHTS_NAME = "model.safetensors"
 METRICS_NAME = "metrics.json"
 LOSS_NAMES = ("content", "style", "tv", "temporal", "identity")
 LR_SCHEDULES = ("cosine", "constant")
 FINAL_LR_FRACTION = 0.01
-# Environment variables that the MPI launchers we support set in every rank.
-MPI_ENV_MARKERS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")
+# A new style's is unmeasured: 0.5 is at or below 5 of the 6 shipped styles' (docs/strength.json).
+CONDITIONED_DEFAULT_STRENGTH = 0.5
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -105,6 +120,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                             help="train one network for every strength in [0, 1]: each crop "
                                  "draws a strength, which scales its style weight "
                                  "(gpu.losses.style_weight_share) and its identity weight")
+    model_args.add_argument("--default-strength", type=float, default=None,
+                            help="strength the GPU job paints at when none is asked for, stored "
+                                 "in the weights (conditioned only; default "
+                                 f"{CONDITIONED_DEFAULT_STRENGTH}; unconditioned: 1)")
     model_args.add_argument("--init-weights", type=Path,
                             help="start from these weights (a conditioned network may start "
                                  "from an unconditioned one of the same shape)")
@@ -142,87 +161,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ----------------------------------------------------------------------------- data parallel
-
-
-class Ranks:
-    """This process's place among MPI ranks; a single process when not under an MPI launcher."""
-
-    def __init__(self) -> None:
-        self.comm = None
-        self.rank, self.size, self.local_rank, self.local_size = 0, 1, 0, 1
-        if any(marker in os.environ for marker in MPI_ENV_MARKERS):
-            from mpi4py import MPI
-
-            self.comm = MPI.COMM_WORLD
-            self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
-            node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
-            self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
-            node.Free()
-
-    @property
-    def is_root(self) -> bool:
-        return self.rank == 0
-
-    def average(self, tensors: list[torch.Tensor]) -> None:
-        """Average ``tensors`` in place across ranks with one CPU-side Allreduce."""
-        if self.comm is None:
-            return
-        from mpi4py import MPI
-
-        flat = torch.cat([t.detach().reshape(-1).float() for t in tensors]).cpu().numpy()
-        self.comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
-        flat /= self.size
-        offset = 0
-        for tensor in tensors:
-            chunk = torch.from_numpy(flat[offset:offset + tensor.numel()])
-            tensor.copy_(chunk.view_as(tensor))
-            offset += tensor.numel()
-
-    def barrier(self) -> None:
-        if self.comm is not None:
-            self.comm.Barrier()
-
-
-# ----------------------------------------------------------------------------- batches
-
-
-def step_generators(seed: int, rank: int, step: int, device: torch.device
-                    ) -> tuple[torch.Generator, torch.Generator]:
-    """CPU and device generators for one (seed, rank, step): resumable, rank-distinct draws."""
-    state = np.random.SeedSequence([seed, rank, step]).generate_state(2, dtype=np.uint64)
-    cpu = torch.Generator().manual_seed(int(state[0]) >> 1)
-    on_device = torch.Generator(device=device).manual_seed(int(state[1]) >> 1)
-    return cpu, on_device
-
-
-def random_crops(content: torch.Tensor, batch: int, size: int, generator: torch.Generator
-                 ) -> torch.Tensor:
-    """Random ``size`` crops with random horizontal flips, float (N, 3, size, size) in [0, 1]."""
-    count, height, width = content.shape[:3]
-    picks = torch.randint(count, (batch,), generator=generator).tolist()
-    tops = torch.randint(height - size + 1, (batch,), generator=generator).tolist()
-    lefts = torch.randint(width - size + 1, (batch,), generator=generator).tolist()
-    flips = torch.rand(batch, generator=generator).lt(0.5).tolist()
-    crops = []
-    for pick, top, left, flip in zip(picks, tops, lefts, flips, strict=True):
-        crop = content[pick, top:top + size, left:left + size]
-        crops.append(crop.flip(1) if flip else crop)
-    return torch.stack(crops).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def fit_content(content: torch.Tensor, size: int) -> torch.Tensor:
-    """Upscale a content set whose images are smaller than the crop, keeping uint8 (N,H,W,3)."""
-    height, width = content.shape[1:3]
-    if min(height, width) >= size:
-        return content
-    scale = size / min(height, width)
-    target = (max(size, round(height * scale)), max(size, round(width * scale)))
-    x = F.interpolate(content.permute(0, 3, 1, 2).float(), size=target, mode="bilinear",
-                      align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-
-
 # ----------------------------------------------------------------------------- setup
 
 
@@ -253,33 +191,27 @@ def resolve_sources(args: argparse.Namespace) -> Sources:
     return Sources(style=style, content=content, style_name=name)
 
 
-def pick_device(choice: str, ranks: Ranks) -> torch.device:
-    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
-        if ranks.local_size > 1:
-            # Ranks sharing a CPU would otherwise each start one thread per core.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // ranks.local_size))
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but CUDA is not available")
-    return torch.device("cuda", ranks.local_rank % torch.cuda.device_count())
+def default_strength(args: argparse.Namespace) -> float:
+    """The strength stored in the weights for the GPU job to paint at by default.
 
-
-def training_settings(args: argparse.Namespace, ranks: Ranks) -> dict:
-    """Settings recorded in the weights' metadata and checked when resuming."""
-    return {"arch": args.arch, "hparams": model_hparams(args), "steps": args.steps,
-            "batch_size": args.batch_size, "world_size": ranks.size,
-            "image_size": args.image_size, "style_size": args.style_size,
-            "content_layer": args.content_layer, "content_weight": args.content_weight,
-            "style_weight": args.style_weight, "tv_weight": args.tv_weight,
-            "temporal_weight": args.temporal_weight, "max_shift": args.max_shift,
-            "identity_weight": args.identity_weight if args.conditioned else 0.0,
-            "init_weights": args.init_weights.name if args.init_weights else None,
-            "noise": args.noise, "lr": args.lr, "lr_schedule": args.lr_schedule,
-            "seed": args.seed}
-
-
-def model_hparams(args: argparse.Namespace) -> dict:
-    return {**args.model_hparams, **({"conditioned": True} if args.conditioned else {})}
+    Raises:
+        ValueError: out of [0, 1], other than 1 for an unconditioned network, or
+            ``--conditioned`` for an architecture without a strength control.
+    """
+    if args.conditioned and args.arch != "stylenet":
+        raise ValueError(f"--conditioned needs --arch stylenet; {args.arch} has no strength "
+                         "control")
+    if not args.conditioned:
+        if args.default_strength not in (None, 1.0):
+            raise ValueError(f"--default-strength {args.default_strength}: an unconditioned "
+                             "network paints at strength 1 only; add --conditioned")
+        return 1.0
+    if args.default_strength is None:
+        return CONDITIONED_DEFAULT_STRENGTH
+    try:
+        return check_strength(args.default_strength)
+    except ValueError as err:
+        raise ValueError(f"--default-strength: {err}") from None
 
 
 def learning_rate(base: float, schedule: str, step: int, steps: int) -> float:
@@ -291,37 +223,42 @@ def learning_rate(base: float, schedule: str, step: int, steps: int) -> float:
                    + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def load_checkpoint(path: Path, settings: dict, style_name: str) -> dict | None:
-    if not path.exists():
-        return None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("arch", "hparams"):
-        if checkpoint["settings"][key] != settings[key]:
-            raise ValueError(f"{path} was trained with {key}={checkpoint['settings'][key]!r}, "
-                             f"not {settings[key]!r}; delete it to start over")
-    if checkpoint["style_name"] != style_name:
-        raise ValueError(f"{path} belongs to style {checkpoint['style_name']!r}, not "
-                         f"{style_name!r}; delete it to start over")
-    return checkpoint
-
-
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                    settings: dict, style_name: str, seconds: float,
-                    losses: dict[str, float]) -> None:
-    buffer = io.BytesIO()
-    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "settings": settings, "style_name": style_name, "seconds": seconds,
-                "losses": losses}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 # ----------------------------------------------------------------------------- training
+
+
+def step_losses(model: nn.Module, criterion: PerceptualLoss, x: torch.Tensor,
+                strength: torch.Tensor | None, args: argparse.Namespace,
+                generators: tuple[torch.Generator, torch.Generator]) -> dict[str, torch.Tensor]:
+    """One batch's unweighted losses; ``strength`` holds each crop's (conditioned only)."""
+    cpu_gen, device_gen = generators
+    losses = {}
+    if args.temporal_weight > 0:
+        flow = random_flow(len(x), args.image_size, args.image_size, args.max_shift,
+                           cpu_gen).to(x.device)
+        moved, _ = warp(x, flow)
+        noise = torch.randn(x.shape, generator=device_gen, device=x.device) * args.noise
+        both = model(torch.cat([x, (moved + noise).clamp(0, 1)]),
+                     None if strength is None else strength.repeat(2))
+        y, y_moved = both[:len(x)], both[len(x):]
+        expected, inside = warp(y, flow)
+        squared = (y_moved.float() - expected).square() * inside
+        losses["temporal"] = squared.sum() / (inside.sum() * 3).clamp_min(1)
+    else:
+        y = model(x) if strength is None else model(x, strength)
+    losses.update(criterion(y, x))
+    per_sample_style = losses.pop("style_per_sample")
+    if strength is not None:
+        losses["style"] = (per_sample_style * style_weight_share(strength)).mean()
+        pixel_error = (y.float() - x.float()).square().mean(dim=(1, 2, 3))
+        losses["identity"] = (pixel_error * identity_share(strength)).mean()
+    return losses
 
 
 def main(args: argparse.Namespace) -> dict:
     """Train one style; returns the metrics (also written to OUTPUT/metrics.json by rank 0)."""
     ranks = Ranks()
     sources = resolve_sources(args)
+    painting_default = default_strength(args)
     device = pick_device(args.device, ranks)
     on_cuda = device.type == "cuda"
     if on_cuda:
@@ -329,7 +266,7 @@ def main(args: argparse.Namespace) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     memory_format = torch.channels_last if on_cuda else torch.contiguous_format
-    settings = training_settings(args, ranks)
+    settings = training_settings(args, ranks.size)
 
     style_image = load_style_image(sources.style, args.ffmpeg)
     content = load_content(sources.content, args.content_size, args.ffmpeg)
@@ -368,32 +305,13 @@ def main(args: argparse.Namespace) -> dict:
     log_started, log_step = started, start_step
     model.train()
     for step in range(start_step, args.steps):
-        cpu_gen, device_gen = step_generators(args.seed, ranks.rank, step, device)
-        x = random_crops(content, args.batch_size, args.image_size, cpu_gen)
+        generators = step_generators(args.seed, ranks.rank, step, device)
+        x = random_crops(content, args.batch_size, args.image_size, generators[0])
         x = x.contiguous(memory_format=memory_format)
-        strength = (torch.rand(len(x), generator=cpu_gen).to(device) if args.conditioned
+        strength = (torch.rand(len(x), generator=generators[0]).to(device) if args.conditioned
                     else None)
-        losses = {}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
-            if args.temporal_weight > 0:
-                flow = random_flow(len(x), args.image_size, args.image_size, args.max_shift,
-                                   cpu_gen).to(device)
-                moved, _ = warp(x, flow)
-                noise = torch.randn(x.shape, generator=device_gen, device=device) * args.noise
-                both = model(torch.cat([x, (moved + noise).clamp(0, 1)]),
-                             None if strength is None else strength.repeat(2))
-                y, y_moved = both[:len(x)], both[len(x):]
-                expected, inside = warp(y, flow)
-                squared = (y_moved.float() - expected).square() * inside
-                losses["temporal"] = squared.sum() / (inside.sum() * 3).clamp_min(1)
-            else:
-                y = model(x) if strength is None else model(x, strength)
-            losses.update(criterion(y, x))
-            per_sample_style = losses.pop("style_per_sample")
-            if strength is not None:
-                losses["style"] = (per_sample_style * style_weight_share(strength)).mean()
-                pixel_error = (y.float() - x.float()).square().mean(dim=(1, 2, 3))
-                losses["identity"] = (pixel_error * identity_share(strength)).mean()
+            losses = step_losses(model, criterion, x, strength, args, generators)
         total = sum(weights[name] * value for name, value in losses.items())
         optimizer.zero_grad(set_to_none=False)
         total.backward()
@@ -441,8 +359,10 @@ def main(args: argparse.Namespace) -> dict:
                "run_seconds": run_seconds,
                "steps_per_second": trained / run_seconds if trained > 0 else None,
                "world_size": ranks.size, "device": str(device),
+               "default_strength": painting_default,
                "device_name": torch.cuda.get_device_name(device) if on_cuda else "cpu"}
     if ranks.is_root:
+        model.default_strength = painting_default
         save_weights(model, args.output / WEIGHTS_NAME,
                      extra={"style": sources.style_name, "training": json.dumps(settings)})
         atomic_write_json(args.output / METRICS_NAME, metrics)

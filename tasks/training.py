@@ -37,6 +37,9 @@ def training_args(
 ) -> tuple[str, ...]:
     """The ``gpu.train`` arguments after ``--input``/``--output`` (pure; tested as a tuple).
 
+    A conditioned network (the default) takes the strength control; its default strength is
+    ``training.default_strength`` when set, else ``gpu.train``'s for new styles.
+
     Raises:
         ValueError: ``steps`` is given and below 1.
     """
@@ -52,8 +55,12 @@ def training_args(
         "--arch", training.arch,
         "--model-hparams", json.dumps(training.model_hparams),
         "--style-weight", str(training.style_weight),
-        "--device", device,
     )
+    if training.conditioned:
+        args += ("--conditioned",)
+        if training.default_strength is not None:
+            args += ("--default-strength", repr(training.default_strength))
+    args += ("--device", device)
     if training.max_seconds is not None:
         args += ("--max-seconds", str(training.max_seconds))
     return args
@@ -200,6 +207,7 @@ def metrics_rows(name: str, source: str, model_blob: str, metrics: dict[str, Any
         {"item": "model", "value": model_blob},
         {"item": "architecture", "value": metrics.get("arch")},
         {"item": "steps", "value": metrics.get("steps")},
+        {"item": "default strength", "value": metrics.get("default_strength")},
         {"item": "training seconds", "value": round(float(metrics.get("seconds", 0.0)), 2)},
         {"item": "steps/s", "value": round(float(metrics.get("steps_per_second") or 0.0), 3)},
         {"item": "device", "value": metrics.get("device_name")},

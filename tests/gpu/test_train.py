@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from gpu import train, train_data
+from gpu import jobdir, train, train_data
 from gpu.model import StyleNet, build_model, load_style_model, read_metadata, save_weights
 from gpu.vgg import (
     VGG_MEAN_BGR,
@@ -24,6 +24,7 @@ from gpu.vgg import (
     load_vgg19,
     preprocess,
 )
+from tests.stylize_jobs import decode_output, launch, make_job, ok
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_STYLENET = '{"width": 8, "blocks": 1, "head_width": 8}'
@@ -343,7 +344,7 @@ def mpiexec(ranks: int, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_gradients_are_averaged_across_ranks() -> None:
-    script = ("import torch; from gpu.train import Ranks; r = Ranks(); "
+    script = ("import torch; from gpu.train_parallel import Ranks; r = Ranks(); "
               "t = [torch.full((3,), float(r.rank)), torch.full((2, 2), 10.0 * r.rank)]; "
               "r.average(t); print(r.rank, r.size, t[0].tolist(), t[1].flatten().tolist())")
     done = mpiexec(2, "-c", script)
@@ -373,3 +374,78 @@ def test_cosine_schedule_decays_from_the_rate_to_one_percent() -> None:
     assert rates[50] == pytest.approx(1e-3 * halfway)
     assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
     assert {train.learning_rate(1e-3, "constant", step, 100) for step in range(100)} == {1e-3}
+
+
+# ----------------------------------------------------------------------------- strength control
+
+
+@pytest.fixture(scope="module")
+def conditioned_run(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny strength-conditioned network, trained as the train-style flow trains new styles."""
+    output = tmp_path_factory.mktemp("conditioned")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the autouse fixture, which a module fixture runs before
+    try:
+        run_training(*tiny_args(images, output, "--steps", "4", "--lr", "0.01", "--conditioned"))
+    finally:
+        torch.set_num_threads(threads)
+    return output
+
+
+def test_a_conditioned_network_paints_differently_at_each_strength(conditioned_run: Path
+                                                                    ) -> None:
+    model = load_style_model(conditioned_run / "model.safetensors")
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+    def painted(strength: float) -> torch.Tensor:
+        model.set_strength(strength)
+        with torch.no_grad():
+            return model(x)
+
+    assert torch.equal(painted(0.5), painted(0.5))
+    assert (painted(0.0) - painted(1.0)).abs().mean() > 1 / 255
+    assert json.loads(read_metadata(conditioned_run / "model.safetensors")["hparams"])[
+        "conditioned"] is True
+
+
+def test_a_conditioned_network_records_the_new_style_default_strength(
+        conditioned_run: Path) -> None:
+    meta = read_metadata(conditioned_run / "model.safetensors")
+    assert float(meta["default_strength"]) == train.CONDITIONED_DEFAULT_STRENGTH == 0.5
+    assert load_style_model(conditioned_run / "model.safetensors").default_strength == 0.5
+    metrics = json.loads((conditioned_run / "metrics.json").read_text())
+    assert metrics["default_strength"] == 0.5
+
+
+def test_the_default_strength_is_chosen_and_checked(images: Path, tmp_path: Path) -> None:
+    run_training(*tiny_args(images, tmp_path / "chosen", "--steps", "1", "--conditioned",
+                            "--default-strength", "0.3"))
+    assert read_metadata(tmp_path / "chosen" / "model.safetensors")["default_strength"] == "0.3"
+    run_training(*tiny_args(images, tmp_path / "plain", "--steps", "1"))
+    assert read_metadata(tmp_path / "plain" / "model.safetensors")["default_strength"] == "1.0"
+    with pytest.raises(ValueError, match="unconditioned network paints at strength 1 only"):
+        run_training(*tiny_args(images, tmp_path / "bad", "--steps", "1",
+                                "--default-strength", "0.5"))
+    with pytest.raises(ValueError, match="--default-strength: strength must be within"):
+        run_training(*tiny_args(images, tmp_path / "bad", "--steps", "1", "--conditioned",
+                                "--default-strength", "1.5"))
+    with pytest.raises(ValueError, match="--conditioned needs --arch stylenet"):
+        run_training(*tiny_args(images, tmp_path / "bad", "--steps", "1", "--conditioned",
+                                "--arch", "johnson"))
+    assert not (tmp_path / "bad").exists()  # refused before any work
+
+
+def test_the_gpu_job_paints_a_trained_style_at_its_default_strength(
+        conditioned_run: Path, tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    manifest = make_job(job, 32, 24, [3], conditioned_run / "model.safetensors")
+    outputs = {}
+    for name, extra in (("default", ()), ("half", ("--strength", "0.5")),
+                        ("full", ("--strength", "1"))):
+        outputs[name] = tmp_path / name
+        ok(launch(job, outputs[name], None, *extra))
+    assert jobdir.read_summary(outputs["default"]).strength == 0.5
+    frames = {name: decode_output(folder, manifest, manifest.chunks[0])
+              for name, folder in outputs.items()}
+    assert np.array_equal(frames["default"], frames["half"])
+    assert not np.array_equal(frames["default"], frames["full"])

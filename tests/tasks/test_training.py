@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pydantic import ValidationError
 
+from gpu import train
 from gpu.model import load_style_model, read_metadata
 from gpu.train_data import ImageError
 from tasks import targets
@@ -28,7 +30,9 @@ from tasks.storage import AzureBlobStore, BlobNotFoundError
 from tasks.styles import ShippedStyleError, UnknownStyleError, check_trainable_name
 from tasks.targets import plan_training
 from tasks.training import (
+    metrics_rows,
     prepare_training_input,
+    read_training_output,
     style_image_size,
     training_args,
     with_style_choices,
@@ -103,7 +107,8 @@ def test_training_args_carry_the_settings() -> None:
     assert args == (
         "--style-name", "wave", "--steps", "40", "--batch-size", "16", "--image-size", "32",
         "--content-size", "320", "--style-size", "512", "--arch", "stylenet",
-        "--model-hparams", json.dumps(TINY_HPARAMS), "--style-weight", "5.0", "--device", "cpu",
+        "--model-hparams", json.dumps(TINY_HPARAMS), "--style-weight", "5.0", "--conditioned",
+        "--device", "cpu",
     )
     head = TrainingSettings(model_hparams={"head": "full_res"}, style_weight=2)
     args = training_args(head, "wave", "cpu")
@@ -114,6 +119,58 @@ def test_training_args_carry_the_settings() -> None:
     assert overridden[-2:] == ("--max-seconds", "60.0")
     with pytest.raises(ValueError, match="at least 1"):
         training_args(training, "w", "cpu", 0)
+
+
+def test_new_styles_are_strength_conditioned_unless_turned_off(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    chosen = training_args(TrainingSettings(default_strength=0.4), "wave", "cpu")
+    at = chosen.index("--conditioned")
+    assert chosen[at + 1:at + 3] == ("--default-strength", "0.4")
+    monkeypatch.setenv("RESTYLE_TRAINING__CONDITIONED", "false")
+    plain = training_args(RestyleSettings().training, "wave", "cpu")
+    assert "--conditioned" not in plain and "--default-strength" not in plain
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"arch": "johnson"}, "conditioned needs arch 'stylenet'"),
+    ({"conditioned": False, "default_strength": 0.5}, "applies to conditioned networks only"),
+    ({"default_strength": 1.5}, "less than or equal to 1"),
+])
+def test_training_settings_refuse_what_cannot_train(fields: dict[str, Any], message: str
+                                                    ) -> None:
+    with pytest.raises(ValidationError, match=message):
+        TrainingSettings(**fields)
+    assert TrainingSettings(arch="johnson", conditioned=False).arch == "johnson"
+
+
+def test_the_flow_arguments_train_a_style_with_the_strength_control(tmp_path: Path) -> None:
+    """gpu.train run on the flow's own input folder and arguments, on the CPU."""
+    content = tmp_path / "content"
+    content.mkdir()
+    for i in range(2):
+        make_style_png(content / f"{i}.png", 64, 64)
+    job_in, job_out = tmp_path / "in", tmp_path / "out"
+    prepare_training_input.fn(make_style_png(tmp_path / "wave.png", 96, 96), content, job_in)
+    training = TrainingSettings(steps=2, batch_size=2, image_size=32, content_size=48,
+                                style_size=64, model_hparams=TINY_HPARAMS)
+    argv = ["--input", str(job_in), "--output", str(job_out),
+            *training_args(training, "wave", "cpu")]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convolutions only slow down when threads compete
+    try:
+        metrics = train.main(train.get_args_parser().parse_args(argv))
+    finally:
+        torch.set_num_threads(threads)
+    weights, _ = read_training_output(job_out)
+    metadata = read_metadata(weights)
+    assert json.loads(metadata["hparams"])["conditioned"] is True
+    assert float(metadata["default_strength"]) == metrics["default_strength"] == 0.5
+    model = load_style_model(weights)
+    assert model.default_strength == 0.5
+    model.set_strength(0.25)  # an unconditioned network would refuse any strength but 1
+    rows = {row["item"]: row["value"] for row in metrics_rows(
+        "wave", "styles/wave.png", "models/wave.safetensors", metrics, {})}
+    assert rows["default strength"] == 0.5
 
 
 def test_with_style_choices_appends_only_missing_names() -> None:
@@ -220,8 +277,10 @@ def test_style_upload_trains_and_registers_a_style(
         assert model(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
     metadata = read_metadata(weights)
     assert metadata["style"] == name
-    assert json.loads(metadata["hparams"]) == {**TINY_HPARAMS, "head": "subpixel"}
+    assert json.loads(metadata["hparams"]) == {**TINY_HPARAMS, "head": "subpixel",
+                                               "conditioned": True}
     assert json.loads(metadata["training"])["steps"] == 3
+    assert model.default_strength == 0.5  # what the GPU job paints at when no strength is given
 
     info_path = tmp_path / "info.json"
     stack_store.download(models, f"{name}.json", info_path)
@@ -229,6 +288,7 @@ def test_style_upload_trains_and_registers_a_style(
     assert info["style_image"] == f"{styles}/{name}.png"
     assert info["metrics"]["steps"] == 3 and info["content_images"] == 2
     assert info["flow_run_id"] == run["id"]
+    assert info["default_strength"] == 0.5
 
     stylize = api("GET", "/deployments/name/stylize-video/default")
     assert name in stylize["parameter_openapi_schema"]["properties"]["style"]["enum"]
@@ -244,7 +304,7 @@ def test_style_upload_trains_and_registers_a_style(
     table = next(a for a in artifacts if a["type"] == "table")
     rows = json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]
     items = {row["item"]: row["value"] for row in rows}
-    assert items["style"] == name and items["steps"] == 3
+    assert items["style"] == name and items["steps"] == 3 and items["default strength"] == 0.5
     assert {"content loss", "style loss", "total loss"} <= items.keys()
 
 
