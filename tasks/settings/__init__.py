@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks.repo import REPO_ROOT
@@ -61,3 +61,19 @@ class RestyleSettings(BaseSettings):
         default=REPO_ROOT / ".stack" / "work",
         description="Scratch space for flow runs; each run gets its own folder.",
     )
+
+    @model_validator(mode="after")
+    def _one_identity_for_azure(self) -> RestyleSettings:
+        """The Prefect side reaches Azure ML and the data account as one identity: with an
+        account URL, storage takes azureml.identity_client_id unless it names the same one."""
+        storage, azure_id = self.storage, self.azureml.identity_client_id
+        if azure_id is None or storage.account_url is None:
+            return self
+        if storage.identity_client_id is None:
+            storage.identity_client_id = azure_id
+        elif storage.identity_client_id != azure_id:
+            raise ValueError(
+                "RESTYLE_STORAGE__IDENTITY_CLIENT_ID and RESTYLE_AZUREML__IDENTITY_CLIENT_ID name "
+                "different identities; the worker signs in as one (set only "
+                "RESTYLE_AZUREML__IDENTITY_CLIENT_ID, or both to the same client id)")
+        return self

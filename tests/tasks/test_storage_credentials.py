@@ -201,3 +201,18 @@ def test_a_missing_block_is_a_clear_error() -> None:
     with pytest.raises(StorageNotConfiguredError, match="'no-such-block' could not be loaded"):
         make_blob_store(StorageSettings(credentials_block="no-such-block"))
 
+
+
+def test_storage_signs_in_as_the_azure_ml_identity_by_default() -> None:
+    settings = RestyleSettings(
+        storage={"account_url": "https://acct.blob.core.windows.net"},
+        azureml={"identity_client_id": "11111111-2222-3333-4444-555555555555"})
+    assert settings.storage.identity_client_id == "11111111-2222-3333-4444-555555555555"
+
+
+def test_two_different_identities_for_the_worker_are_refused() -> None:
+    with pytest.raises(ValueError, match="different identities"):
+        RestyleSettings(
+            storage={"account_url": "https://acct.blob.core.windows.net",
+                     "identity_client_id": "aaaaaaaa-2222-3333-4444-555555555555"},
+            azureml={"identity_client_id": "11111111-2222-3333-4444-555555555555"})
