@@ -137,7 +137,8 @@ def stylize_video(
     frames = grab_frames(src, result, work.frames, probe.video.frame_count // 2,
                          return_state=True)
     report = publish_report(stats, frames.result() if frames.is_completed() else None,
-                            store.url(target.output.container, target.output.blob),
+                            store.share_url(target.output.container, target.output.blob,
+                                            settings.storage.link_minutes),
                             return_state=True)
     if not (frames.is_completed() and report.is_completed()):
         get_run_logger().warning("the result is delivered, but the run page's pictures or "

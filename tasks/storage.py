@@ -27,6 +27,7 @@ from azure.storage.blob import BlobServiceClient, ContentSettings
 from tasks.events import BlobVersion
 from tasks.settings import StorageSettings
 from tasks.storage_credentials import blob_service_client
+from tasks.storage_links import result_link
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,9 @@ class BlobStore(Protocol):
 
     def get_tags(self, container: str, blob: str) -> dict[str, str]: ...
 
-    def url(self, container: str, blob: str) -> str: ...
+    def share_url(self, container: str, blob: str, minutes: int) -> str:
+        """A URL a person can open for ``minutes`` (signed read-only on a real account)."""
+        ...
 
 
 class AzureBlobStore:
@@ -183,9 +186,10 @@ class AzureBlobStore:
     def get_tags(self, container: str, blob: str) -> dict[str, str]:
         return dict(self.client.get_blob_client(container, blob).get_blob_tags())
 
-    def url(self, container: str, blob: str) -> str:
-        """The blob's plain URL (no SAS: reading it still needs the reader's own access)."""
-        return self.client.get_blob_client(container, blob).url
+    def share_url(self, container: str, blob: str, minutes: int) -> str:
+        """Signed with a read-only user-delegation SAS on a real account (blobs are private);
+        the plain URL on Azurite, whose reader holds the key anyway."""
+        return result_link(self.client, container, blob, minutes)
 
     def _version(self, container: str, blob: str, props: Any) -> BlobVersion:
         content_type = props.content_settings.content_type if props.content_settings else None

@@ -91,7 +91,7 @@ class MemoryBlobStore:
     def get_tags(self, container: str, blob: str) -> dict[str, str]:
         return dict(self._get(container, blob).tags)
 
-    def url(self, container: str, blob: str) -> str:
+    def share_url(self, container: str, blob: str, minutes: int) -> str:
         return f"memory://{container}/{blob}"
 
     def read_bytes(self, container: str, blob: str) -> bytes:

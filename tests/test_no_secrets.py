@@ -25,11 +25,11 @@ import uvicorn
 from azure.storage.blob import ContainerClient
 
 from deployments.eventgrid_bridge import create_app, uvicorn_config
-from tasks.compute.azureml.links import user_delegation_read_url
 from tasks.compute.azureml.redaction import redact
 from tasks.compute.azureml.spec import render_job_yaml
 from tasks.compute.base import GpuJobError
 from tasks.settings import BridgeSettings, RestyleSettings
+from tasks.storage_links import user_delegation_read_url
 from tests.deployments.test_eventgrid_bridge import EVENT_GRID_SAMPLE, VALIDATION_EVENT
 from tests.tasks.compute.azureml.test_backend import (  # noqa: F401 - fixtures used by name
     AZURITE_KEY,

@@ -99,13 +99,6 @@ class AzureMLSettings(BaseModel):
         "fails saying so. Azure ML also gets both deadlines plus ten minutes as the job's own "
         "limit, which stops it even when the Prefect side is gone.",
     )
-    sas_minutes: int = Field(
-        default=60,
-        ge=1,
-        le=7 * 24 * 60,
-        description="Lifetime of the read-only user-delegation SAS that signs the result link "
-        "on a real storage account (tasks.compute.azureml.links.result_link).",
-    )
 
 
 class BridgeSettings(BaseModel):

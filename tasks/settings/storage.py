@@ -51,6 +51,11 @@ class StorageSettings(BaseModel):
         description="Blob REST API version the client speaks. Pinned because the newest SDK "
         "speaks a version Azurite rejects; set empty to use the SDK's default on Azure.",
     )
+    link_minutes: int = Field(
+        default=60, ge=1, le=7 * 24 * 60,
+        description="Lifetime of the read-only user-delegation SAS that signs the result link on "
+        "the run page, on a real account (needs the Storage Blob Delegator role).",
+    )
     input_container: str = Field(default="videos", description="Container users upload to.")
     output_container: str = Field(default="stylized", description="Container for results.")
     styles_container: str = Field(default="styles", description="Container for style images.")

@@ -16,7 +16,7 @@ from tasks.compute.local import LocalMpiBackend
 from tasks.compute.run import cancel_gpu_jobs, get_backend
 from tasks.settings import AzureMLSettings, ComputeSettings, RestyleSettings
 from tests.fakes.azureml import FakeMLClient, Script
-from tests.tasks.compute.azureml.test_links import _EntraToken
+from tests.tasks.test_storage_links import _EntraToken
 
 
 def test_every_gpu_job_knob_reaches_the_job_and_defaults_stay_the_jobs() -> None:

@@ -35,7 +35,7 @@ from tasks.compute.base import GpuJob, GpuJobError
 from tasks.settings import RestyleSettings
 from tests.azurite import AZURITE_KEY, blob_service, container, needs_azurite
 from tests.fakes.azureml import DATASTORE, LEAKY_URL, FakeJobs, FakeMLClient, Script
-from tests.tasks.compute.azureml.test_links import _DelegationService
+from tests.tasks.test_storage_links import _DelegationService
 
 # Names other test modules import from here.
 __all__ = ["AZURITE_KEY", "LEAKY_LOG", "Script", "_DelegationService", "blob_service",

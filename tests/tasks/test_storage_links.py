@@ -10,7 +10,7 @@ import pytest
 from azure.core.credentials import AccessToken
 from azure.storage.blob import BlobServiceClient, UserDelegationKey
 
-from tasks.compute.azureml.links import result_link, sign_blob_read_url, user_delegation_read_url
+from tasks.storage_links import result_link, sign_blob_read_url, user_delegation_read_url
 from tests.azurite import connection_string
 
 
@@ -77,3 +77,31 @@ def test_result_link_is_the_plain_url_on_azurite() -> None:
     assert result_link(service, "stylized", "udnie/a b.mp4", minutes=15) == (
         "http://127.0.0.1:10000/devstoreaccount1/stylized/udnie/a%20b.mp4"
     )
+
+
+class _NoDelegatorRole(_DelegationService):
+    def get_user_delegation_key(self, key_start_time: datetime,
+                                key_expiry_time: datetime) -> UserDelegationKey:
+        raise PermissionError("AuthorizationPermissionMismatch")
+
+
+def test_a_refused_delegation_key_leaves_the_link_plain_and_says_why(
+        caplog: pytest.LogCaptureFixture) -> None:
+    service = _NoDelegatorRole(_EntraToken())
+    url = result_link(service, "stylized", "udnie/a.mp4", minutes=15)  # type: ignore[arg-type]
+    assert url == "https://restyledata.blob.core.windows.net/stylized/udnie/a.mp4"
+    assert "Delegator role" in caplog.text and "AuthorizationPermissionMismatch" in caplog.text
+
+
+def test_the_store_shares_results_with_a_signed_link_on_an_entra_id_account(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.storage import AzureBlobStore
+
+    client = BlobServiceClient("https://restyledata.blob.core.windows.net",
+                               credential=_EntraToken())
+    delegation = _DelegationService()
+    monkeypatch.setattr(client, "get_user_delegation_key", delegation.get_user_delegation_key)
+    url = AzureBlobStore(client).share_url("stylized", "udnie/a.mp4", minutes=20)
+    query = parse_qs(urlsplit(url).query)
+    assert urlsplit(url).path == "/stylized/udnie/a.mp4"
+    assert query["sp"] == ["r"] and "sig" in query and len(delegation.requested) == 1

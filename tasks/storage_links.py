@@ -8,6 +8,7 @@ account key, and grants read on that one blob until it expires.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -21,6 +22,7 @@ from azure.storage.blob import (
 )
 
 CLOCK_SKEW = timedelta(minutes=5)
+logger = logging.getLogger("restyle.storage")
 
 
 def result_link(service: BlobServiceClient, container: str, blob: str, minutes: int) -> str:
@@ -31,9 +33,15 @@ def result_link(service: BlobServiceClient, container: str, blob: str, minutes: 
     local stack's reader holds the key anyway. Hand it to a person; never log it (the
     backend's redaction strips the signature if it ends up in text anyway).
     """
+    plain = f"{service.url.rstrip('/')}/{container}/{quote(blob)}"
     if not isinstance(service.credential, TokenCredential):
-        return f"{service.url.rstrip('/')}/{container}/{quote(blob)}"
-    return user_delegation_read_url(service, container, blob, minutes)
+        return plain
+    try:
+        return user_delegation_read_url(service, container, blob, minutes)
+    except Exception as error:  # a link is a courtesy: the delivered result must stand
+        logger.warning("result link left unsigned (does this identity have the Storage Blob "
+                       "Delegator role?): %s: %s", type(error).__name__, error)
+        return plain
 
 
 def user_delegation_read_url(service: Any, container: str, blob: str, minutes: int = 60) -> str:
