@@ -53,7 +53,7 @@ class AzureMLSettings(BaseModel):
     environment: str | None = Field(
         default=None,
         description="Registered environment 'name:version' to run in; unset builds the image "
-        "of deployments/azureml/image (Open MPI + CUDA base image, torch for that CUDA, mpi4py "
+        "of deployments/azureml/image (Open MPI + CUDA base image, conda-forge torch built for CUDA 12, mpi4py "
         "built against that Open MPI).",
     )
     data_datastore: str = Field(
