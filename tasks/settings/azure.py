@@ -53,8 +53,8 @@ class AzureMLSettings(BaseModel):
     environment: str | None = Field(
         default=None,
         description="Registered environment 'name:version' to run in; unset builds the image "
-        "of deployments/azureml/image (Open MPI + CUDA base image, conda-forge torch built for CUDA 12, mpi4py "
-        "built against that Open MPI).",
+        "of deployments/azureml/image (Open MPI + CUDA 12 base image, conda-forge torch built "
+        "for CUDA 12, mpi4py built against that Open MPI).",
     )
     data_datastore: str = Field(
         default="restyle_jobs",
