@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prefect.events.worker import EventsWorker
 
 AUTH_STRING = "restyle-test:8c1f0e5a-prefect-auth"
 
@@ -94,6 +95,9 @@ def running_prefect_server(home: Path, startup_s: float = 90.0) -> Iterator[Pref
             time.sleep(0.3)
         yield server
     finally:
+        # Prefect keeps one events worker per process, bound to the API it first saw: drain it
+        # so later tests' task-run states go to their own server, not this stopped one.
+        EventsWorker.drain_all(timeout=10)
         proc.terminate()
         try:
             proc.wait(timeout=20)
