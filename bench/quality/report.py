@@ -85,8 +85,8 @@ from tasks.repo import REPO_ROOT
 # Kept importable from here for tools/ship_styles.py and bench/quality/strength.py, which
 # import them from this module; their owners are bench.quality.inputs, metrics and sheets.
 __all__ = ["DEFAULT_STYLE_DIRS", "REPO_ROOT", "build_report", "evaluate_network",
-           "file_sha256", "perceptual_losses", "ratio", "read_rgb", "style_targets",
-           "write_png_within"]
+           "file_sha256", "job_stylizers", "perceptual_losses", "ratio", "read_rgb",
+           "style_targets", "write_png_within"]
 
 
 def evaluate_network(model_path: Path, stylizer: JobStylizer, target: StyleTarget,
