@@ -1,7 +1,7 @@
 """The shipped style manifest: every listed style loads and carries its provenance and metrics.
 
-The metrics are training's final losses and the quality report's (``bench/quality.py``), which
-``python -m tools.ship_styles --quality docs/quality.json`` attaches.
+The metrics are training's final losses and the quality report's (``python -m bench.quality``),
+which ``python -m tools.ship_styles --quality docs/quality.json`` attaches.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.quality.report import file_sha256
+from bench.quality.inputs import file_sha256
 from gpu.model import load_style_model, read_metadata
 from tasks.styles import MANIFEST_PATH, SHIPPED_DIR, shipped_manifest
 from tools.ship_styles import attach_quality
@@ -76,7 +76,7 @@ def test_every_style_defaults_to_a_strength_that_keeps_the_subject() -> None:
 
 
 def fake_report() -> dict:
-    """A quality report of one style, udnie, shaped like bench/quality.py's."""
+    """A quality report of one style, udnie, shaped like bench.quality.report's."""
     check = {"comparison": "<=", "threshold": 1.5, "met": True}
     return {
         "date": "2026-01-02T03:04:05+00:00", "device": "NVIDIA H200",

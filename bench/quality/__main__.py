@@ -1,3 +1,3 @@
-from bench.quality.report import main
+from bench.quality.cli import main
 
 main()

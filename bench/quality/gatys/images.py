@@ -1,4 +1,4 @@
-"""Gatys' images: pastiche runs on whole held-out frames, cached as PNG with their record.
+"""Gatys' image cache: pastiche runs on whole held-out frames, kept as PNG with their record.
 
 A Gatys image depends only on the painting, the frame, its size, the style image size and the
 step count, not on our networks or on how we score it, so each finished run is kept as
@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
@@ -31,21 +28,13 @@ import cv2
 import numpy as np
 import torch
 
-from bench.quality.report import (
-    find_painting,
-    pastiche_argv,
-    pastiche_optimisation_seconds,
-    read_rgb,
-)
+from bench.quality.gatys.runner import run_gatys
+from bench.quality.inputs import file_sha256, find_painting, read_rgb
 from gpu.jobdir import atomic_write_bytes, atomic_write_json
 
 GATYS_STEPS = 500
 STYLE_IMAGE_SIDE = 512
 RECORD_FIELDS = ("wall_seconds", "optimise_seconds", "concurrent_processes", "date", "device")
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def image_key(style: str, frame: str, size: tuple[int, int], painting_sha256: str,
@@ -85,26 +74,6 @@ def write_cached(cache_dir: Path, key: dict, image: np.ndarray, record: dict) ->
     atomic_write_bytes(png, encoded.tobytes())
     atomic_write_json(png.with_suffix(".json"), {"key": key, **record})
     return png
-
-
-def run_pastiche(content: np.ndarray, style: np.ndarray, steps: int, device: str,
-                 concurrent: int) -> tuple[np.ndarray, dict]:
-    """Gatys from the content image with pastiche's defaults; the image and its timing."""
-    with tempfile.TemporaryDirectory(prefix="gatys-") as folder:
-        files = [Path(folder) / name for name in ("content.png", "style.png", "gatys.png")]
-        for path, image in zip(files, (content, style), strict=False):
-            cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        argv = pastiche_argv(sys.executable, files[0], files[1], files[2], steps,
-                             max(content.shape[:2]), max(style.shape[:2]), device)
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-        started = time.perf_counter()
-        result = subprocess.run(argv, capture_output=True, text=True, env=env)
-        wall = time.perf_counter() - started
-        if result.returncode != 0:
-            raise RuntimeError(f"pastiche failed ({result.returncode}): {result.stderr[-3000:]}")
-        return read_rgb(files[2]), {"wall_seconds": wall, "concurrent_processes": concurrent,
-                                    "optimise_seconds":
-                                        pastiche_optimisation_seconds(result.stdout)}
 
 
 def fit_side(image: np.ndarray, side: int) -> np.ndarray:
@@ -160,7 +129,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     def one(key: dict, content: np.ndarray, painting: np.ndarray) -> str | None:
         if args.seconds is not None and time.monotonic() - started > args.seconds:
             return None
-        image, timing = run_pastiche(content, painting, args.steps, args.device, args.jobs)
+        image, timing = run_gatys(content, painting, args.steps, args.device,
+                                  max(1, args.jobs))
         record = {**timing, "date": datetime.now(UTC).isoformat(timespec="seconds"),
                   "device": device_name}
         path = write_cached(args.cache, key, image, record)

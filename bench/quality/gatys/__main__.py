@@ -1,0 +1,3 @@
+from bench.quality.gatys.images import main
+
+main()
