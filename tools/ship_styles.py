@@ -9,8 +9,8 @@ comes from the weights' metadata. Entries for styles not named keep what the man
 newly shipped style has no ``quality`` section until a report that measured its weights is
 attached.
 
-``--quality`` attaches each shipped style's numbers from a ``bench/quality.py`` report under
-its entry's ``quality`` key. The report must cover every shipped style, and each style's
+``--quality`` attaches each shipped style's numbers from a quality report
+(``python -m bench.quality``) under its entry's ``quality`` key. The report must cover every shipped style, and each style's
 ``model`` must be that style's file in ``gpu/styles/``, with the same SHA-256 where the report
 records one; nothing is written otherwise.
 """
@@ -22,9 +22,11 @@ import json
 import shutil
 from pathlib import Path
 
-from bench.quality.report import REPO_ROOT, file_sha256, ratio
+from bench.quality.inputs import file_sha256
+from bench.quality.metrics import ratio
 from gpu.jobdir import atomic_write_json
 from gpu.model import load_style_model, read_metadata
+from tasks.repo import REPO_ROOT
 from tasks.styles import MANIFEST_PATH, SHIPPED_DIR
 
 PAINTINGS: dict[str, tuple[str, str, str]] = {
@@ -36,7 +38,7 @@ PAINTINGS: dict[str, tuple[str, str, str]] = {
     "woman_with_a_hat": ("Woman with a Hat", "Henri Matisse", "1905"),
 }
 MAX_BYTES = 4 * 1024 * 1024
-# bench/quality.py names a baseline goal's subject "<shipped style> vs <baseline>".
+# `python -m bench.quality` names a baseline goal's subject "<shipped style> vs <baseline>".
 BASELINE_SUBJECT_SEPARATOR = " vs "
 SPEED_KEYS = ("batch", "ms_per_frame_batched", "ms_per_frame_batch_1",
               "gatys_solo_wall_seconds_per_frame", "speedup_vs_gatys_batched",
@@ -94,7 +96,7 @@ def _names_shipped_file(model_path: str, file: str) -> bool:
 def style_quality(report: dict, name: str, report_label: str) -> dict:
     """One style's metrics from a quality report, as its manifest entry's ``quality`` section.
 
-    The ratios are bench/quality.py's own (ours / Gatys on the frames Gatys ran on); the goal
+    The ratios are the quality report's own (ours / Gatys on the frames Gatys ran on); the goal
     checks are the report's checks of this style and of its comparisons with baselines.
 
     Raises:
@@ -136,7 +138,7 @@ def attach_quality(entries: dict[str, dict], report: dict, report_label: str
 
     Args:
         entries: manifest entries by style name.
-        report: a ``bench/quality.py`` report.
+        report: a ``python -m bench.quality`` report.
         report_label: where the report lives, recorded in each section.
 
     Raises:
@@ -152,7 +154,7 @@ def attach_quality(entries: dict[str, dict], report: dict, report_label: str
         if not _names_shipped_file(model, entry["file"]):
             raise SystemExit(f"{report_label}: {name} was measured on {model}, not the shipped "
                              f"{shipped.relative_to(REPO_ROOT)}")
-        # Reports from before bench/quality.py recorded the hash can only be checked by path.
+        # Reports from before the quality report recorded the hash can only be checked by path.
         if "model_sha256" in measured and measured["model_sha256"] != file_sha256(shipped):
             raise SystemExit(f"{report_label}: {name} was measured on other weights than the "
                              f"shipped {shipped.relative_to(REPO_ROOT)} (SHA-256 differs)")
@@ -190,7 +192,7 @@ def main() -> None:
     parser.add_argument("train_dirs", type=Path, nargs="*")
     parser.add_argument("--note", default="", help="how and where these were trained")
     parser.add_argument("--quality", type=Path, metavar="REPORT",
-                        help="bench/quality.py report that measured the shipped weights")
+                        help="`python -m bench.quality` report that measured the shipped weights")
     parser.add_argument("--strength", type=Path, metavar="REPORT",
                         help="bench.quality.strength report that chose the default strengths")
     args = parser.parse_args()
