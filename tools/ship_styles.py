@@ -10,8 +10,8 @@ newly shipped style has no ``quality`` section until a report that measured its 
 attached.
 
 ``--quality`` attaches each shipped style's numbers from a quality report
-(``python -m bench.quality``) under its entry's ``quality`` key. The report must cover every shipped style, and each style's
-``model`` must be that style's file in ``gpu/styles/``, with the same SHA-256 where the report
+(``python -m bench.quality``) under its entry's ``quality`` key. The report must cover every
+shipped style, and each style's ``model`` must be that style's file in ``gpu/styles/``, with the same SHA-256 where the report
 records one; nothing is written otherwise.
 """
 
