@@ -11,8 +11,8 @@ attached.
 
 ``--quality`` attaches each shipped style's numbers from a quality report
 (``python -m bench.quality``) under its entry's ``quality`` key. The report must cover every
-shipped style, and each style's ``model`` must be that style's file in ``gpu/styles/``, with the same SHA-256 where the report
-records one; nothing is written otherwise.
+shipped style, and each style's ``model`` must be that style's file in ``gpu/styles/``, with
+the same SHA-256 where the report records one; nothing is written otherwise.
 """
 
 from __future__ import annotations
