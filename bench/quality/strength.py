@@ -12,7 +12,8 @@ REPORT`` takes them from an earlier report of the same grid and frames instead o
 (a CPU-friendly rerun after the score changes); the report says so under ``style_losses_from``.
 When that report scored structure with the outline term alone, each image's outline term here
 must match its structure there, which shows that the same images were painted; the largest
-difference is recorded.
+difference is recorded. REPORT may be the ``--json-out`` file itself: it is read before it is
+replaced, and its metric and defaults stay under ``reused_report``.
 
 The default strength of a style is the highest strength of the grid whose structure is at
 least :data:`STRUCTURE_GOAL` of Gatys' on every frame: the picture keeps its subject. Its style
