@@ -48,7 +48,6 @@ import torch
 from bench.quality.gatys.runs import GatysRuns
 from bench.quality.goals import compare_with_baseline, evaluate_goals, gatys_summary
 from bench.quality.inputs import (
-    DEFAULT_STYLE_DIRS,
     file_sha256,
     find_baselines,
     find_models,
@@ -57,7 +56,6 @@ from bench.quality.inputs import (
     load_heldout,
     model_settings,
     painting_dirs,
-    read_rgb,
     spread,
 )
 from bench.quality.metrics import (
@@ -65,7 +63,6 @@ from bench.quality.metrics import (
     clip_flows,
     mean_of,
     perceptual_losses,
-    ratio,
     style_targets,
     warping_error,
 )
@@ -77,16 +74,10 @@ from bench.quality.networks import (
     speedups,
     stylize_clip,
 )
-from bench.quality.sheets import write_png_within, write_sheets
+from bench.quality.sheets import write_sheets
 from gpu.model import load_style_model
 from gpu.stylize.stylizer import PaintControls
 from tasks.repo import REPO_ROOT
-
-# Kept importable from here for tools/ship_styles.py and bench/quality/strength.py, which
-# import them from this module; their owners are bench.quality.inputs, metrics and sheets.
-__all__ = ["DEFAULT_STYLE_DIRS", "REPO_ROOT", "build_report", "evaluate_network",
-           "file_sha256", "job_stylizers", "perceptual_losses", "ratio", "read_rgb",
-           "style_targets", "write_png_within"]
 
 
 def evaluate_network(model_path: Path, stylizer: JobStylizer, target: StyleTarget,

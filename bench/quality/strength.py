@@ -38,13 +38,9 @@ import cv2
 import numpy as np
 import torch
 
-from bench.quality.report import (
-    DEFAULT_STYLE_DIRS,
-    perceptual_losses,
-    read_rgb,
-    style_targets,
-    write_png_within,
-)
+from bench.quality.inputs import DEFAULT_STYLE_DIRS, read_rgb
+from bench.quality.metrics import perceptual_losses, style_targets
+from bench.quality.sheets import write_png_within
 from bench.quality.structure import METRIC, structure_score, structure_terms
 from gpu import controls
 from gpu.jobdir import atomic_write_json

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.quality.report import read_rgb
+from bench.quality.inputs import read_rgb
 from bench.quality.strength import (
     GRID,
     OUTLINE_ONLY,
