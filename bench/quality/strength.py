@@ -18,8 +18,8 @@ replaced, and its metric and defaults stay under ``reused_report``.
 The default strength of a style is the highest strength of the grid whose structure is at
 least :data:`STRUCTURE_GOAL` of Gatys' on every frame: the picture keeps its subject. Its style
 loss ratio to Gatys' is reported against :data:`STYLE_GOAL`, met or not. A sheet per style is
-written as PNG, a row per frame: the frame, strengths 0, 0.25, 0.5, 0.75 and 1, the default
-strength (which need not be on that ramp), then Gatys.
+written as JPEG (``strength_<style>.jpg``), a row per frame: the frame, strengths 0, 0.25, 0.5,
+0.75 and 1, the default strength (which need not be on that ramp), then Gatys.
 
     python -m bench.quality.strength --models-dir gpu/styles --gatys-cache bench/gatys_images \
         --frames .carry/content/heldout_720p --json-out docs/strength.json --sheets-dir docs/sheets
@@ -28,7 +28,6 @@ strength (which need not be on that ramp), then Gatys.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import sys
 from collections.abc import Callable
@@ -38,9 +37,10 @@ import cv2
 import numpy as np
 import torch
 
+from bench.quality.gatys.images import find_image
 from bench.quality.inputs import DEFAULT_STYLE_DIRS, read_rgb
 from bench.quality.metrics import perceptual_losses, style_targets
-from bench.quality.sheets import write_png_within
+from bench.quality.sheets import write_jpeg_within
 from bench.quality.structure import METRIC, structure_score, structure_terms
 from gpu import controls
 from gpu.jobdir import atomic_write_json
@@ -73,8 +73,8 @@ def painted(model: torch.nn.Module, frame: np.ndarray, strength: float) -> np.nd
 
 
 def gatys_image(cache: Path, style: str, frame: str, height: int) -> np.ndarray | None:
-    found = sorted(glob.glob(str(cache / f"{style}__{frame}__{height}p__*.png")))
-    return read_rgb(Path(found[0])) if found else None
+    found = find_image(cache, style, frame, height)
+    return read_rgb(found) if found else None
 
 
 def choose_default(rows: dict[float, list[float]], gatys: list[float]) -> float | None:
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["styles"][style] = entry
         print(style, json.dumps({k: v for k, v in entry.items() if k != "frames"}), flush=True)
         if args.sheets_dir is not None and sheet is not None:
-            write_png_within(args.sheets_dir / f"strength_{style}.png", sheet)
+            write_jpeg_within(args.sheets_dir / f"strength_{style}.jpg", sheet)
     if reused is not None:
         report["reused_report"] = {
             "structure_metric": reused.get("structure_metric", OUTLINE_ONLY),

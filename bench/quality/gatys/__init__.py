@@ -10,6 +10,7 @@
 from bench.quality.gatys.images import (
     GATYS_STEPS,
     STYLE_IMAGE_SIDE,
+    find_image,
     image_key,
     image_path,
     main,
@@ -18,5 +19,5 @@ from bench.quality.gatys.images import (
 )
 from bench.quality.gatys.runner import run_gatys
 
-__all__ = ["GATYS_STEPS", "STYLE_IMAGE_SIDE", "image_key", "image_path", "main", "read_cached",
-           "run_gatys", "write_cached"]
+__all__ = ["GATYS_STEPS", "STYLE_IMAGE_SIDE", "find_image", "image_key", "image_path", "main",
+           "read_cached", "run_gatys", "write_cached"]

@@ -114,7 +114,7 @@ def test_smoke_run_end_to_end_on_cpu(tmp_path: Path) -> None:
     for sheet in report["sheets"]:
         assert 0 < Path(sheet).stat().st_size <= SHEET_MAX_BYTES
     assert [Path(s).name for s in report["sheets"]] == [
-        "quality_styles_1.png", "quality_gatys_1.png", "quality_gatys_2.png"]
+        "quality_styles_1.jpg", "quality_gatys_1.jpg", "quality_gatys_2.jpg"]
     # input, the shipped style and the two baselines, 256 px each.
     assert cv2.imread(report["sheets"][0]).shape[1] == 4 * 256
 
@@ -191,7 +191,7 @@ def test_a_second_run_takes_every_gatys_result_from_the_cache(
     assert speed["gatys_solo_wall_seconds_per_frame"] == timing["solo"]["wall_seconds"]
     assert report["goals"]["checks"][0]["measured"] is not None
     # No fresh Gatys image, so no Gatys contact sheet.
-    assert [Path(sheet).name for sheet in report["sheets"]] == ["quality_styles_1.png"]
+    assert [Path(sheet).name for sheet in report["sheets"]] == ["quality_styles_1.jpg"]
 
 
 def test_a_record_with_another_key_is_ignored_and_the_run_redone(

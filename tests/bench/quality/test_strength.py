@@ -87,7 +87,7 @@ def test_a_rerun_reuses_the_losses_and_rescores_structure(tmp_path: Path) -> Non
     assert report["reused_report"] == {"structure_metric": OUTLINE_ONLY,
                                        "default_strength": {"tiny": None}}
     # Frame, five ramp strengths, the default, Gatys: eight 384-wide tiles.
-    sheet = read_rgb(sheets / "strength_tiny.png")
+    sheet = read_rgb(sheets / "strength_tiny.jpg")
     assert report["styles"]["tiny"]["default_strength"] is not None
     assert sheet.shape[1] == 8 * SHEET_TILE_WIDTH
 
