@@ -10,7 +10,7 @@ whole frame, and the score is the lower of them (1: the same picture, 0: nothing
   a few pixels across at 720p (eyes, a mouth, text) count, with their sign: a white face with a
   dark mouth must stay light with a dark mouth.
 
-Why, from docs/sheets/strength_the_scream.png at 720p: at strength 0.5 the bunny keeps its
+Why, from docs/sheets/strength_the_scream.jpg at 720p: at strength 0.5 the bunny keeps its
 outline but its white face becomes a dark blob, its open mouth a smear, and in the other frames
 the leg, the wall and the path go dark on orange; Gatys keeps them. Outline alone passed that
 (0.68-0.81, over 0.9x Gatys' 0.72-0.84); tone gives 0.57, 0.20 and 0.18 against Gatys'
