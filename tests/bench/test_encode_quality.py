@@ -114,6 +114,7 @@ def test_bad_arguments_are_refused_clearly(flag: list[str], tmp_path: Path) -> N
         encode_quality.main(args)
 
 
+@pytest.mark.slow
 def test_tiny_sweep_reports_every_setting_and_a_choice(tiny_model_path: Path,
                                                        tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", width=96, height=64, seconds=0.4)

@@ -34,6 +34,7 @@ def positive(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow
 def test_model_fps_smoke_measures_every_variant(tiny_model_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "model_fps.json"
     args = model_fps.get_args_parser().parse_args(

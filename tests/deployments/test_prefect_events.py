@@ -25,6 +25,8 @@ from tests.deployments.test_eventgrid_bridge import (
 )
 from tests.prefect_server import PrefectServer, running_prefect_server
 
+pytestmark = pytest.mark.slow  # starts a real Prefect server
+
 SETTINGS = BridgeSettings(shared_secret=SECRET)
 
 

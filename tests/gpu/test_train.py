@@ -343,6 +343,7 @@ def mpiexec(ranks: int, *argv: str) -> subprocess.CompletedProcess[str]:
                           env=env, cwd=REPO, timeout=120)
 
 
+@pytest.mark.slow
 def test_gradients_are_averaged_across_ranks() -> None:
     script = ("import torch; from gpu.train_parallel import Ranks; r = Ranks(); "
               "t = [torch.full((3,), float(r.rank)), torch.full((2, 2), 10.0 * r.rank)]; "
@@ -354,6 +355,7 @@ def test_gradients_are_averaged_across_ranks() -> None:
                      "1 2 [0.5, 0.5, 0.5] [5.0, 5.0, 5.0, 5.0]"]
 
 
+@pytest.mark.slow
 def test_two_ranks_train_and_only_rank_zero_writes(images: Path, tmp_path: Path) -> None:
     done = mpiexec(2, "-m", "gpu.train", *tiny_args(images, tmp_path, "--steps", "2",
                                                    "--log-every", "1"))
@@ -435,6 +437,7 @@ def test_the_default_strength_is_chosen_and_checked(images: Path, tmp_path: Path
     assert not (tmp_path / "bad").exists()  # refused before any work
 
 
+@pytest.mark.slow
 def test_the_gpu_job_paints_a_trained_style_at_its_default_strength(
         conditioned_run: Path, tmp_path: Path) -> None:
     job = tmp_path / "job"

@@ -171,6 +171,7 @@ def prefect_settings(prefect: PrefectServer) -> Iterator[None]:
         yield
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_settings")
 def test_flows_load_the_named_block(identity_endpoint: list[dict[str, list[str]]]) -> None:
     AzureBlobStorageCredentials(account_url=ACCOUNT_URL).save("restyle-url", overwrite=True)

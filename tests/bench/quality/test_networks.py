@@ -66,6 +66,7 @@ def test_the_bench_paints_exactly_what_the_job_writes(frames: np.ndarray, streng
     np.testing.assert_array_equal(stylizer(frames[1:]), painted[1:])
 
 
+@pytest.mark.slow
 def test_every_control_changes_what_the_bench_measures(frames: np.ndarray) -> None:
     def painted(strength: float | None, paint: PaintControls) -> np.ndarray:
         return networks.JobStylizer(conditioned_net(), CPU, strength, paint)(frames)

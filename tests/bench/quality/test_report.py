@@ -22,6 +22,7 @@ from bench.quality.sheets import SHEET_MAX_BYTES
 from tests.quality_content import make_content, save_tiny_model, smooth_texture
 
 
+@pytest.mark.slow
 def test_smoke_run_end_to_end_on_cpu(tmp_path: Path) -> None:
     content = make_content(tmp_path / "content")
     models, baselines = tmp_path / "models", tmp_path / "baselines"
@@ -159,6 +160,7 @@ def gatys_losses(report: dict) -> list[tuple[str, float, float]]:
             for run in report["styles"]["texture"]["gatys"]["per_frame"]]
 
 
+@pytest.mark.slow
 def test_first_run_writes_a_keyed_record_per_gatys_run(cache_setup: dict) -> None:
     records = [json.loads(path.read_text()) for path in sorted(cache_setup["cache"].glob("*"))]
     assert [record["key"]["frame"] for record in records] == ["frame0", "frame1"]
@@ -174,6 +176,7 @@ def test_first_run_writes_a_keyed_record_per_gatys_run(cache_setup: dict) -> Non
     assert cache_setup["first"]["gatys_timing"]["cached_runs"] == 0
 
 
+@pytest.mark.slow
 def test_a_second_run_takes_every_gatys_result_from_the_cache(
         cache_setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     forbid_gatys_runs(monkeypatch)
@@ -194,6 +197,7 @@ def test_a_second_run_takes_every_gatys_result_from_the_cache(
     assert [Path(sheet).name for sheet in report["sheets"]] == ["quality_styles_1.jpg"]
 
 
+@pytest.mark.slow
 def test_a_record_with_another_key_is_ignored_and_the_run_redone(
         cache_setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cache = tmp_path / "cache"
@@ -216,6 +220,7 @@ def test_a_record_with_another_key_is_ignored_and_the_run_redone(
     assert json.loads(pooled_file.read_text())["key"]["painting_sha256"] != "0" * 64  # redone
 
 
+@pytest.mark.slow
 def test_a_cache_seeded_from_a_report_serves_the_next_run(
         cache_setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "seeded"
@@ -233,6 +238,7 @@ def test_a_cache_seeded_from_a_report_serves_the_next_run(
     assert gatys_losses(report) == gatys_losses(cache_setup["first"])
 
 
+@pytest.mark.slow
 def test_seeding_refuses_a_painting_the_report_did_not_use(
         cache_setup: dict, tmp_path: Path) -> None:
     cv2.imwrite(str(tmp_path / "texture.jpg"), smooth_texture(20, 120)[:, :60])
@@ -240,6 +246,7 @@ def test_seeding_refuses_a_painting_the_report_did_not_use(
         seed_gatys_cache(cache_setup["first"], [tmp_path], tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_the_jobs_controls_reach_the_networks(cache_setup: dict,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     forbid_gatys_runs(monkeypatch)
