@@ -171,7 +171,7 @@ def prefect_settings(prefect: PrefectServer) -> Iterator[None]:
         yield
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # starts a real Prefect server
 @pytest.mark.usefixtures("prefect_settings")
 def test_flows_load_the_named_block(identity_endpoint: list[dict[str, list[str]]]) -> None:
     AzureBlobStorageCredentials(account_url=ACCOUNT_URL).save("restyle-url", overwrite=True)
@@ -188,6 +188,7 @@ def test_flows_load_the_named_block(identity_endpoint: list[dict[str, list[str]]
             StorageSettings(credentials_block="restyle-azurite", identity_client_id=CLIENT_ID))
 
 
+@pytest.mark.slow  # starts a real Prefect server
 @pytest.mark.usefixtures("prefect_settings")
 def test_a_service_principal_block_signs_in_as_it() -> None:
     AzureBlobStorageCredentials(
@@ -197,6 +198,7 @@ def test_a_service_principal_block_signs_in_as_it() -> None:
     assert isinstance(store.client.credential, ClientSecretCredential)
 
 
+@pytest.mark.slow  # starts a real Prefect server
 @pytest.mark.usefixtures("prefect_settings")
 def test_a_missing_block_is_a_clear_error() -> None:
     with pytest.raises(StorageNotConfiguredError, match="'no-such-block' could not be loaded"):
