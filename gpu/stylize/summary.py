@@ -81,6 +81,8 @@ def write_summary(output_dir: Path, manifest: JobManifest, plan: Plan, ranks: li
         raise RuntimeError(f"every rank finished but chunks {', '.join(missing[:10])} "
                            "have no output: the work counter lost them")
     frames = sum(r.frames for r in ranks)
+    # Derived shares use the recorded figures, so a reader can recompute them from the summary.
+    run_seconds = round(run_seconds, 3)
     summary = JobSummary(
         total_frames=sum(r.frames for r in jobdir.read_reports(output_dir)),
         chunks=len(manifest.chunks),
@@ -92,7 +94,7 @@ def write_summary(output_dir: Path, manifest: JobManifest, plan: Plan, ranks: li
         ranks=ranks,
         compile=ranks[0].compile,
         warmup_seconds=max(r.warmup_seconds for r in ranks),
-        run_seconds=round(run_seconds, 3),
+        run_seconds=run_seconds,
         steady_fps=round(frames / run_seconds, 2) if run_seconds > 0 else 0.0,
         device_busy_fraction=round(device_busy_fraction(ranks, run_seconds), 4),
         input_pix_fmt=manifest.input_format.pix_fmt,
