@@ -27,7 +27,8 @@ For every style model (``*.safetensors`` under ``--models-dir``, default ``gpu/s
 * **Baselines** (``--baselines-dir``, optional): every ``*.safetensors`` there (e.g.
   ``starry_night-johnson``, ``starry_night-no_temporal``) is evaluated like a shipped model,
   with the criterion of its style, but without Gatys runs of its own; ``comparisons`` gives
-  shipped/baseline ratios.
+  shipped/baseline ratios. Without ``--strength``, a baseline with a strength control paints
+  at its style's shipped strength.
 * **Goals** (:mod:`bench.quality.goals`): the issue's targets against the measured numbers.
 * **Contact sheets** (PNG under ``--sheets-dir``, :mod:`bench.quality.sheets`).
 
@@ -128,6 +129,25 @@ def job_stylizers(networks: dict[str, Path], device: torch.device, strength: flo
     return stylizers
 
 
+def baseline_stylizers(baselines: dict[str, Path], baseline_style: dict[str, str],
+                       shipped: dict[str, JobStylizer], device: torch.device,
+                       paint: PaintControls) -> dict[str, JobStylizer]:
+    """Each baseline at the strength its style's shipped network paints at, by file stem.
+
+    A comparison at unequal strengths would measure the strength, not the training. A baseline
+    without a strength control paints at its only strength.
+    """
+    stylizers = {}
+    for stem, path in baselines.items():
+        model = load_style_model(path, device)
+        try:
+            stylizers[stem] = JobStylizer(model, device, shipped[baseline_style[stem]].strength,
+                                          paint)
+        except ValueError:
+            stylizers[stem] = JobStylizer(model, device, None, paint)
+    return stylizers
+
+
 def build_report(args: argparse.Namespace) -> dict:
     """Measure everything and return the report.
 
@@ -151,8 +171,13 @@ def build_report(args: argparse.Namespace) -> dict:
     network_style = {**{style: style for style in models},
                      **{stem: model_settings(path)["style"] for stem, path in baselines.items()}}
     # Before any Gatys run: a strength some network cannot paint at fails at once.
-    stylizers = job_stylizers(networks, device, args.strength,
-                              PaintControls(args.stroke_scale, args.preserve_colors))
+    paint = PaintControls(args.stroke_scale, args.preserve_colors)
+    if args.strength is None:
+        shipped = job_stylizers(models, device, None, paint)
+        stylizers = {**shipped, **baseline_stylizers(baselines, network_style, shipped, device,
+                                                     paint)}
+    else:
+        stylizers = job_stylizers(networks, device, args.strength, paint)
     files = {path.stem: path for path in heldout_files(args.content)}
     frames = load_heldout([files[name] for name in spread(list(files), args.frames)], args.size)
     clips = load_clips(args.content, args.clip_frames, args.clip_max_side)

@@ -14,12 +14,35 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from bench.quality import cli
 from bench.quality.gatys import runs
 from bench.quality.gatys.records import GATYS_RESULT_FIELDS, gatys_cache_key, seed_gatys_cache
+from bench.quality.networks import JobStylizer
+from bench.quality.report import baseline_stylizers
 from bench.quality.sheets import SHEET_MAX_BYTES
+from gpu.model import build_model, load_style_model, save_weights
+from gpu.stylize.stylizer import PaintControls
 from tests.quality_content import make_content, save_tiny_model, smooth_texture
+
+
+def test_baselines_paint_at_their_styles_shipped_strength_where_they_can(
+    tmp_path: Path, tiny_conditioned_model_path: Path, tiny_model_path: Path
+) -> None:
+    cpu = torch.device("cpu")
+    shipped = {"tiny": JobStylizer(load_style_model(tiny_conditioned_model_path), cpu)}
+    conditioned = build_model("stylenet", width=8, blocks=1, head_width=8, conditioned=True)
+    conditioned.default_strength = 0.8  # its own default differs from the shipped 0.45
+    save_weights(conditioned, tmp_path / "tiny-no_temporal_conditioned.safetensors")
+    baselines = {"tiny-no_temporal_conditioned":
+                 tmp_path / "tiny-no_temporal_conditioned.safetensors",
+                 "tiny-no_temporal": tiny_model_path}
+    stylizers = baseline_stylizers(baselines, dict.fromkeys(baselines, "tiny"), shipped, cpu,
+                                   PaintControls())
+    assert shipped["tiny"].strength == 0.45
+    assert stylizers["tiny-no_temporal_conditioned"].strength == 0.45
+    assert stylizers["tiny-no_temporal"].strength == 1.0  # no strength control: its only one
 
 
 @pytest.mark.slow
