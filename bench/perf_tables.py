@@ -289,6 +289,7 @@ TABLES: dict[str, Table] = {
     "quality_goals": Table(("quality.json",), quality_goals),
     "quality_comparisons": Table(("quality.json",), quality_comparisons),
     "quality_cpu_style_weight10": Table(("quality_cpu_style_weight10.json",), quality_comparisons),
+    "warping_cpu": Table(("warping_cpu.json",), quality_comparisons),
     "starry_night_candidates": Table(("starry_night_candidates.json",), candidates),
     "woman_with_a_hat_candidates": Table(("woman_with_a_hat_candidates.json",), candidates),
     "cpu_job": Table(tuple(f"stylize_job_cpu_demo{s}.json" for s in (
