@@ -1,4 +1,4 @@
-"""Training losses: Johnson content, Gram style, TV and temporal, and what strength means.
+"""Training losses: Johnson content, Gram style, TV, structure, temporal; what strength means.
 
 Content and style losses are divided by the mean square of their target (the content features,
 each style Gram), so every layer starts near 1 whatever the VGG feature scale and the weights
@@ -32,6 +32,42 @@ def identity_share(strength: torch.Tensor) -> torch.Tensor:
     """The share of the pixel-identity weight at ``strength``: it anchors 0 to the input."""
     return (1 - strength) ** 4
 
+
+
+# BT.709 luma, as the structure score (bench.quality.structure) weighs the channels.
+LUMA_WEIGHTS = (0.2126, 0.7152, 0.0722)
+STRUCTURE_POOL = 4
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-frame Pearson correlation of two (N, ...) tensors."""
+    a, b = a.flatten(1), b.flatten(1)
+    a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / ((a * a).sum(dim=1) * (b * b).sum(dim=1)).sqrt().clamp_min(1e-8)
+
+
+def structure_loss(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """Each frame's structure loss: does the painting keep the frame's tone and outlines?
+
+    SSIM's structure term (Wang et al. 2004: a correlation, blind to brightness and contrast)
+    taken over the whole frame, on the 4x4-pooled luminance and on its gradient magnitude:
+    ``(1 - r_tone) + (1 - r_edges)``, 0 for the same picture. Strokes finer than the pooling are
+    free and the palette (chroma) is free; a white face painted dark or an outline painted over
+    is not. Shape (N,), in fp32.
+    """
+    def pooled_luma(images: torch.Tensor) -> torch.Tensor:
+        weights = images.new_tensor(LUMA_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1)
+        return F.avg_pool2d((images.float() * weights).sum(dim=1, keepdim=True),
+                            STRUCTURE_POOL)
+
+    def edges(luma: torch.Tensor) -> torch.Tensor:
+        dx = luma[..., :-1, 1:] - luma[..., :-1, :-1]
+        dy = luma[..., 1:, :-1] - luma[..., :-1, :-1]
+        return (dx.square() + dy.square() + 1e-6).sqrt()
+
+    with torch.autocast(stylized.device.type, enabled=False):
+        ours, theirs = pooled_luma(stylized), pooled_luma(content)
+        return (1 - _pearson(ours, theirs)) + (1 - _pearson(edges(ours), edges(theirs)))
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:

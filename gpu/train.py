@@ -24,6 +24,8 @@ Losses (Johnson et al. 2016, on the Caffe VGG19 of :mod:`gpu.vgg`; code in :mod:
   more under motion (docs/performance.md);
 * style: MSE between normalised Gram matrices (F F^T / (C H W)) at ``relu1_1`` ... ``relu5_1``;
 * tv: mean absolute difference of neighbouring output pixels;
+* structure (``--structure-weight``, off by default): :func:`gpu.losses.structure_loss`, the
+  correlation of output and input in pooled luminance and in its outlines;
 * temporal (Wang et al. 2020, compound regularisation): a second frame is synthesised by
   warping the content crop with a smooth random flow and adding a little noise; the loss is the
   MSE between stylize(warp(x) + noise) and warp(stylize(x)) over pixels kept inside the frame;
@@ -63,6 +65,7 @@ from gpu.losses import (
     PerceptualLoss,
     identity_share,
     random_flow,
+    structure_loss,
     style_weight_share,
     warp,
 )
@@ -87,7 +90,7 @@ from gpu.vgg import load_vgg19
 
 WEIGHTS_NAME = "model.safetensors"
 METRICS_NAME = "metrics.json"
-LOSS_NAMES = ("content", "style", "tv", "temporal", "identity")
+LOSS_NAMES = ("content", "style", "tv", "structure", "temporal", "identity")
 LR_SCHEDULES = ("cosine", "constant")
 FINAL_LR_FRACTION = 0.01
 # A new style's is unmeasured: 0.5 is at or below 5 of the 6 shipped styles' (docs/strength.json).
@@ -138,6 +141,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     train_args.add_argument("--content-weight", type=float, default=1.0)
     train_args.add_argument("--style-weight", type=float, default=1.0)
     train_args.add_argument("--tv-weight", type=float, default=0.5)
+    train_args.add_argument("--structure-weight", type=float, default=0.0,
+                            help="weight of the structure loss to the input "
+                                 "(gpu.losses.structure_loss), the same at every strength")
     train_args.add_argument("--temporal-weight", type=float, default=100.0)
     train_args.add_argument("--identity-weight", type=float, default=20.0,
                             help="conditioned only: weight of the pixel MSE to the input at "
@@ -246,6 +252,8 @@ def step_losses(model: nn.Module, criterion: PerceptualLoss, x: torch.Tensor,
     else:
         y = model(x) if strength is None else model(x, strength)
     losses.update(criterion(y, x))
+    if args.structure_weight > 0:
+        losses["structure"] = structure_loss(y, x).mean()
     per_sample_style = losses.pop("style_per_sample")
     if strength is not None:
         losses["style"] = (per_sample_style * style_weight_share(strength)).mean()
@@ -285,7 +293,8 @@ def main(args: argparse.Namespace) -> dict:
     style = resize_long_side(style_image, args.style_size).to(device)
     criterion = PerceptualLoss(vgg, style, args.content_layer)
     weights = {"content": args.content_weight, "style": args.style_weight,
-               "tv": args.tv_weight, "temporal": args.temporal_weight,
+               "tv": args.tv_weight, "structure": args.structure_weight,
+               "temporal": args.temporal_weight,
                "identity": args.identity_weight if args.conditioned else 0.0}
 
     checkpoint_path = args.output / CHECKPOINT_NAME

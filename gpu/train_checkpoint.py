@@ -30,6 +30,7 @@ def training_settings(args: argparse.Namespace, world_size: int) -> dict:
             "image_size": args.image_size, "style_size": args.style_size,
             "content_layer": args.content_layer, "content_weight": args.content_weight,
             "style_weight": args.style_weight, "tv_weight": args.tv_weight,
+            "structure_weight": args.structure_weight,
             "temporal_weight": args.temporal_weight, "max_shift": args.max_shift,
             "identity_weight": args.identity_weight if args.conditioned else 0.0,
             "init_weights": args.init_weights.name if args.init_weights else None,

@@ -2,10 +2,12 @@
 
 For each style and each held-out 720p frame that has a cached Gatys image
 (:mod:`bench.quality.gatys`), the frame is painted through the GPU job's own path
-(:func:`gpu.controls.paint`, default stroke scale) at a grid of strengths and scored with the
+(:func:`gpu.controls.paint`, at ``--stroke-scale``) at a grid of strengths and scored with the
 structure score (:mod:`bench.quality.structure`) and training's Gram style loss at the frame's
 size; Gatys' image is scored the same way. The same frames enlarged to 1080p are painted too,
-to show that the default stroke scale looks the same there.
+to show that the stroke scale looks the same there. Each ``*.safetensors`` of ``--models-dir``
+is reported under its file name and judged against the style its metadata names, so candidate
+networks of one style can sit side by side. ``--device cuda`` paints and runs VGG on the GPU.
 
 Style and content losses do not depend on the structure score, so ``--reuse-style-losses
 REPORT`` takes them from an earlier report of the same grid and frames instead of running VGG
@@ -38,7 +40,7 @@ import numpy as np
 import torch
 
 from bench.quality.gatys.images import find_image
-from bench.quality.inputs import DEFAULT_STYLE_DIRS, read_rgb
+from bench.quality.inputs import DEFAULT_STYLE_DIRS, model_settings, read_rgb
 from bench.quality.metrics import perceptual_losses, style_targets
 from bench.quality.sheets import write_jpeg_within
 from bench.quality.structure import METRIC, structure_score, structure_terms
@@ -52,24 +54,28 @@ GRID = (0.0, 0.25, 0.35, 0.4, 0.45, 0.5, 0.75, 1.0)
 RAMP = (0.0, 0.25, 0.5, 0.75, 1.0)
 SHEET_TILE_WIDTH = 384
 # What reports written before the tone term called structure.
+CPU = torch.device("cpu")
 OUTLINE_ONLY = "outline: Pearson of luminance gradient magnitudes blurred at sigma=h/100"
 
 # (frame name, "gatys" or a strength of the grid, painted image, source frame) -> losses
 LossFunction = Callable[[str, str, np.ndarray, np.ndarray], dict[str, float]]
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+def to_tensor(image: np.ndarray, device: torch.device = CPU) -> torch.Tensor:
+    return torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255
 
 
 def to_image(frames: torch.Tensor) -> np.ndarray:
-    return (frames[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return (frames[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
-def painted(model: torch.nn.Module, frame: np.ndarray, strength: float) -> np.ndarray:
+def painted(model: torch.nn.Module, frame: np.ndarray, strength: float,
+            stroke_scale: float = 1.0) -> np.ndarray:
     model.set_strength(strength)
+    device = next(model.parameters()).device
     with torch.no_grad():
-        return to_image(controls.paint(model, to_tensor(frame)))
+        return to_image(controls.paint(model, to_tensor(frame, device),
+                                       stroke_scale=stroke_scale))
 
 
 def gatys_image(cache: Path, style: str, frame: str, height: int) -> np.ndarray | None:
@@ -85,9 +91,9 @@ def choose_default(rows: dict[float, list[float]], gatys: list[float]) -> float 
     return max(fitting) if fitting else None
 
 
-def measured_losses(style: str, model_path: Path, styles_dirs: list[Path]) -> LossFunction:
-    """Training's content and style losses at each image's own size, with VGG on the CPU."""
-    device = torch.device("cpu")
+def measured_losses(style: str, model_path: Path, styles_dirs: list[Path],
+                    device: torch.device = CPU) -> LossFunction:
+    """Training's content and style losses at each image's own size."""
     target = style_targets({style: model_path}, styles_dirs, None, None, device)[style]
     return lambda _frame, _column, image, frame: perceptual_losses(target.criterion, image,
                                                                    frame, device)
@@ -112,9 +118,10 @@ def reused_losses(report: dict, label: str, style: str) -> LossFunction:
 
 
 def evaluate_style(style: str, model_path: Path, frames: dict[str, np.ndarray], cache: Path,
-                   losses: LossFunction) -> tuple[dict, np.ndarray | None]:
-    model = load_style_model(model_path)
-    entry: dict = {"model": str(model_path), "frames": {}}
+                   losses: LossFunction, stroke_scale: float = 1.0, device: torch.device = CPU
+                   ) -> tuple[dict, np.ndarray | None]:
+    model = load_style_model(model_path, device)
+    entry: dict = {"model": str(model_path), "style": style, "frames": {}}
     sheet_rows: list[tuple[np.ndarray, dict[float, np.ndarray], np.ndarray]] = []
     for name, frame in frames.items():
         theirs = gatys_image(cache, style, name, frame.shape[0])
@@ -127,11 +134,11 @@ def evaluate_style(style: str, model_path: Path, frames: dict[str, np.ndarray], 
         big = cv2.resize(frame, (frame.shape[1] * 3 // 2, frame.shape[0] * 3 // 2),
                          interpolation=cv2.INTER_CUBIC)
         for strength in GRID:
-            image = painted(model, frame, strength)
+            image = painted(model, frame, strength, stroke_scale)
             record["ours"][str(strength)] = {**structure_terms(frame, image),
                                              **losses(name, str(strength), image, frame)}
             record["ours_1080p_structure"][str(strength)] = structure_score(
-                big, painted(model, big, strength))
+                big, painted(model, big, strength, stroke_scale))
             ours[strength] = image
         entry["frames"][name] = record
         sheet_rows.append((frame, ours, theirs))
@@ -171,7 +178,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.quality.strength",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--models-dir", type=Path, default=Path("gpu/styles"))
-    parser.add_argument("--styles", nargs="+", default=None)
+    parser.add_argument("--styles", nargs="+", default=None,
+                        help="model file names (stems) to report; default: every one")
     parser.add_argument("--frames", type=Path, default=Path(".carry/content/heldout_720p"))
     parser.add_argument("--frame-names", nargs="+", default=None)
     parser.add_argument("--gatys-cache", type=Path, default=Path("bench/gatys_images"))
@@ -181,6 +189,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reuse-style-losses", type=Path, default=None, metavar="REPORT",
                         help="take content and style losses from this earlier report of the "
                              "same grid and frames instead of running VGG")
+    parser.add_argument("--stroke-scale", type=float, default=1.0,
+                        help="brush size to paint at (gpu.controls)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     return parser
 
 
@@ -202,25 +213,29 @@ def main(argv: list[str] | None = None) -> dict:
     styles_dirs = args.styles_dir or list(DEFAULT_STYLE_DIRS)
     names = args.frame_names or sorted(p.stem for p in args.frames.glob("*.png"))
     frames = {name: read_rgb(args.frames / f"{name}.png") for name in names}
-    styles = args.styles or sorted(p.stem for p in args.models_dir.glob("*.safetensors"))
+    model_names = args.styles or sorted(p.stem for p in args.models_dir.glob("*.safetensors"))
+    controls.check_stroke_scale(args.stroke_scale)
+    device = torch.device(args.device)
     reused = (json.loads(args.reuse_style_losses.read_text())
               if args.reuse_style_losses is not None else None)
     report = {"command": " ".join(["python -m bench.quality.strength",
                                    *(sys.argv[1:] if argv is None else argv)]),
               "structure_metric": METRIC, "grid": list(GRID), "structure_goal": STRUCTURE_GOAL,
-              "style_goal": STYLE_GOAL, "stroke_scale": 1.0,
+              "style_goal": STYLE_GOAL, "stroke_scale": args.stroke_scale,
               "style_losses_from": ("measured here" if reused is None
                                     else str(args.reuse_style_losses)),
               "styles": {}}
-    for style in styles:
-        model_path = args.models_dir / f"{style}.safetensors"
-        losses = (measured_losses(style, model_path, styles_dirs) if reused is None
-                  else reused_losses(reused, str(args.reuse_style_losses), style))
-        entry, sheet = evaluate_style(style, model_path, frames, args.gatys_cache, losses)
-        report["styles"][style] = entry
-        print(style, json.dumps({k: v for k, v in entry.items() if k != "frames"}), flush=True)
+    for name in model_names:
+        model_path = args.models_dir / f"{name}.safetensors"
+        style = model_settings(model_path)["style"]
+        losses = (measured_losses(style, model_path, styles_dirs, device) if reused is None
+                  else reused_losses(reused, str(args.reuse_style_losses), name))
+        entry, sheet = evaluate_style(style, model_path, frames, args.gatys_cache, losses,
+                                      args.stroke_scale, device)
+        report["styles"][name] = entry
+        print(name, json.dumps({k: v for k, v in entry.items() if k != "frames"}), flush=True)
         if args.sheets_dir is not None and sheet is not None:
-            write_jpeg_within(args.sheets_dir / f"strength_{style}.jpg", sheet)
+            write_jpeg_within(args.sheets_dir / f"strength_{name}.jpg", sheet)
     if reused is not None:
         report["reused_report"] = {
             "structure_metric": reused.get("structure_metric", OUTLINE_ONLY),

@@ -283,6 +283,15 @@ def test_training_lowers_the_loss(images: Path, tmp_path: Path,
     assert meta["style"] == "style" and json.loads(meta["training"])["steps"] == 20
 
 
+def test_the_structure_terms_train_when_weighted(images: Path, tmp_path: Path) -> None:
+    plain = run_training(*tiny_args(images, tmp_path / "plain", "--steps", "2"))
+    kept = run_training(*tiny_args(images, tmp_path / "kept", "--steps", "2",
+                                   "--structure-weight", "3"))
+    assert plain["losses"]["structure"] == 0 < kept["losses"]["structure"]
+    settings = json.loads(read_metadata(tmp_path / "kept" / "model.safetensors")["training"])
+    assert settings["structure_weight"] == 3
+
+
 def test_seeded_runs_reproduce_and_resume_exactly(images: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     def weights(folder: str) -> dict[str, torch.Tensor]:

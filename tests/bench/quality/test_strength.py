@@ -112,3 +112,26 @@ def test_the_sheet_shows_the_default_even_off_the_ramp() -> None:
     tiles = np.split(sheet, 8, axis=1)
     assert [int(t[0, 0, 0]) for t in tiles] == [0, 0, 50, 100, 150, 200, 80, 255]
     assert ramp_sheet([(frame, ours, frame)], default=None).shape[1] == 7 * SHEET_TILE_WIDTH
+
+
+def test_candidates_are_reported_by_file_and_judged_against_their_style(tmp_path: Path) -> None:
+    models, frames, cache = tiny_report_inputs(tmp_path)
+    torch.manual_seed(1)
+    candidate = build_model("stylenet", width=8, blocks=1, head_width=8, conditioned=True)
+    save_weights(candidate, models / "tiny-candidate.safetensors", {"style": "tiny"})
+    earlier = earlier_report(structure=0.5)
+    earlier["styles"]["tiny-candidate"] = earlier["styles"]["tiny"]
+    reused = tmp_path / "earlier.json"
+    reused.write_text(json.dumps(earlier))
+    report = main(["--models-dir", str(models), "--frames", str(frames), "--gatys-cache",
+                   str(cache), "--json-out", str(tmp_path / "report.json"),
+                   "--reuse-style-losses", str(reused), "--stroke-scale", "2"])
+    shipped, other = report["styles"]["tiny"], report["styles"]["tiny-candidate"]
+    assert other["style"] == shipped["style"] == "tiny"
+    # The same Gatys image judges both; the two networks paint differently.
+    assert other["frames"]["clip_1s"]["gatys"] == shipped["frames"]["clip_1s"]["gatys"]
+    assert other["frames"]["clip_1s"]["ours"] != shipped["frames"]["clip_1s"]["ours"]
+    assert report["stroke_scale"] == 2.0
+    with pytest.raises(ValueError, match="stroke scale must be within"):
+        main(["--models-dir", str(models), "--frames", str(frames), "--json-out",
+              str(tmp_path / "bad.json"), "--stroke-scale", "9"])
