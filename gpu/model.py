@@ -285,6 +285,24 @@ def save_weights(model: nn.Module, path: Path, extra: dict[str, str] | None = No
     tmp.replace(path)
 
 
+def write_default_strength(path: Path, strength: float) -> None:
+    """Rewrite the strength the GPU job paints ``path`` at by default; the tensors stay as they are.
+
+    Raises:
+        ValueError: ``strength`` is outside [0, 1], or not 1 for a network without a strength
+            control.
+    """
+    metadata = read_metadata(path)
+    conditioned = json.loads(metadata.get("hparams", "{}")).get("conditioned", False)
+    if not conditioned and check_strength(strength) != 1.0:
+        raise ValueError(f"{path}: no strength control, so it paints at strength 1 only")
+    metadata["default_strength"] = repr(check_strength(strength))
+    tensors = load_file(str(path))
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
 def read_metadata(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 

@@ -3,6 +3,7 @@
     python -m tools.ship_styles TRAIN_OUTPUT_DIR [TRAIN_OUTPUT_DIR ...] [--note TEXT]
     python -m tools.ship_styles --quality docs/quality.json
     python -m tools.ship_styles TRAIN_OUTPUT_DIR [...] --quality REPORT
+    python -m tools.ship_styles --strength docs/strength.json [--adopt-defaults]
 
 Each folder is a ``gpu.train`` output (``model.safetensors`` + ``metrics.json``); the style name
 comes from the weights' metadata. Entries for styles not named keep what the manifest had; a
@@ -13,6 +14,10 @@ attached.
 (``python -m bench.quality``) under its entry's ``quality`` key. The report must cover every
 shipped style, and each style's ``model`` must be that style's file in ``gpu/styles/``, with
 the same SHA-256 where the report records one; nothing is written otherwise.
+
+``--strength`` attaches a strength report's default strength and its goal checks; the shipped
+weights must already carry that default, unless ``--adopt-defaults`` writes it into their
+metadata (the tensors stay bit for bit).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 from bench.quality.inputs import file_sha256
 from bench.quality.metrics import ratio
 from gpu.jobdir import atomic_write_json
-from gpu.model import load_style_model, read_metadata
+from gpu.model import load_style_model, read_metadata, write_default_strength
 from tasks.repo import REPO_ROOT
 from tasks.styles import MANIFEST_PATH, SHIPPED_DIR
 
@@ -162,8 +167,8 @@ def attach_quality(entries: dict[str, dict], report: dict, report_label: str
             for name, entry in entries.items()}
 
 
-def attach_strength(entries: dict[str, dict], report: dict, report_label: str
-                    ) -> dict[str, dict]:
+def attach_strength(entries: dict[str, dict], report: dict, report_label: str,
+                    adopt_defaults: bool = False) -> dict[str, dict]:
     """The entries with each one's ``strength`` section from a ``bench.quality.strength`` report.
 
     Raises:
@@ -175,7 +180,10 @@ def attach_strength(entries: dict[str, dict], report: dict, report_label: str
         measured = report["styles"].get(name)
         if measured is None or measured.get("default_strength") is None:
             raise SystemExit(f"{report_label} has no default strength for {name}")
-        weights_default = float(read_metadata(SHIPPED_DIR / entry["file"])["default_strength"])
+        weights = SHIPPED_DIR / entry["file"]
+        if adopt_defaults:
+            write_default_strength(weights, measured["default_strength"])
+        weights_default = float(read_metadata(weights)["default_strength"])
         if weights_default != measured["default_strength"]:
             raise SystemExit(f"{name}: the weights' default strength {weights_default} is not "
                              f"the report's {measured['default_strength']}")
@@ -195,6 +203,9 @@ def main() -> None:
                         help="`python -m bench.quality` report that measured the shipped weights")
     parser.add_argument("--strength", type=Path, metavar="REPORT",
                         help="bench.quality.strength report that chose the default strengths")
+    parser.add_argument("--adopt-defaults", action="store_true",
+                        help="with --strength: write the report's default strengths into the "
+                             "shipped weights")
     args = parser.parse_args()
     if not args.train_dirs and args.quality is None and args.strength is None:
         parser.error("give TRAIN_OUTPUT_DIRs, --quality REPORT, --strength REPORT, or some")
@@ -218,7 +229,7 @@ def main() -> None:
         print(f"shipped {name}")
     if args.strength is not None:
         entries = attach_strength(entries, json.loads(args.strength.read_text()),
-                                  str(args.strength))
+                                  str(args.strength), args.adopt_defaults)
     atomic_write_json(MANIFEST_PATH, {"styles": [entries[n] for n in sorted(entries)]})
 
 

@@ -6,9 +6,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from gpu.losses import identity_share, style_weight_share
-from gpu.model import build_model, load_state_for_finetune, load_style_model, save_weights
+from gpu.model import (
+    build_model,
+    load_state_for_finetune,
+    load_style_model,
+    read_metadata,
+    save_weights,
+    write_default_strength,
+)
 
 TINY = {"width": 8, "blocks": 1, "head_width": 8}
 
@@ -69,6 +77,22 @@ def test_default_strength_round_trips_through_the_weights_file(tmp_path: Path) -
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x), atol=2e-3)  # fp16 weights on disk
+
+
+def test_a_new_default_strength_is_written_without_touching_the_tensors(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    save_weights(conditioned_net(), path, {"style": "tiny"})
+    before = load_file(str(path))
+    write_default_strength(path, 0.8)
+    assert load_style_model(path).default_strength == 0.8
+    assert read_metadata(path)["style"] == "tiny"
+    assert all(torch.equal(before[k], v) for k, v in load_file(str(path)).items())
+    with pytest.raises(ValueError, match="within"):
+        write_default_strength(path, 1.5)
+    fixed = tmp_path / "fixed.safetensors"
+    save_weights(build_model("stylenet", **TINY), fixed)
+    with pytest.raises(ValueError, match="strength 1 only"):
+        write_default_strength(fixed, 0.5)
 
 
 def test_finetune_from_unconditioned_weights_starts_out_identical(tmp_path: Path) -> None:
