@@ -55,6 +55,7 @@ def training_args(
         "--arch", training.arch,
         "--model-hparams", json.dumps(training.model_hparams),
         "--style-weight", str(training.style_weight),
+        "--structure-weight", str(training.structure_weight),
     )
     if training.conditioned:
         args += ("--conditioned",)

@@ -107,7 +107,8 @@ def test_training_args_carry_the_settings() -> None:
     assert args == (
         "--style-name", "wave", "--steps", "40", "--batch-size", "16", "--image-size", "32",
         "--content-size", "320", "--style-size", "512", "--arch", "stylenet",
-        "--model-hparams", json.dumps(TINY_HPARAMS), "--style-weight", "5.0", "--conditioned",
+        "--model-hparams", json.dumps(TINY_HPARAMS), "--style-weight", "5.0",
+        "--structure-weight", "2.0", "--conditioned",
         "--device", "cpu",
     )
     head = TrainingSettings(model_hparams={"head": "full_res"}, style_weight=2)
