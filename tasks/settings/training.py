@@ -46,8 +46,8 @@ class TrainingSettings(BaseModel):
     default_strength: float | None = Field(
         default=None, ge=0, le=1,
         description="Strength a new conditioned style paints at when a run asks for none, stored "
-        "in its weights. Unset: gpu.train's default for new styles, 0.5, at or below the measured "
-        "default of five of the six shipped styles (docs/strength.json); "
+        "in its weights. Unset: gpu.train's default for new styles, 0.5, below every shipped "
+        "style's measured default (docs/strength.json); "
         "`python -m bench.quality.strength` measures a style's own.",
     )
     style_weight: float = Field(
