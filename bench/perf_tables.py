@@ -265,6 +265,26 @@ def candidates(docs: Records) -> Rows:
                                   [f"**{name}** (shipped)" if name == shipped else name])])
 
 
+def strength_defaults(docs: Records) -> Rows:
+    """``bench.quality.strength``: each network's default strength and its goals there."""
+    (document,) = docs.values()
+    rows = []
+    for name, entry in document["styles"].items():
+        at = entry.get("at_default")
+        if at is None:
+            rows.append([name, "none", "–", "–", "no strength keeps the structure"])
+            continue
+        spans = [f"{min(at[key]):.2f}–{max(at[key]):.2f}"
+                 for key in ("structure_vs_gatys", "style_loss_vs_gatys")]
+        met = [goal for goal, ok in (("structure", at["structure_goal_met"]),
+                                     ("style", at["style_goal_met"])) if ok]
+        rows.append([name, f"{entry['default_strength']:g}", *spans,
+                     " and ".join(met) if met else "neither"])
+    return (["network", "default strength",
+             f"structure vs Gatys (goal ≥ {document['structure_goal']})",
+             f"style loss vs Gatys (goal ≤ {document['style_goal']})", "goals met"], rows)
+
+
 class Table(NamedTuple):
     files: tuple[str, ...]
     build: Callable[[Records], Rows]
@@ -290,6 +310,9 @@ TABLES: dict[str, Table] = {
     "quality_comparisons": Table(("quality.json",), quality_comparisons),
     "quality_cpu_style_weight10": Table(("quality_cpu_style_weight10.json",), quality_comparisons),
     "warping_cpu": Table(("warping_cpu.json",), quality_comparisons),
+    "strength": Table(("strength.json",), strength_defaults),
+    "strength_structure_candidates": Table(("strength_structure_candidates.json",),
+                                           strength_defaults),
     "starry_night_candidates": Table(("starry_night_candidates.json",), candidates),
     "woman_with_a_hat_candidates": Table(("woman_with_a_hat_candidates.json",), candidates),
     "cpu_job": Table(tuple(f"stylize_job_cpu_demo{s}.json" for s in (

@@ -123,3 +123,15 @@ def test_bad_markers_are_refused_and_lose_nothing(docs: Path, bad: str,
     assert perf_tables.main(["--docs", str(docs)]) == 2
     assert capsys.readouterr().err.startswith("perf_tables:")
     assert page(docs) == text
+
+
+def test_strength_table_gives_each_default_and_which_goals_it_meets() -> None:
+    at = {"structure_vs_gatys": [0.95, 1.1], "style_loss_vs_gatys": [1.2, 1.8],
+          "structure_goal_met": True, "style_goal_met": False}
+    record = {"structure_goal": 0.9, "style_goal": 1.5, "styles": {
+        "a": {"default_strength": 0.75, "at_default": at},
+        "b": {"default_strength": None}}}
+    header, rows = perf_tables.strength_defaults({"strength.json": record})
+    assert header[2:4] == ["structure vs Gatys (goal ≥ 0.9)", "style loss vs Gatys (goal ≤ 1.5)"]
+    assert rows == [["a", "0.75", "0.95–1.10", "1.20–1.80", "structure"],
+                    ["b", "none", "–", "–", "no strength keeps the structure"]]
