@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gpu.controls import luma
 from gpu.vgg import VGG19Features
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -34,8 +35,6 @@ def identity_share(strength: torch.Tensor) -> torch.Tensor:
 
 
 
-# BT.709 luma, as the structure score (bench.quality.structure) weighs the channels.
-LUMA_WEIGHTS = (0.2126, 0.7152, 0.0722)
 STRUCTURE_POOL = 4
 
 
@@ -56,9 +55,8 @@ def structure_loss(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tenso
     is not. Shape (N,), in fp32.
     """
     def pooled_luma(images: torch.Tensor) -> torch.Tensor:
-        weights = images.new_tensor(LUMA_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1)
-        return F.avg_pool2d((images.float() * weights).sum(dim=1, keepdim=True),
-                            STRUCTURE_POOL)
+        # BT.709, as the structure score (bench.quality.structure) weighs the channels.
+        return F.avg_pool2d(luma(images.float(), "bt709"), STRUCTURE_POOL)
 
     def edges(luma: torch.Tensor) -> torch.Tensor:
         dx = luma[..., :-1, 1:] - luma[..., :-1, :-1]

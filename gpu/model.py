@@ -280,6 +280,12 @@ def save_weights(model: nn.Module, path: Path, extra: dict[str, str] | None = No
     tensors = {k: v.detach().to("cpu", torch.float16).contiguous()
                for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, tensors, metadata)
+
+
+def _write_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+                      ) -> None:
+    """Safetensors under a temporary name, then renamed: no partial file under ``path``."""
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(path)
@@ -297,10 +303,7 @@ def write_default_strength(path: Path, strength: float) -> None:
     if not conditioned and check_strength(strength) != 1.0:
         raise ValueError(f"{path}: no strength control, so it paints at strength 1 only")
     metadata["default_strength"] = repr(check_strength(strength))
-    tensors = load_file(str(path))
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    _write_atomically(path, load_file(str(path)), metadata)
 
 
 def read_metadata(path: Path) -> dict[str, str]:

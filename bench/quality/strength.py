@@ -53,8 +53,8 @@ STYLE_GOAL = 1.5
 GRID = (0.0, 0.25, 0.35, 0.4, 0.45, 0.5, 0.75, 1.0)
 RAMP = (0.0, 0.25, 0.5, 0.75, 1.0)
 SHEET_TILE_WIDTH = 384
-# What reports written before the tone term called structure.
 CPU = torch.device("cpu")
+# What reports written before the tone term called structure.
 OUTLINE_ONLY = "outline: Pearson of luminance gradient magnitudes blurred at sigma=h/100"
 
 # (frame name, "gatys" or a strength of the grid, painted image, source frame) -> losses
